@@ -1,0 +1,244 @@
+"""`emoverse`: run the pipeline or one stage, generate a poem, list the registry.
+
+Input is checked here, before any flow starts, so bad input costs no server start and
+prints one line naming the problem.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from emoverse.emotions import LABELS, check_label
+from emoverse.errors import EmoverseError
+from emoverse.settings import (
+    DEFAULT_BASE_MODEL,
+    curated_ids,
+    default_data_dir,
+    default_mirror,
+    parse_ids,
+)
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _bounded(lo: int, hi: int, name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where runs write (default: $EMOVERSE_DATA_DIR or ./data/run)",
+    )
+    common.add_argument(
+        "--mirror",
+        default=None,
+        help="Gutenberg mirror: a URL or a folder in cache/epub/<id>/pg<id>.txt layout "
+        "(default: $EMOVERSE_GUTENBERG_MIRROR or the Project Gutenberg site)",
+    )
+    common.add_argument(
+        "--ids",
+        default=None,
+        help="comma-separated Gutenberg ids (default: the curated list in data/curated_ids.txt)",
+    )
+    common.add_argument(
+        "--base-model",
+        default=DEFAULT_BASE_MODEL,
+        help="a Hugging Face id or local folder, or scratch:tiny (default: %(default)s)",
+    )
+
+    training = argparse.ArgumentParser(add_help=False)
+    training.add_argument(
+        "--min-poems",
+        type=_bounded(1, 10**6, "--min-poems"),
+        default=1,
+        help="skip a partition with fewer training poems than this (default: %(default)s)",
+    )
+    training.add_argument("--base-epochs", type=_bounded(1, 1000, "--base-epochs"), default=None)
+    training.add_argument("--child-epochs", type=_bounded(1, 1000, "--child-epochs"), default=None)
+    training.add_argument(
+        "--max-steps",
+        type=_bounded(1, 10**7, "--max-steps"),
+        default=None,
+        help="cap on optimizer steps per model (quick runs)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="emoverse", description="Emotion-conditioned poetry from Project Gutenberg."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common, training], help="the whole pipeline")
+    sub.add_parser("ingest", parents=[common], help="fetch books and split them into poems")
+    sub.add_parser("tag", parents=[common], help="tag poems into nine emotion partitions")
+    sub.add_parser("train", parents=[common, training], help="train the base and the children")
+    gen = sub.add_parser("generate", parents=[common], help="write a poem with an emotion's model")
+    gen.add_argument("--emotion", required=True, help=f"one of: {', '.join(LABELS)}")
+    gen.add_argument("--prompt", default="", help="the poem's first words")
+    gen.add_argument("--seed", type=_bounded(0, 2**31 - 1, "--seed"), default=0)
+    gen.add_argument("-n", type=_bounded(1, 64, "-n"), default=1, help="how many poems")
+    gen.add_argument("--max-new-tokens", type=_bounded(1, 1024, "--max-new-tokens"), default=120)
+    models = sub.add_parser("models", parents=[common], help="what the model registry holds")
+    models.add_argument("--emotion", default=None, help="only this emotion")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_environment()
+    try:
+        return _dispatch(args)
+    except EmoverseError as exc:
+        print(f"emoverse: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("emoverse: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    if args.command == "generate":
+        return _generate(args, data_dir)
+    if args.command == "models":
+        return _models(args, data_dir)
+
+    from emoverse.gutenberg import check_mirror
+    from models.config import is_scratch, scratch_preset
+
+    mirror = args.mirror or default_mirror()
+    ids = parse_ids(args.ids) if args.ids else curated_ids()
+    if args.command in ("run", "ingest"):
+        check_mirror(mirror)
+    if is_scratch(args.base_model):
+        scratch_preset(args.base_model)  # unknown preset names fail here, not mid-run
+
+    from flows import pipeline as dag
+
+    _hide_tracebacks_of_user_errors()
+
+    data = str(data_dir)
+    training = {}
+    if args.command in ("run", "train"):
+        training = {
+            "base_model": args.base_model,
+            "min_poems": args.min_poems,
+            "base_epochs": args.base_epochs,
+            "child_epochs": args.child_epochs,
+            "max_steps": args.max_steps,
+        }
+    try:
+        if args.command == "ingest":
+            result = dag.ingest(data, mirror, ids)
+            print(f"{result['poems']} poems from {result['books']} books -> {result['path']}")
+        elif args.command == "tag":
+            _print_counts(dag.tag(data))
+        elif args.command == "train":
+            _print_training(dag.train(data, **training))
+        else:
+            result = dag.pipeline(data, mirror, ids, **training)
+            print(f"{result['ingest']['poems']} poems from {result['ingest']['books']} books")
+            _print_counts(result["partitions"])
+            _print_training(result)
+    except EmoverseError:
+        raise
+    except RuntimeError as exc:  # a stage failed; Prefect has logged the details above
+        print(f"emoverse: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    total = max(1, sum(counts.values()))
+    print("poems per partition:")
+    for label in LABELS:
+        print(f"  {label:<13}{counts.get(label, 0):>7}  {counts.get(label, 0) / total:6.1%}")
+
+
+def _print_training(result: dict) -> None:
+    for emotion, version in result["registered"].items():
+        print(f"registered emoverse-{emotion} v{version} (champion)")
+    for emotion, reason in result["skipped"].items():
+        print(f"skipped {emotion}: {reason}")
+
+
+def _generate(args: argparse.Namespace, data_dir: Path) -> int:
+    emotion = check_label(args.emotion)
+    from models.generate import generate_poems
+    from models.registry import ModelRegistry
+
+    record = ModelRegistry.for_data_dir(data_dir).get(emotion)
+    poems = generate_poems(
+        record.path,
+        prompt=args.prompt,
+        n=args.n,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+    )
+    print(f"# emoverse-{emotion} v{record.version}, seed {args.seed}", file=sys.stderr)
+    print("\n\n---\n\n".join(poems))
+    return 0
+
+
+def _models(args: argparse.Namespace, data_dir: Path) -> int:
+    emotion = check_label(args.emotion) if args.emotion else None
+    from models.registry import ModelRegistry
+
+    records = ModelRegistry.for_data_dir(data_dir).list(emotion)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    if not records:
+        print(f"the registry under {data_dir} holds no models yet")
+        return 0
+    print(f"{'emotion':<13}{'version':>8}  {'aliases':<10}{'val_loss':>9}  path")
+    for r in records:
+        val = r.metrics.get("val_loss")
+        val_text = f"{val:.3f}" if isinstance(val, int | float) else "-"
+        print(f"{r.emotion:<13}{r.version:>8}  {','.join(r.aliases):<10}{val_text:>9}  {r.path}")
+    return 0
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs every failed task with its traceback. For bad input (an EmoverseError)
+    the message says all there is to say; real bugs keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EmoverseError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _hide_tracebacks_of_user_errors() -> None:
+    for name in ("prefect", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_UserErrorsWithoutTraceback())
+
+
+def _quiet_environment() -> None:
+    # Offline machines cannot reach Prefect's telemetry endpoint; do not make every run try.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The label set: NRC's eight basic emotions plus `neutral`."""
+
+from emoverse.errors import UnknownEmotionError
+
+# Order follows the NRC Emotion Lexicon; it is also the column order of the count columns.
+EMOTIONS: tuple[str, ...] = (
+    "anger",
+    "anticipation",
+    "disgust",
+    "fear",
+    "joy",
+    "sadness",
+    "surprise",
+    "trust",
+)
+NEUTRAL = "neutral"
+LABELS: tuple[str, ...] = (*EMOTIONS, NEUTRAL)
+# NRC also scores polarity; we keep the counts but never label by them.
+POLARITIES: tuple[str, ...] = ("positive", "negative")
+
+
+def check_label(name: str) -> str:
+    """Return `name` if it is one of the nine labels, else raise a clear error listing them."""
+    if name not in LABELS:
+        raise UnknownEmotionError(f"unknown emotion {name!r}; valid emotions: {', '.join(LABELS)}")
+    return name

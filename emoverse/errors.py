@@ -1,0 +1,25 @@
+"""Errors a user can cause and fix. The CLI prints them as one line, without a traceback."""
+
+
+class EmoverseError(Exception):
+    """Base class: bad input or a missing prerequisite, with a message naming the problem."""
+
+
+class MirrorNotFoundError(EmoverseError):
+    """The Gutenberg mirror (URL or folder) cannot be reached or does not exist."""
+
+
+class BookNotFoundError(EmoverseError):
+    """A Gutenberg id that the mirror does not have."""
+
+
+class UnknownEmotionError(EmoverseError):
+    """An emotion name outside the nine labels."""
+
+
+class NoModelError(EmoverseError):
+    """The registry holds no model for the asked emotion."""
+
+
+class MissingStageOutputError(EmoverseError):
+    """A stage was asked to run before the stage it reads from."""

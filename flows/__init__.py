@@ -1,0 +1,1 @@
+"""Prefect flows: the emoverse DAG and its stages."""

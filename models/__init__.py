@@ -1,0 +1,1 @@
+"""Tokenizer, model, training, generation and registry. Plain Python: no Prefect imports."""

@@ -1,0 +1,84 @@
+"""Training data: partitions read through `datasets`, poems packed into fixed-length blocks."""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+from datasets import Dataset, disable_progress_bars, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+from emoverse.errors import MissingStageOutputError
+
+# Our own bars show training progress; per-file "Generating split" bars would bury them.
+disable_progress_bars()
+
+# Label value that the causal-LM loss ignores.
+IGNORE_INDEX = -100
+
+
+def load_partition(
+    partitions_dir: Path, label: str, split: str, cache_dir: Path | None = None
+) -> Dataset:
+    """One label's poems of one split (train/validation/test) as a `datasets.Dataset`."""
+    files = sorted(str(p) for p in (Path(partitions_dir) / f"emotion={label}").glob("*.parquet"))
+    if not files:
+        raise MissingStageOutputError(
+            f"no {label} partition under {partitions_dir}; run `emoverse tag` first"
+        )
+    if sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 0:
+        # `datasets` cannot read a Parquet file without rows; small corpora have such partitions.
+        return Dataset(pq.read_table(files[0]))
+    ds = load_dataset(
+        "parquet",
+        data_files=files,
+        split="train",  # `datasets`' own name for "all rows of these files"
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    return ds.filter(lambda s: [x == split for x in s], input_columns="split", batched=True)
+
+
+def fingerprint(ds: Dataset) -> str:
+    """sha256 over the (poem_id, text) pairs, in order: names the exact data a model saw."""
+    h = hashlib.sha256()
+    for poem_id, text in zip(ds["poem_id"], ds["text"], strict=True):
+        h.update(poem_id.encode())
+        h.update(b"\0")
+        h.update(text.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PackedBlocks:
+    input_ids: torch.Tensor  # [n_blocks, block_size]
+    labels: torch.Tensor  # same shape; IGNORE_INDEX where the position is padding
+    n_poems: int
+    n_tokens: int  # real (non-pad) tokens
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def pack_poems(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int
+) -> PackedBlocks:
+    """Concatenate `bos + poem + eos` for every poem and cut the stream into blocks of
+    `block_size`, so no compute goes to padding; only the last block is padded, and its pad
+    positions are excluded from the loss. Attention still crosses poem boundaries inside a
+    block: the boundary token tells the model a new poem starts (GPT-2's own pretraining
+    recipe), which costs a little context noise and no compute."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
+        stream.extend([bos, *ids, eos])
+    n_tokens = len(stream)
+    n_blocks = -(-n_tokens // block_size)  # ceil
+    padded = stream + [pad] * (n_blocks * block_size - n_tokens)
+    input_ids = torch.tensor(padded, dtype=torch.long).view(n_blocks, block_size)
+    labels = input_ids.clone()
+    if n_blocks:
+        labels.view(-1)[n_tokens:] = IGNORE_INDEX
+    return PackedBlocks(input_ids, labels, n_poems=len(texts), n_tokens=n_tokens)

@@ -1,0 +1,145 @@
+"""The per-emotion model registry: one MLflow registered model `emoverse-<emotion>` per label,
+each version pointing at a Hugging Face model folder, the current one under alias `champion`.
+
+sqlite under `<data-dir>/registry/` by default; `MLFLOW_TRACKING_URI` points every flow, CLI
+and API at a shared tracking server instead.
+"""
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from emoverse.emotions import LABELS, check_label
+from emoverse.errors import NoModelError
+
+CHAMPION = "champion"
+MODEL_PREFIX = "emoverse-"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    emotion: str
+    version: int
+    path: str
+    aliases: list[str]
+    metrics: dict[str, Any]
+    parent: str
+    data_fingerprint: str
+    created_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def registry_uri(data_dir: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    db = Path(data_dir).resolve() / "registry" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+class ModelRegistry:
+    def __init__(self, uri: str):
+        from mlflow import MlflowClient  # heavy import: only when a registry is used
+
+        # MLflow sets its loggers up on import and announces schema migrations at INFO.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+        self.uri = uri
+        self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> "ModelRegistry":
+        return cls(registry_uri(data_dir))
+
+    def register(
+        self,
+        emotion: str,
+        model_dir: Path,
+        *,
+        metrics: dict[str, Any],
+        parent: str,
+        data_fingerprint: str,
+        promote: bool = True,
+    ) -> ModelRecord:
+        """Add `model_dir` as a new version of the emotion's model; make it champion if
+        `promote`."""
+        from mlflow.exceptions import MlflowException
+
+        name = MODEL_PREFIX + check_label(emotion)
+        try:
+            self._client.create_registered_model(name, tags={"emotion": emotion})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self._client.create_model_version(
+            name,
+            source=str(Path(model_dir).resolve()),
+            tags={
+                "emotion": emotion,
+                "parent": parent,
+                "data_fingerprint": data_fingerprint,
+                "metrics": json.dumps(metrics),
+            },
+        )
+        if promote:
+            self._client.set_registered_model_alias(name, CHAMPION, version.version)
+        return self.get(emotion, version=int(version.version))
+
+    def get(self, emotion: str, alias: str = CHAMPION, version: int | None = None) -> ModelRecord:
+        """The version under `alias` (or the exact `version`) of the emotion's model."""
+        from mlflow.exceptions import MlflowException
+
+        name = MODEL_PREFIX + check_label(emotion)
+        try:
+            if version is not None:
+                mv = self._client.get_model_version(name, str(version))
+            else:
+                mv = self._client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            wanted = f"version {version}" if version is not None else f"alias {alias!r}"
+            raise NoModelError(
+                f"no {emotion} model with {wanted} in the registry at {self.uri}; "
+                "run `emoverse run` (or `emoverse train`) first"
+            ) from None
+        return _record(mv)
+
+    def list(self, emotion: str | None = None) -> list[ModelRecord]:
+        """Every version, by emotion then version."""
+        emotions = [check_label(emotion)] if emotion else list(LABELS)
+        records: list[ModelRecord] = []
+        for e in emotions:
+            name = MODEL_PREFIX + e
+            found = self._client.search_model_versions(f"name = '{name}'")
+            if not found:
+                continue
+            # Search results leave aliases out; the registered model has them.
+            aliases: dict[int, list[str]] = {}
+            for alias, version in self._client.get_registered_model(name).aliases.items():
+                aliases.setdefault(int(version), []).append(alias)
+            records.extend(
+                sorted(
+                    (_record(mv, aliases.get(int(mv.version), [])) for mv in found),
+                    key=lambda r: r.version,
+                )
+            )
+        return records
+
+
+def _record(mv: Any, aliases: list[str] | None = None) -> ModelRecord:
+    tags = mv.tags or {}
+    return ModelRecord(
+        emotion=mv.name.removeprefix(MODEL_PREFIX),
+        version=int(mv.version),
+        path=mv.source,
+        aliases=sorted(aliases if aliases is not None else mv.aliases or []),
+        metrics=json.loads(tags.get("metrics", "{}")),
+        parent=tags.get("parent", ""),
+        data_fingerprint=tags.get("data_fingerprint", ""),
+        created_ms=int(mv.creation_timestamp or 0),
+    )

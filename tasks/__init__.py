@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that pass paths and small records, never big objects."""

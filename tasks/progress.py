@@ -1,0 +1,65 @@
+"""Progress of long work, shown twice: a tqdm bar on the terminal (only when there is one) and
+a Prefect progress artifact on the run's page in the UI."""
+
+import base64
+from pathlib import Path
+from types import TracebackType
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from tqdm.auto import tqdm
+
+
+class StageProgress:
+    # Each artifact update is an API call: report in steps of this many percent.
+    ARTIFACT_STEP_PERCENT = 5.0
+
+    def __init__(self, description: str, total: int | None = None, unit: str = "it"):
+        """`total` may be left out until the work knows it (see `set_total`)."""
+        self.total = total or 0
+        self.done = 0
+        self._bar = tqdm(total=total, desc=description, unit=unit, disable=None, leave=True)
+        self._artifact = create_progress_artifact(0.0, description=description)
+        self._reported = 0.0
+
+    def set_total(self, total: int) -> None:
+        if total != self.total:
+            self.total = total
+            self._bar.total = total
+            self._bar.refresh()
+
+    def update(self, n: int = 1, **postfix: object) -> None:
+        self.done += n
+        self._bar.update(n)
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
+        percent = min(100.0, 100.0 * self.done / max(1, self.total))
+        if percent - self._reported >= self.ARTIFACT_STEP_PERCENT:
+            self._reported = percent
+            update_progress_artifact(self._artifact, percent)
+
+    def __enter__(self) -> "StageProgress":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._reported < 100.0:
+            update_progress_artifact(self._artifact, 100.0)
+        self._bar.close()
+
+
+def publish_image(png: Path, *, key: str, title: str, extra_markdown: str = "") -> None:
+    """A markdown artifact that shows a PNG inline (embedded, so it needs no file server)."""
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    create_markdown_artifact(
+        f"## {title}\n\n![{title}](data:image/png;base64,{data})\n\n{extra_markdown}",
+        key=key,
+        description=title,
+    )

@@ -1,0 +1,166 @@
+"""The whole DAG through Prefect once (four books, scratch:tiny), and the CLI on top of it."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from emoverse import cli
+from emoverse.emotions import LABELS
+from flows.pipeline import pipeline, train
+from models.card import read_card_metadata
+from models.registry import CHAMPION, ModelRegistry
+
+# The issue's reference books: Shakespeare's Sonnets, Blake, The Raven, Dickinson.
+BOOKS = [1041, 574, 1065, 12242]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(prefect_harness, gutenberg_server, tmp_path_factory):
+    """One real run over a loopback HTTP mirror; few steps per model keep it quick."""
+    data_dir = tmp_path_factory.mktemp("run")
+    result = pipeline(str(data_dir), gutenberg_server, BOOKS, max_steps=3)
+    return data_dir, result
+
+
+def test_pipeline_writes_nine_partitions_and_nine_champions(pipeline_run):
+    data_dir, result = pipeline_run
+    assert result["ingest"]["books"] == 4
+    poems = pq.read_table(data_dir / "poems" / "poems.parquet")
+    assert poems.num_rows == result["ingest"]["poems"] > 600
+    partitions = pq.read_table(data_dir / "partitions")
+    assert partitions.num_rows == poems.num_rows
+    assert set(partitions.column("emotion").to_pylist()) == set(LABELS)
+    assert result["partitions"] == {
+        label: partitions.filter(pc.equal(partitions["label"], label)).num_rows for label in LABELS
+    }
+
+    registry = ModelRegistry.for_data_dir(data_dir)
+    assert result["registered"] == dict.fromkeys(LABELS, 1) and result["skipped"] == {}
+    base = registry.get("neutral")
+    for label in LABELS:
+        record = registry.get(label)
+        assert record.aliases == [CHAMPION]
+        meta = read_card_metadata(record.path)
+        assert meta["emotion"] == label
+        expected_parent = (
+            "scratch:tiny" if label == "neutral" else f"emoverse-neutral v{base.version}"
+        )
+        assert meta["parent_model"] == record.parent == expected_parent
+
+
+@pytest.mark.parametrize("emotion", LABELS)
+def test_generate_prints_a_poem_for_every_emotion(pipeline_run, capsys, emotion):
+    data_dir, _ = pipeline_run
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--emotion",
+                emotion,
+                "--data-dir",
+                str(data_dir),
+                "--max-new-tokens",
+                "16",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert out.strip()
+    assert f"emoverse-{emotion} v1" in err
+
+
+def test_models_lists_the_registry_as_json(pipeline_run, capsys):
+    data_dir, _ = pipeline_run
+    assert cli.main(["models", "--data-dir", str(data_dir), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(r["emotion"] for r in listed) == sorted(LABELS)
+    assert all(r["aliases"] == [CHAMPION] for r in listed)
+    assert cli.main(["models", "--data-dir", str(data_dir), "--emotion", "joy"]) == 0
+    assert "joy" in capsys.readouterr().out
+
+
+def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
+    data_dir, result = pipeline_run
+    smallest = min((n, e) for e, n in result["partitions"].items() if e != "neutral")[1]
+    train_poems = ModelRegistry.for_data_dir(data_dir).get(smallest).metrics["train_poems"]
+    out = train(str(data_dir), min_poems=train_poems + 1, max_steps=1)
+    assert smallest in out["skipped"]
+    assert f"fewer than --min-poems {train_poems + 1}" in out["skipped"][smallest]
+    assert smallest not in out["registered"]
+    # The skipped emotion keeps its previous champion; the others got a new version.
+    registry = ModelRegistry.for_data_dir(data_dir)
+    assert registry.get(smallest).version == 1
+    assert registry.get("neutral").version == 2
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_missing_book_fails_cleanly_and_keeps_the_poems(pipeline_run, gutenberg_server, capsys):
+    data_dir, _ = pipeline_run
+    poems_file = data_dir / "poems" / "poems.parquet"
+    before = _digest(poems_file)
+    code = cli.main(
+        [
+            "ingest",
+            "--data-dir",
+            str(data_dir),
+            "--mirror",
+            gutenberg_server,
+            "--ids",
+            "1065,99999999",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_BAD_INPUT
+    assert "emoverse: error: Gutenberg book 99999999 not found" in err
+    assert "Traceback" not in err
+    assert _digest(poems_file) == before
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emoverse.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["generate", "--emotion", "happy"],
+            "unknown emotion 'happy'; valid emotions: anger, anticipation, disgust, fear, joy, "
+            "sadness, surprise, trust, neutral",
+        ),
+        (
+            ["run", "--mirror", "/no/such/mirror", "--ids", "1065"],
+            "Gutenberg mirror folder /no/such/mirror does not exist",
+        ),
+        (["ingest", "--ids", "1065,x7"], "invalid Gutenberg id 'x7': ids are positive integers"),
+        (
+            ["train", "--base-model", "scratch:huge"],
+            "unknown scratch preset 'scratch:huge'; valid: scratch:tiny",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args, message, tmp_path):
+    done = _run_cli(*args, "--data-dir", str(tmp_path))
+    assert done.returncode == cli.EXIT_BAD_INPUT
+    assert done.stderr.strip() == f"emoverse: error: {message}"
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_generate_before_any_run_says_what_to_do(tmp_path):
+    done = _run_cli("generate", "--emotion", "joy", "--data-dir", str(tmp_path))
+    assert done.returncode == cli.EXIT_BAD_INPUT
+    assert "no joy model with alias 'champion'" in done.stderr
+    assert "run `emoverse run`" in done.stderr and "Traceback" not in done.stderr

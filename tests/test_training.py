@@ -1,0 +1,153 @@
+"""Training: packing, the loop on real poems, saved folders, generation, the stage function."""
+
+import json
+import math
+from itertools import pairwise
+
+import pyarrow as pa
+import pytest
+import torch
+
+from emoverse.gutenberg import book_to_rows
+from emoverse.schema import POEM_SCHEMA
+from emoverse.tagging import tag_table, write_partitions
+from models.card import CARD_FILE, LOSS_PLOT_FILE, read_card_metadata, save_model
+from models.config import TrainConfig
+from models.data import IGNORE_INDEX, load_partition, pack_poems
+from models.generate import generate_poems
+from models.modeling import build_scratch_model, load_model
+from models.stages import SkippedModel, TrainedModel, prepare_init, train_emotion_model
+from models.train import fine_tune, lr_at
+
+QUICK = TrainConfig(epochs=2, batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2)
+
+
+@pytest.fixture(scope="module")
+def sonnets(gutenberg_dir) -> list[str]:
+    raw = (gutenberg_dir / "cache/epub/1041/pg1041.txt").read_bytes()
+    return [row["text"] for row in book_to_rows(1041, raw)]
+
+
+@pytest.fixture(scope="module")
+def init_dir(sonnets, tmp_path_factory):
+    return build_scratch_model("scratch:tiny", sonnets, tmp_path_factory.mktemp("m") / "init")
+
+
+def test_scratch_tiny_is_a_small_gpt2_with_a_corpus_tokenizer(init_dir, sonnets):
+    model, tokenizer = load_model(init_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 1_000_000 <= n_params <= 2_000_000
+    assert model.config.model_type == "gpt2"
+    # A tokenizer trained on the sonnets encodes them in far fewer tokens than bytes.
+    text = sonnets[17]
+    assert len(tokenizer(text)["input_ids"]) < len(text.encode()) / 2.5
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+def test_pack_poems_wastes_no_compute_on_padding(init_dir, sonnets):
+    _, tokenizer = load_model(init_dir)
+    texts = sonnets[:20]
+    packed = pack_poems(texts, tokenizer, block_size=64)
+    lengths = [len(ids) + 2 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    assert packed.n_tokens == sum(lengths)
+    assert len(packed) == math.ceil(sum(lengths) / 64)
+    flat_ids, flat_labels = packed.input_ids.view(-1), packed.labels.view(-1)
+    # Every poem is framed by the boundary token; only the tail of the last block is padding.
+    assert int((flat_ids == tokenizer.bos_token_id).sum()) == 2 * len(texts)
+    assert torch.equal(flat_labels[: packed.n_tokens], flat_ids[: packed.n_tokens])
+    assert bool((flat_labels[packed.n_tokens :] == IGNORE_INDEX).all())
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(learning_rate=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 20, cfg) for s in range(20)]
+    assert lrs[0] == pytest.approx(0.25) and lrs[3] == pytest.approx(1.0)
+    assert all(a >= b for a, b in pairwise(lrs[3:]))
+    assert lr_at(20, 20, cfg) == pytest.approx(0.1)
+
+
+def test_fine_tune_learns_and_keeps_the_best_epoch(init_dir, sonnets):
+    tuned = fine_tune(init_dir, sonnets[:140], sonnets[140:], QUICK.with_overrides(epochs=3))
+    curve = [loss for _, loss in tuned.train_curve]
+    assert curve[-1] < curve[0] - 1.0  # a real drop from ~ln(vocab) nats
+    assert tuned.metrics["val_loss"] == pytest.approx(min(v for _, v in tuned.val_curve), abs=1e-4)
+    assert tuned.metrics["train_poems"] == 140 and tuned.metrics["val_poems"] == len(sonnets) - 140
+
+
+def test_fine_tune_is_deterministic_for_a_seed(init_dir, sonnets):
+    cfg = QUICK.with_overrides(max_steps=3)
+    a = fine_tune(init_dir, sonnets[:40], [], cfg)
+    b = fine_tune(init_dir, sonnets[:40], [], cfg)
+    assert a.train_curve == b.train_curve
+    assert a.metrics["val_loss"] is None  # no validation poems: chosen on training loss
+
+
+def test_saved_model_is_a_safetensors_hf_folder_with_a_card(init_dir, sonnets, tmp_path):
+    tuned = fine_tune(init_dir, sonnets[:40], sonnets[40:50], QUICK.with_overrides(max_steps=4))
+    out = save_model(
+        tuned,
+        tmp_path / "joy",
+        emotion="joy",
+        parent="base v1",
+        data_fingerprint="f" * 64,
+        config=QUICK,
+    )
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "generation_config.json",
+        CARD_FILE,
+        LOSS_PLOT_FILE,
+    } <= names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+    meta = read_card_metadata(out)
+    assert meta["emotion"] == "joy" and meta["parent_model"] == "base v1"
+    assert meta["data_fingerprint"] == "f" * 64
+    assert meta["metrics"]["steps"] == 4
+    assert json.loads((out / "training_history.json").read_text())["train"]
+    assert (out / LOSS_PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generation_is_deterministic_for_a_seed(init_dir):
+    a = generate_poems(init_dir, prompt="Shall I", n=2, seed=7, max_new_tokens=12)
+    b = generate_poems(init_dir, prompt="Shall I", n=2, seed=7, max_new_tokens=12)
+    c = generate_poems(init_dir, prompt="Shall I", n=2, seed=8, max_new_tokens=12)
+    assert a == b and a != c
+    assert all(p.startswith("Shall I") for p in a)
+
+
+def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_path):
+    raw = (gutenberg_dir / "cache/epub/574/pg574.txt").read_bytes()
+    tagged = tag_table(pa.Table.from_pylist(book_to_rows(574, raw), schema=POEM_SCHEMA))
+    counts = write_partitions(tagged, tmp_path / "partitions")
+    init = prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models")
+    assert prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models") == init
+
+    joy = train_emotion_model(
+        "joy",
+        init,
+        partitions_dir=tmp_path / "partitions",
+        models_dir=tmp_path / "models",
+        config=QUICK.with_overrides(max_steps=2),
+        parent="scratch:tiny",
+    )
+    assert isinstance(joy, TrainedModel)
+    assert (
+        len(load_partition(tmp_path / "partitions", "joy", "train")) == joy.metrics["train_poems"]
+    )
+    assert read_card_metadata(joy.path)["data_fingerprint"] == joy.data_fingerprint
+
+    too_many = counts["joy"] + 1
+    skipped = train_emotion_model(
+        "joy",
+        init,
+        partitions_dir=tmp_path / "partitions",
+        models_dir=tmp_path / "models",
+        config=QUICK,
+        parent="scratch:tiny",
+        min_poems=too_many,
+    )
+    assert isinstance(skipped, SkippedModel)
+    assert f"fewer than --min-poems {too_many}" in skipped.reason
