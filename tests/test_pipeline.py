@@ -164,3 +164,21 @@ def test_generate_before_any_run_says_what_to_do(tmp_path):
     assert done.returncode == cli.EXIT_BAD_INPUT
     assert "no joy model with alias 'champion'" in done.stderr
     assert "run `emoverse run`" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_run_publishes_its_artifacts(pipeline_run):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    by_key = {a.key: a for a in artifacts if a.key}
+    distribution = by_key["label-distribution"]
+    assert distribution.type == "table"
+    assert {row["label"] for row in json.loads(distribution.data)} == set(LABELS)
+    assert by_key["label-distribution-chart"].data.count("data:image/png;base64,") == 1
+    for label in LABELS:
+        assert "data:image/png;base64," in by_key[f"loss-curve-{label}"].data
+    assert by_key["registry-versions"].type == "table"
+    finished = {a.description for a in artifacts if a.type == "progress" and float(a.data) == 100}
+    stages = {"fetching and splitting books", "tagging poems"}
+    assert stages | {f"training {label}" for label in LABELS} <= finished
