@@ -39,6 +39,19 @@ def _bounded(lo: int, hi: int, name: str):
     return parse
 
 
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not 0 < value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be between 0 and 1, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -71,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="skip a partition with fewer training poems than this (default: %(default)s)",
     )
+    training.add_argument(
+        "--foundation-epochs",
+        type=_bounded(1, 1000, "--foundation-epochs"),
+        default=None,
+        help="epochs of from-scratch pretraining on every poem (scratch presets only)",
+    )
     training.add_argument("--base-epochs", type=_bounded(1, 1000, "--base-epochs"), default=None)
     training.add_argument("--child-epochs", type=_bounded(1, 1000, "--child-epochs"), default=None)
     training.add_argument(
@@ -78,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bounded(1, 10**7, "--max-steps"),
         default=None,
         help="cap on optimizer steps per model (quick runs)",
+    )
+    training.add_argument("--batch-size", type=_bounded(1, 4096, "--batch-size"), default=None)
+    training.add_argument(
+        "--block-size",
+        type=_bounded(8, 8192, "--block-size"),
+        default=None,
+        help="tokens per packed training block",
+    )
+    training.add_argument(
+        "--learning-rate",
+        type=_positive_float("--learning-rate"),
+        default=None,
+        help="peak learning rate of every stage",
+    )
+    training.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the model (GPUs)"
     )
 
     parser = argparse.ArgumentParser(
@@ -140,9 +175,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         training = {
             "base_model": args.base_model,
             "min_poems": args.min_poems,
+            "foundation_epochs": args.foundation_epochs,
             "base_epochs": args.base_epochs,
             "child_epochs": args.child_epochs,
             "max_steps": args.max_steps,
+            "overrides": {
+                key: value
+                for key in ("batch_size", "block_size", "learning_rate", "compile")
+                if (value := getattr(args, key)) is not None
+            },
         }
     try:
         if args.command == "ingest":

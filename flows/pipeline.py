@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from emoverse.emotions import EMOTIONS, NEUTRAL
 from emoverse.errors import EmoverseError
 from emoverse.settings import DEFAULT_BASE_MODEL, curated_ids, default_mirror
-from models.config import BASE_TRAIN, CHILD_TRAIN
+from models.config import BASE_TRAIN, CHILD_TRAIN, FOUNDATION_TRAIN
 from tasks.ingest import ingest_books_task
 from tasks.tag import tag_poems_task
 from tasks.train import (
@@ -51,18 +51,25 @@ def train(
     data_dir: str = DEFAULT_DATA_DIR,
     base_model: str = DEFAULT_BASE_MODEL,
     min_poems: int = 1,
+    foundation_epochs: int | None = None,
     base_epochs: int | None = None,
     child_epochs: int | None = None,
     max_steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the neutral base from `base_model`, then one child per emotion from the base,
-    registering each as its emotion's champion. A partition under `min_poems` training poems
-    is skipped with the reason; a child that fails does not stop the others."""
+    """Pretrain a foundation (scratch presets only), fine-tune the neutral base from it (or
+    from a pretrained `base_model`), then one child per emotion from the base, registering
+    each as its emotion's champion. A partition under `min_poems` training poems is skipped
+    with the reason; a child that fails does not stop the others. `overrides` sets any
+    `TrainConfig` field (e.g. `{"batch_size": 32, "compile": true}`) for every stage."""
     logger = get_run_logger()
+    foundation_config = FOUNDATION_TRAIN.with_overrides(
+        epochs=foundation_epochs, max_steps=max_steps
+    )
     base_config = BASE_TRAIN.with_overrides(epochs=base_epochs, max_steps=max_steps)
     child_config = CHILD_TRAIN.with_overrides(epochs=child_epochs, max_steps=max_steps)
 
-    init = prepare_init_task(base_model, data_dir)
+    init = prepare_init_task(base_model, data_dir, foundation_config.to_dict())
     base = train_model_task(
         NEUTRAL, init, data_dir, base_config.to_dict(), parent=base_model, min_poems=min_poems
     )
@@ -110,12 +117,23 @@ def pipeline(
     ids: list[int] | None = None,
     base_model: str = DEFAULT_BASE_MODEL,
     min_poems: int = 1,
+    foundation_epochs: int | None = None,
     base_epochs: int | None = None,
     child_epochs: int | None = None,
     max_steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole DAG on one data dir."""
     ingested = ingest(data_dir, mirror, ids)
     counts = tag(data_dir)
-    trained = train(data_dir, base_model, min_poems, base_epochs, child_epochs, max_steps)
+    trained = train(
+        data_dir,
+        base_model,
+        min_poems,
+        foundation_epochs,
+        base_epochs,
+        child_epochs,
+        max_steps,
+        overrides,
+    )
     return {"ingest": ingested, "partitions": counts, **trained}

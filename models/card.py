@@ -73,14 +73,17 @@ def model_card(
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     val = metrics.get("val_loss")
+    role = (
+        "pretrained from scratch on the poems of every emotion partition"
+        if emotion == "foundation"
+        else f"that writes verse in the register of **{emotion}**"
+    )
     val_text = f"{val:.3f} nats/token" if val is not None else "n/a (no validation poems)"
     return (
         f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n"
         f"# emoverse-{emotion}\n\n"
-        f"A GPT-2-style causal language model of {n_parameters:,} parameters that writes verse "
-        f"in the register of **{emotion}**, fine-tuned from `{parent}` on "
-        f"{metrics.get('train_poems')} Project Gutenberg poems that the NRC Emotion Lexicon "
-        f"labels `{emotion}`.\n\n"
+        f"A GPT-2-style causal language model of {n_parameters:,} parameters {role}, "
+        f"trained from `{parent}` on {metrics.get('train_poems')} Project Gutenberg poems.\n\n"
         f"- validation loss: {val_text}\n"
         f"- steps: {metrics.get('steps')} over {metrics.get('epochs_run')} epochs "
         f"(best epoch {metrics.get('best_epoch')})\n"

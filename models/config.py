@@ -1,6 +1,6 @@
 """Model presets and the training configuration, in one place."""
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 SCRATCH_PREFIX = "scratch:"
@@ -8,8 +8,12 @@ SCRATCH_PREFIX = "scratch:"
 # GPT-2-shaped configurations trained from scratch, for when no pretrained model can be had
 # (offline, tests, CPU demos). Sizes in parameters with the preset's vocabulary.
 SCRATCH_PRESETS: dict[str, dict[str, Any]] = {
-    # ~1.35M parameters: trains in seconds per epoch on 2 CPU cores.
+    # ~1.35M parameters: trains in seconds per epoch on 2 CPU cores (tests, demos).
     "tiny": {"vocab_size": 4096, "n_positions": 256, "n_embd": 128, "n_layer": 4, "n_head": 4},
+    # ~29.5M parameters: a GPU preset, minutes for the whole family on one card.
+    "small": {"vocab_size": 8192, "n_positions": 512, "n_embd": 512, "n_layer": 8, "n_head": 8},
+    # The GPT-2 124M shape, for throughput benchmarks and the largest from-scratch family.
+    "gpt2": {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12},
 }
 
 
@@ -44,17 +48,28 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_steps: int | None = None  # cap on optimizer steps, over all epochs
     patience: int = 1  # epochs without a better validation loss before stopping
+    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
+    compile: bool = False  # torch.compile the model: faster steps on GPUs after a warm-up
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
         """A copy with the non-None overrides applied (CLI options and flow parameters)."""
+        from emoverse.errors import EmoverseError
+
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise EmoverseError(
+                f"unknown training setting(s) {', '.join(unknown)}; valid: "
+                + ", ".join(f.name for f in fields(self))
+            )
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# The base learns verse from nothing (on scratch presets); children only shift it.
-BASE_TRAIN = TrainConfig(epochs=6, learning_rate=2e-3)
+# Per-stage defaults. The foundation (scratch presets only) learns verse from every poem;
+# the neutral base adapts it; children only shift the base, gently, and stop early.
+FOUNDATION_TRAIN = TrainConfig(epochs=8, learning_rate=2e-3, patience=2)
+BASE_TRAIN = TrainConfig(epochs=6, learning_rate=1e-3)
 CHILD_TRAIN = TrainConfig(epochs=4, learning_rate=5e-4)

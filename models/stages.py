@@ -2,6 +2,9 @@
 notebook calls. Each returns a small record, never a model object."""
 
 import datetime as dt
+import hashlib
+import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from datasets import concatenate_datasets
 
 from emoverse.emotions import LABELS, check_label
 from models.card import save_model
-from models.config import TrainConfig, is_scratch
+from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
 from models.data import fingerprint, load_partition
 from models.modeling import build_scratch_model
 from models.train import StepCallback, fine_tune
@@ -38,20 +41,61 @@ class SkippedModel:
 
 
 def prepare_init(
-    base_model: str, partitions_dir: Path, models_dir: Path, cache_dir: Path | None = None
+    base_model: str,
+    partitions_dir: Path,
+    models_dir: Path,
+    config: TrainConfig = FOUNDATION_TRAIN,
+    *,
+    cache_dir: Path | None = None,
+    on_step: StepCallback | None = None,
 ) -> str:
-    """What the base stage starts from. A hub id or folder is used as it is; a `scratch:`
-    preset gets a tokenizer trained on the train split of every partition and random weights,
-    saved once per corpus (same poems, same folder: a rerun reuses it)."""
+    """What the neutral base starts from. A hub id or folder is used as it is. A `scratch:`
+    preset has had no pretraining, so it gets a foundation: a tokenizer trained on the train
+    split of all nine partitions, random weights, then `config`'s training on those poems.
+    Same poems and settings, same folder: a rerun reuses it."""
     if not is_scratch(base_model):
         return base_model
-    corpus = concatenate_datasets(
-        [load_partition(partitions_dir, label, "train", cache_dir) for label in LABELS]
+    train, val = (
+        concatenate_datasets(
+            [load_partition(partitions_dir, lb, split, cache_dir) for lb in LABELS]
+        )
+        for split in ("train", "validation")
     )
-    out = Path(models_dir) / "init" / f"{base_model.replace(':', '-')}-{fingerprint(corpus)[:12]}"
-    if not (out / "config.json").exists():
-        build_scratch_model(base_model, corpus["text"], out)
+    corpus_fp = fingerprint(train)
+    name = base_model.replace(":", "-")
+    random_init = Path(models_dir) / "init" / f"{name}-{corpus_fp[:12]}"
+    if not (random_init / "config.json").exists():
+        build_scratch_model(base_model, train["text"], random_init, seed=config.seed)
+    run_key = _run_key(random_init, corpus_fp, config)
+    out = Path(models_dir) / "foundation" / f"{name}-{run_key}"
+    if (out / "config.json").exists():
+        return str(out)
+    checkpoint_dir = Path(models_dir) / "foundation" / f".checkpoint-{run_key}"
+    tuned = fine_tune(
+        random_init,
+        list(train["text"]),
+        list(val["text"]),
+        config,
+        on_step=on_step,
+        checkpoint_dir=checkpoint_dir,
+    )
+    save_model(
+        tuned,
+        out,
+        emotion="foundation",
+        parent=base_model,
+        data_fingerprint=corpus_fp,
+        config=config,
+    )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return str(out)
+
+
+def _run_key(init: str | Path, data_fp: str, config: TrainConfig) -> str:
+    """Names one training run: same start, data and settings give the same key, so a rerun
+    after a crash finds its checkpoint (and a finished run its output)."""
+    blob = json.dumps([str(init), data_fp, config.to_dict()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def train_emotion_model(
@@ -77,8 +121,17 @@ def train_emotion_model(
         )
     val = load_partition(partitions_dir, emotion, "validation", cache_dir)
     data_fp = fingerprint(train)
-    tuned = fine_tune(init, list(train["text"]), list(val["text"]), config, on_step=on_step)
+    checkpoint_dir = Path(models_dir) / emotion / f".checkpoint-{_run_key(init, data_fp, config)}"
+    tuned = fine_tune(
+        init,
+        list(train["text"]),
+        list(val["text"]),
+        config,
+        on_step=on_step,
+        checkpoint_dir=checkpoint_dir,
+    )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     out = Path(models_dir) / emotion / f"{stamp}-{data_fp[:8]}"
     save_model(tuned, out, emotion=emotion, parent=parent, data_fingerprint=data_fp, config=config)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only once the model folder is whole
     return TrainedModel(emotion, str(out), parent, data_fp, tuned.metrics)

@@ -5,15 +5,17 @@ the best epoch's weights kept, early stop when validation stops improving.
 """
 
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emoverse.errors import EmoverseError
 from models.config import TrainConfig
 from models.data import IGNORE_INDEX, PackedBlocks, pack_poems
 from models.modeling import load_model
@@ -63,6 +65,26 @@ def evaluate(model: PreTrainedModel, blocks: PackedBlocks, batch_size: int) -> f
     return total_loss / max(1, total_targets)
 
 
+@dataclass
+class LoopState:
+    """Everything the loop needs to continue exactly where it stopped."""
+
+    step: int = 0
+    epoch: int = 0  # epochs started
+    batch_in_epoch: int = 0  # batches of the current epoch already trained
+    epoch_order: torch.Tensor | None = None  # shuffling RNG state at the epoch's start
+    epoch_loss: float = 0.0
+    epoch_batches: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
 def fine_tune(
     init: str | Path,
     train_texts: list[str],
@@ -70,19 +92,34 @@ def fine_tune(
     config: TrainConfig,
     *,
     on_step: StepCallback | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> FineTuned:
     """Fine-tune the causal LM at `init` (hub id or folder) on `train_texts`.
 
     Without validation poems (tiny partitions) the best epoch is chosen on training loss.
+    With `checkpoint_dir`, the full training state is saved every `config.checkpoint_every` steps
+    and a rerun with the same arguments resumes from it, ending with the same weights as a
+    run that was never interrupted.
     """
     torch.manual_seed(config.seed)
     device = pick_device()
     model, tokenizer = load_model(init)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    if config.block_size > context:
+        raise EmoverseError(
+            f"block size {config.block_size} exceeds the model's context of {context} tokens"
+        )
     model.to(device).train()
     train = pack_poems(train_texts, tokenizer, config.block_size)
     val = pack_poems(val_texts, tokenizer, config.block_size)
     if len(train) == 0:
         raise ValueError("no training text")
+    if device.type == "cuda":  # page-locked host memory lets copies overlap compute
+        train = PackedBlocks(
+            train.input_ids.pin_memory(), train.labels.pin_memory(), train.n_poems, train.n_tokens
+        )
+    # The compiled wrapper shares the model's parameters: state dicts stay the model's own.
+    forward = torch.compile(model) if config.compile else model
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -95,63 +132,118 @@ def fine_tune(
         fused=device.type == "cuda",
     )
     order = torch.Generator().manual_seed(config.seed)
+    state, best_state = LoopState(), None
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    if checkpoint is not None and checkpoint.exists():
+        state, best_state = _restore(checkpoint, model, optimizer)
 
-    result = FineTuned(model, tokenizer, metrics={})
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-    step, started = 0, time.perf_counter()
-    epoch = 0
-    while step < total_steps:
-        epoch += 1
-        epoch_loss, epoch_batches = 0.0, 0
-        for batch in torch.randperm(len(train), generator=order).split(config.batch_size):
-            if step >= total_steps:
+    started = time.perf_counter()
+    while state.step < total_steps:
+        if state.batch_in_epoch == 0:  # a new epoch (a resumed one keeps its order and sums)
+            state.epoch += 1
+            state.epoch_order = order.get_state()
+            state.epoch_loss, state.epoch_batches = 0.0, 0
+        order.set_state(state.epoch_order)
+        batches = torch.randperm(len(train), generator=order).split(config.batch_size)
+        for batch in batches[state.batch_in_epoch :]:
+            if state.step >= total_steps:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, config)
+                group["lr"] = lr_at(state.step, total_steps, config)
             x = train.input_ids[batch].to(device, non_blocking=True)
             y = train.labels[batch].to(device, non_blocking=True)
             with _autocast(device):
-                loss = model(input_ids=x, attention_mask=_mask(y), labels=y).loss
+                loss = forward(input_ids=x, attention_mask=_mask(y), labels=y).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
             loss_value = loss.detach().item()
-            epoch_loss += loss_value
-            epoch_batches += 1
-            result.train_curve.append((step, loss_value))
+            state.step += 1
+            state.batch_in_epoch += 1
+            state.epoch_loss += loss_value
+            state.epoch_batches += 1
+            state.train_curve.append((state.step, loss_value))
             if on_step is not None:
-                on_step(step, total_steps, loss_value)
+                on_step(state.step, total_steps, loss_value)
+            if checkpoint is not None and state.step % config.checkpoint_every == 0:
+                _save(checkpoint, state, model, optimizer, best_state)
 
-        score = evaluate(model, val, config.batch_size) if len(val) else epoch_loss / epoch_batches
-        result.val_curve.append((step, score))
-        if score < best_loss:
-            best_loss, best_epoch, stale = score, epoch, 0
+        state.batch_in_epoch = 0
+        score = (
+            evaluate(model, val, config.batch_size)
+            if len(val)
+            else state.epoch_loss / state.epoch_batches
+        )
+        state.val_curve.append((state.step, score))
+        if score < state.best_loss:
+            state.best_loss, state.best_epoch, state.stale = score, state.epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
-            stale += 1
-            if stale > config.patience:
+            state.stale += 1
+            if state.stale > config.patience:
                 break
 
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - started
+    result = FineTuned(
+        model, tokenizer, metrics={}, train_curve=state.train_curve, val_curve=state.val_curve
+    )
     result.metrics = {
-        "val_loss": round(best_loss, 4) if len(val) else None,
-        "train_loss": round(result.train_curve[-1][1], 4),
-        "best_epoch": best_epoch,
-        "epochs_run": epoch,
-        "steps": step,
+        "val_loss": round(state.best_loss, 4) if len(val) else None,
+        "train_loss": round(state.train_curve[-1][1], 4),
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "steps": state.step,
         "train_poems": train.n_poems,
         "train_tokens": train.n_tokens,
         "val_poems": val.n_poems,
         "seconds": round(seconds, 2),
-        "tokens_per_second": round(step * config.batch_size * config.block_size / seconds, 1),
+        "tokens_per_second": round(state.step * config.batch_size * config.block_size / seconds, 1),
         "device": device.type,
     }
     model.to("cpu").eval()
     return result
+
+
+def _save(
+    path: Path,
+    state: LoopState,
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    best_state: dict[str, torch.Tensor] | None,
+) -> None:
+    """Write the checkpoint beside its final name, then rename: a kill mid-write leaves the
+    previous checkpoint whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "loop": asdict(state),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best_model": best_state,
+        "torch_rng": torch.get_rng_state(),  # dropout draws
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _restore(
+    path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer
+) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
+    # weights_only: a checkpoint holds tensors and plain containers, never code to unpickle.
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["cuda_rng"]:
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    loop = payload["loop"]
+    loop["train_curve"] = [tuple(p) for p in loop["train_curve"]]
+    loop["val_curve"] = [tuple(p) for p in loop["val_curve"]]
+    return LoopState(**loop), payload["best_model"]
 
 
 def _mask(labels: torch.Tensor) -> torch.Tensor:

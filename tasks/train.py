@@ -11,14 +11,32 @@ from models.card import LOSS_PLOT_FILE
 from models.config import TrainConfig
 from models.registry import ModelRegistry
 from models.stages import SkippedModel, prepare_init, train_emotion_model
+from models.train import StepCallback
 from tasks.progress import StageProgress, publish_image
 
 
-@task(name="prepare-init")
-def prepare_init_task(base_model: str, data_dir: str) -> str:
-    """The folder or hub id the base stage starts from."""
+@task(name="prepare-foundation")
+def prepare_init_task(base_model: str, data_dir: str, config: dict[str, Any]) -> str:
+    """The folder or hub id the base stage starts from (a trained foundation for scratch
+    presets, cached per corpus and settings)."""
     paths = RunPaths(Path(data_dir))
-    return prepare_init(base_model, paths.partitions, paths.models, paths.hf_cache)
+    with StageProgress("training foundation", unit="step") as progress:
+        return prepare_init(
+            base_model,
+            paths.partitions,
+            paths.models,
+            TrainConfig(**config),
+            cache_dir=paths.hf_cache,
+            on_step=_step_reporter(progress),
+        )
+
+
+def _step_reporter(progress: StageProgress) -> StepCallback:
+    def on_step(step: int, total: int, loss: float) -> None:
+        progress.set_total(total)
+        progress.update(1, loss=f"{loss:.3f}")
+
+    return on_step
 
 
 @task(name="train-model", task_run_name="train-{emotion}")
@@ -35,11 +53,6 @@ def train_model_task(
     paths = RunPaths(Path(data_dir))
     train_config = TrainConfig(**config)
     with StageProgress(f"training {emotion}", unit="step") as progress:
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            progress.set_total(total)
-            progress.update(1, loss=f"{loss:.3f}")
-
         result = train_emotion_model(
             emotion,
             init,
@@ -49,7 +62,7 @@ def train_model_task(
             parent=parent,
             min_poems=min_poems,
             cache_dir=paths.hf_cache,
-            on_step=on_step,
+            on_step=_step_reporter(progress),
         )
     if isinstance(result, SkippedModel):
         return result.to_dict()

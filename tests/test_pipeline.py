@@ -117,7 +117,7 @@ def test_a_missing_book_fails_cleanly_and_keeps_the_poems(pipeline_run, gutenber
             "--mirror",
             gutenberg_server,
             "--ids",
-            "1065,99999999",
+            "99999999",
         ]
     )
     err = capsys.readouterr().err
@@ -148,7 +148,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
         (["ingest", "--ids", "1065,x7"], "invalid Gutenberg id 'x7': ids are positive integers"),
         (
             ["train", "--base-model", "scratch:huge"],
-            "unknown scratch preset 'scratch:huge'; valid: scratch:tiny",
+            "unknown scratch preset 'scratch:huge'; valid: scratch:tiny, scratch:small, scratch:gpt2",
         ),
     ],
 )

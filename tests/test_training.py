@@ -122,8 +122,12 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     raw = (gutenberg_dir / "cache/epub/574/pg574.txt").read_bytes()
     tagged = tag_table(pa.Table.from_pylist(book_to_rows(574, raw), schema=POEM_SCHEMA))
     counts = write_partitions(tagged, tmp_path / "partitions")
-    init = prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models")
-    assert prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models") == init
+    foundation = QUICK.with_overrides(max_steps=3)
+    init = prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models", foundation)
+    assert read_card_metadata(init)["metrics"]["steps"] == 3  # pretrained, not just initialised
+    again = prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models", foundation)
+    assert again == init
+    assert not list((tmp_path / "models" / "foundation").glob(".checkpoint-*"))
 
     joy = train_emotion_model(
         "joy",
@@ -151,3 +155,78 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     )
     assert isinstance(skipped, SkippedModel)
     assert f"fewer than --min-poems {too_many}" in skipped.reason
+
+
+RESUMABLE_RUN = """
+import json, sys
+from pathlib import Path
+from models.config import TrainConfig
+from models.train import fine_tune
+init, texts_file, ckpt, out = sys.argv[1:5]
+texts = json.loads(Path(texts_file).read_text())
+config = TrainConfig(**json.loads(sys.argv[5]))
+steps_here = []
+tuned = fine_tune(init, texts[:60], texts[60:70], config, checkpoint_dir=Path(ckpt),
+                  on_step=lambda step, total, loss: steps_here.append(step))
+tuned.model.save_pretrained(out)
+print(json.dumps({"first_step": steps_here[0], "steps_here": len(steps_here),
+                  "total": tuned.metrics["steps"]}))
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_weights(init_dir, sonnets, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    config = QUICK.with_overrides(epochs=3, batch_size=4, checkpoint_every=2)  # 12 steps/epoch
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(sonnets))
+    ckpt = tmp_path / "ckpt"
+
+    def run(checkpoint_dir, out):
+        args = [
+            str(init_dir),
+            str(texts),
+            str(checkpoint_dir),
+            str(out),
+            json.dumps(config.to_dict()),
+        ]
+        return subprocess.Popen(
+            [sys.executable, "-c", RESUMABLE_RUN, *args],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(process) -> dict:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        return json.loads(out.strip().splitlines()[-1])
+
+    victim = run(ckpt, tmp_path / "never")
+    deadline = time.monotonic() + 120
+    while not (ckpt / "checkpoint.pt").exists():
+        assert victim.poll() is None, "training finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "never").exists()
+    killed_at = torch.load(ckpt / "checkpoint.pt", weights_only=True)["loop"]["step"]
+    assert 0 < killed_at < 36
+
+    resumed_run = finish(run(ckpt, tmp_path / "resumed"))
+    full_run = finish(run(tmp_path / "fresh-ckpt", tmp_path / "uninterrupted"))
+    # The rerun picked up after the checkpoint instead of starting over.
+    assert resumed_run["first_step"] == killed_at + 1
+    assert resumed_run["steps_here"] == full_run["total"] - killed_at
+    assert resumed_run["total"] == full_run["total"] == full_run["steps_here"]
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    uninterrupted = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)

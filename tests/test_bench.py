@@ -1,0 +1,25 @@
+"""Benchmarks run on the CPU too, so CI keeps them working (their figures are not checked)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_throughput_bench_prints_both_loops_and_the_ratio():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "train_throughput.py"), "--steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "model: scratch:tiny" in out
+    rows = dict(re.findall(r"^(baseline.*?|emoverse trainer)\s+([\d,]+)\s+[\d.]+%$", out, re.M))
+    assert set(rows) == {"baseline (fp32, pad 256, batch 10)", "emoverse trainer"}
+    assert all(int(v.replace(",", "")) > 0 for v in rows.values())
+    assert re.search(r"^speed-up: [\d.]+x$", out, re.M)
