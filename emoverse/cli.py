@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", parents=[common], help="what the model registry holds")
     models.add_argument("--emotion", default=None, help="only this emotion")
     models.add_argument("--json", action="store_true", help="machine-readable output")
+    change = models.add_mutually_exclusive_group()
+    change.add_argument(
+        "--promote",
+        type=_bounded(1, 10**9, "--promote"),
+        metavar="VERSION",
+        default=None,
+        help="make VERSION the emotion's champion (needs --emotion)",
+    )
+    change.add_argument(
+        "--rollback",
+        action="store_true",
+        help="give the champion back to the version before (needs --emotion)",
+    )
     return parser
 
 
@@ -242,7 +255,18 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion) if args.emotion else None
     from models.registry import ModelRegistry
 
-    records = ModelRegistry.for_data_dir(data_dir).list(emotion)
+    registry = ModelRegistry.for_data_dir(data_dir)
+    if args.promote is not None or args.rollback:
+        if emotion is None:
+            raise EmoverseError("--promote and --rollback need --emotion")
+        record = (
+            registry.promote(emotion, args.promote)
+            if args.promote is not None
+            else registry.rollback(emotion)
+        )
+        print(f"emoverse-{emotion} champion is now v{record.version} ({record.path})")
+        return 0
+    records = registry.list(emotion)
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return 0

@@ -8,14 +8,18 @@ and API at a shared tracking server instead.
 import json
 import logging
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from emoverse.emotions import LABELS, check_label
 from emoverse.errors import NoModelError
 
 CHAMPION = "champion"
+HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
 MODEL_PREFIX = "emoverse-"
 
 
@@ -51,7 +55,9 @@ class ModelRegistry:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
         self.uri = uri
-        self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
+        with self._write_lock():
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> "ModelRegistry":
@@ -72,24 +78,61 @@ class ModelRegistry:
         from mlflow.exceptions import MlflowException
 
         name = MODEL_PREFIX + check_label(emotion)
-        try:
-            self._client.create_registered_model(name, tags={"emotion": emotion})
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        version = self._client.create_model_version(
-            name,
-            source=str(Path(model_dir).resolve()),
-            tags={
-                "emotion": emotion,
-                "parent": parent,
-                "data_fingerprint": data_fingerprint,
-                "metrics": json.dumps(metrics),
-            },
-        )
-        if promote:
-            self._client.set_registered_model_alias(name, CHAMPION, version.version)
+        with self._write_lock():
+            try:
+                self._client.create_registered_model(name, tags={"emotion": emotion})
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            version = self._client.create_model_version(
+                name,
+                source=str(Path(model_dir).resolve()),
+                tags={
+                    "emotion": emotion,
+                    "parent": parent,
+                    "data_fingerprint": data_fingerprint,
+                    "metrics": json.dumps(metrics),
+                },
+            )
+            if promote:
+                self._set_champion(name, int(version.version))
         return self.get(emotion, version=int(version.version))
+
+    def promote(self, emotion: str, version: int) -> ModelRecord:
+        """Make `version` the emotion's champion."""
+        self.get(emotion, version=version)  # a clear error for a version that does not exist
+        with self._write_lock():
+            self._set_champion(MODEL_PREFIX + emotion, version)
+        return self.get(emotion)
+
+    def rollback(self, emotion: str) -> ModelRecord:
+        """Give the champion alias back to the version that held it before."""
+        name = MODEL_PREFIX + check_label(emotion)
+        with self._write_lock():
+            history = self._champion_history(name)
+            if len(history) < 2:
+                raise NoModelError(f"{emotion} has no earlier champion to roll back to")
+            history.pop()
+            self._client.set_registered_model_alias(name, CHAMPION, str(history[-1]))
+            self._client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        return self.get(emotion)
+
+    def _set_champion(self, name: str, version: int) -> None:
+        history = self._champion_history(name)
+        self._client.set_registered_model_alias(name, CHAMPION, str(version))
+        self._client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
+
+    def _champion_history(self, name: str) -> list[int]:
+        tags = self._client.get_registered_model(name).tags or {}
+        return json.loads(tags.get(HISTORY_TAG, "[]"))
+
+    def _write_lock(self) -> AbstractContextManager:
+        """sqlite takes one writer at a time, and MLflow's schema migrations and alias upsert
+        race under concurrent writers (eight children finishing together): serialise writes
+        across processes. A tracking server serialises its own."""
+        if not self.uri.startswith("sqlite:///"):
+            return nullcontext()
+        return FileLock(self.uri.removeprefix("sqlite:///") + ".lock", timeout=300)
 
     def get(self, emotion: str, alias: str = CHAMPION, version: int | None = None) -> ModelRecord:
         """The version under `alias` (or the exact `version`) of the emotion's model."""

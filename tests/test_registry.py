@@ -72,3 +72,72 @@ def test_a_second_client_sees_the_same_registry(registry, tmp_path):
         "surprise", _folder(tmp_path, "s1"), metrics={}, parent="p", data_fingerprint="x"
     )
     assert ModelRegistry.for_data_dir(tmp_path).get("surprise").version == 1
+
+
+def test_promote_and_roll_back_the_champion(registry, tmp_path):
+    for i in (1, 2, 3):
+        registry.register(
+            "trust", _folder(tmp_path, f"t{i}"), metrics={}, parent="p", data_fingerprint=str(i)
+        )
+    assert registry.get("trust").version == 3
+    assert registry.promote("trust", 1).version == 1
+    assert registry.rollback("trust").version == 3  # back to the one champion before
+    assert registry.rollback("trust").version == 2
+    assert registry.rollback("trust").version == 1
+    with pytest.raises(NoModelError, match="no earlier champion"):
+        registry.rollback("trust")
+    with pytest.raises(NoModelError, match="no trust model with version 9"):
+        registry.promote("trust", 9)
+
+
+REGISTER_ONE = """
+import sys
+from pathlib import Path
+from models.registry import ModelRegistry
+data_dir, emotion, folder = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+folder.mkdir()
+ModelRegistry.for_data_dir(data_dir).register(
+    emotion, folder, metrics={}, parent="p", data_fingerprint=folder.name
+)
+"""
+
+
+def test_eight_processes_registering_at_once_lose_nothing(tmp_path):
+    """The fan-out's children finish together: each registers from its own process, on a
+    database that none of them has created yet."""
+    import subprocess
+    import sys
+
+    emotions = ["joy", "fear"] * 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER_ONE, str(tmp_path), emotion, str(tmp_path / f"m{i}")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, emotion in enumerate(emotions)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, "\n".join(errors)
+    registry = ModelRegistry.for_data_dir(tmp_path)
+    for emotion in ("joy", "fear"):
+        records = registry.list(emotion)
+        assert [r.version for r in records] == [1, 2, 3, 4]
+        assert len({r.path for r in records}) == 4
+        assert registry.get(emotion).version == 4
+
+
+def test_cli_promotes_and_rolls_back(registry, tmp_path, capsys):
+    from emoverse import cli
+
+    for i in (1, 2):
+        registry.register(
+            "anger", _folder(tmp_path, f"a{i}"), metrics={}, parent="p", data_fingerprint=str(i)
+        )
+    base = ["models", "--data-dir", str(tmp_path), "--emotion", "anger"]
+    assert cli.main([*base, "--promote", "1"]) == 0
+    assert "emoverse-anger champion is now v1" in capsys.readouterr().out
+    assert cli.main([*base, "--rollback"]) == 0
+    assert "emoverse-anger champion is now v2" in capsys.readouterr().out
+    assert cli.main(["models", "--data-dir", str(tmp_path), "--rollback"]) == cli.EXIT_BAD_INPUT
+    assert "need --emotion" in capsys.readouterr().err
