@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the model (GPUs)"
     )
+    training.add_argument(
+        "--adapter",
+        choices=["lora"],
+        default=None,
+        help="train the eight children as LoRA adapters on the base (small, quick)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="emoverse", description="Emotion-conditioned poetry from Project Gutenberg."
@@ -192,6 +198,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             "base_epochs": args.base_epochs,
             "child_epochs": args.child_epochs,
             "max_steps": args.max_steps,
+            "adapter": args.adapter,
             "overrides": {
                 key: value
                 for key in ("batch_size", "block_size", "learning_rate", "compile")

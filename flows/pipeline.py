@@ -56,12 +56,14 @@ def train(
     child_epochs: int | None = None,
     max_steps: int | None = None,
     overrides: dict[str, Any] | None = None,
+    adapter: str | None = None,
 ) -> dict[str, Any]:
     """Pretrain a foundation (scratch presets only), fine-tune the neutral base from it (or
     from a pretrained `base_model`), then one child per emotion from the base, registering
     each as its emotion's champion. A partition under `min_poems` training poems is skipped
     with the reason; a child that fails does not stop the others. `overrides` sets any
-    `TrainConfig` field (e.g. `{"batch_size": 32, "compile": true}`) for every stage."""
+    `TrainConfig` field (e.g. `{"batch_size": 32, "compile": true}`) for every stage;
+    `adapter="lora"` trains the children as LoRA adapters on the base."""
     logger = get_run_logger()
     foundation_config = FOUNDATION_TRAIN.with_overrides(
         epochs=foundation_epochs, max_steps=max_steps
@@ -122,6 +124,7 @@ def pipeline(
     child_epochs: int | None = None,
     max_steps: int | None = None,
     overrides: dict[str, Any] | None = None,
+    adapter: str | None = None,
 ) -> dict[str, Any]:
     """The whole DAG on one data dir."""
     ingested = ingest(data_dir, mirror, ids)
@@ -135,5 +138,6 @@ def pipeline(
         child_epochs,
         max_steps,
         overrides,
+        adapter,
     )
     return {"ingest": ingested, "partitions": counts, **trained}

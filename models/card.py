@@ -70,6 +70,7 @@ def model_card(
         "metrics": metrics,
         "training_config": config.to_dict(),
         "n_parameters": n_parameters,
+        **({"base_model": parent, "adapter": config.adapter} if config.adapter else {}),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     val = metrics.get("val_loss")

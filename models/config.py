@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 SCRATCH_PREFIX = "scratch:"
+ADAPTERS = (None, "lora")
 
 # GPT-2-shaped configurations trained from scratch, for when no pretrained model can be had
 # (offline, tests, CPU demos). Sizes in parameters with the preset's vocabulary.
@@ -50,6 +51,8 @@ class TrainConfig:
     patience: int = 1  # epochs without a better validation loss before stopping
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     compile: bool = False  # torch.compile the model: faster steps on GPUs after a warm-up
+    adapter: str | None = None  # "lora": train a PEFT LoRA adapter instead of every weight
+    lora_rank: int = 8
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +68,10 @@ class TrainConfig:
                 f"unknown training setting(s) {', '.join(unknown)}; valid: "
                 + ", ".join(f.name for f in fields(self))
             )
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        config = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        if config.adapter not in ADAPTERS:
+            raise EmoverseError(f"unknown adapter {config.adapter!r}; valid: lora")
+        return config
 
 
 # Per-stage defaults. The foundation (scratch presets only) learns verse from every poem;

@@ -20,6 +20,8 @@ from emoverse.errors import EmoverseError
 from models.config import scratch_preset
 from models.tokenizer import train_bpe_tokenizer
 
+ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside an adapter's weights
+
 # Weight-loading bars would interleave with our own training bars.
 hf_logging.disable_progress_bar()
 
@@ -28,7 +30,10 @@ def load_model(source: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizer
     """Load a causal LM and its tokenizer from a hub id or a local folder (safetensors only)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
-        model = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True)
+        if (Path(source) / ADAPTER_CONFIG).exists():
+            model = load_adapter_model(source)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EmoverseError(
@@ -42,6 +47,14 @@ def load_model(source: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizer
     if tokenizer.bos_token is None:
         tokenizer.bos_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_adapter_model(source: str | Path) -> PreTrainedModel:
+    """A LoRA child: its base (named in the adapter config) with the adapter merged in, so it
+    generates and serves exactly like a full child."""
+    from peft import AutoPeftModelForCausalLM
+
+    return AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
 
 
 def build_scratch_model(

@@ -109,6 +109,8 @@ def fine_tune(
         raise EmoverseError(
             f"block size {config.block_size} exceeds the model's context of {context} tokens"
         )
+    if config.adapter == "lora":
+        model = _with_lora(model, config.lora_rank)
     model.to(device).train()
     train = pack_poems(train_texts, tokenizer, config.block_size)
     val = pack_poems(val_texts, tokenizer, config.block_size)
@@ -126,7 +128,7 @@ def fine_tune(
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],  # only the adapter, with LoRA
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
         fused=device.type == "cuda",
@@ -244,6 +246,21 @@ def _restore(
     loop["train_curve"] = [tuple(p) for p in loop["train_curve"]]
     loop["val_curve"] = [tuple(p) for p in loop["val_curve"]]
     return LoopState(**loop), payload["best_model"]
+
+
+def _with_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
+    """Freeze the model and train low-rank updates of its attention and MLP projections."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.05,
+        target_modules=["c_attn", "c_proj", "c_fc"],  # GPT-2's projections
+        fan_in_fan_out=True,  # GPT-2 stores them as Conv1D, weights transposed
+    )
+    return get_peft_model(model, config)
 
 
 def _mask(labels: torch.Tensor) -> torch.Tensor:

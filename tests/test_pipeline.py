@@ -4,6 +4,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -91,7 +92,7 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     data_dir, result = pipeline_run
     smallest = min((n, e) for e, n in result["partitions"].items() if e != "neutral")[1]
     train_poems = ModelRegistry.for_data_dir(data_dir).get(smallest).metrics["train_poems"]
-    out = train(str(data_dir), min_poems=train_poems + 1, max_steps=1)
+    out = train(str(data_dir), min_poems=train_poems + 1, max_steps=1, adapter="lora")
     assert smallest in out["skipped"]
     assert f"fewer than --min-poems {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
@@ -99,6 +100,9 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     registry = ModelRegistry.for_data_dir(data_dir)
     assert registry.get(smallest).version == 1
     assert registry.get("neutral").version == 2
+    # This run's children are LoRA adapters on the new base; the base is a full model.
+    assert (Path(registry.get("joy").path) / "adapter_config.json").exists()
+    assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
 
 
 def _digest(path) -> str:
@@ -148,7 +152,8 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
         (["ingest", "--ids", "1065,x7"], "invalid Gutenberg id 'x7': ids are positive integers"),
         (
             ["train", "--base-model", "scratch:huge"],
-            "unknown scratch preset 'scratch:huge'; valid: scratch:tiny, scratch:small, scratch:gpt2",
+            "unknown scratch preset 'scratch:huge'; "
+            "valid: scratch:tiny, scratch:small, scratch:gpt2",
         ),
     ],
 )

@@ -230,3 +230,54 @@ def test_a_killed_run_resumes_to_the_same_weights(init_dir, sonnets, tmp_path):
     uninterrupted = load_file(tmp_path / "uninterrupted" / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+def test_a_lora_child_is_small_and_loads_like_a_full_one(init_dir, sonnets, tmp_path):
+    from safetensors.torch import load_file
+
+    from models.registry import ModelRegistry
+
+    config = QUICK.with_overrides(max_steps=4, adapter="lora", learning_rate=1e-2)
+    tuned = fine_tune(init_dir, sonnets[:40], sonnets[40:50], config)
+    out = save_model(
+        tuned,
+        tmp_path / "joy-lora",
+        emotion="joy",
+        parent=str(init_dir),
+        data_fingerprint="f" * 64,
+        config=config,
+    )
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    full = (init_dir / "model.safetensors").stat().st_size
+    assert (out / "adapter_model.safetensors").stat().st_size < full / 5
+    assert read_card_metadata(out)["adapter"] == "lora"
+
+    # Loaded through the same path as any model: base + adapter, merged.
+    merged, _ = load_model(out)
+    base, _ = load_model(init_dir)
+    changed = [
+        name
+        for name, w in merged.state_dict().items()
+        if not torch.equal(w, base.state_dict()[name])
+    ]
+    assert changed and all(("c_attn" in n or "c_proj" in n or "c_fc" in n) for n in changed)
+
+    registry = ModelRegistry.for_data_dir(tmp_path)
+    registry.register("joy", out, metrics=tuned.metrics, parent="base", data_fingerprint="f")
+    poems = generate_poems(
+        registry.get("joy").path, prompt="Shall I", n=1, seed=1, max_new_tokens=10
+    )
+    assert poems[0].startswith("Shall I") and len(poems[0]) > len("Shall I")
+
+
+def test_unknown_settings_fail_clearly():
+    from emoverse.errors import EmoverseError
+
+    with pytest.raises(EmoverseError, match="unknown adapter 'qlora'; valid: lora"):
+        QUICK.with_overrides(adapter="qlora")
+    with pytest.raises(EmoverseError, match=r"unknown training setting.*bach_size"):
+        QUICK.with_overrides(bach_size=4)
