@@ -16,7 +16,7 @@ from models.card import save_model
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
 from models.data import fingerprint, load_partition
 from models.modeling import build_scratch_model
-from models.train import StepCallback, fine_tune
+from models.train import StepCallback, fine_tune, is_main_process
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,74 @@ def train_emotion_model(
         on_step=on_step,
         checkpoint_dir=checkpoint_dir,
     )
+    if not is_main_process():  # data-parallel: the other processes hold the same weights
+        return TrainedModel(emotion, "", parent, data_fp, tuned.metrics)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     out = Path(models_dir) / emotion / f"{stamp}-{data_fp[:8]}"
     save_model(tuned, out, emotion=emotion, parent=parent, data_fingerprint=data_fp, config=config)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only once the model folder is whole
     return TrainedModel(emotion, str(out), parent, data_fp, tuned.metrics)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One training stage from the command line, for launchers that start one process per
+    device:
+
+        torchrun --standalone --nproc_per_node 8 -m models.stages --emotion joy \\
+            --init data/run/models/neutral/<version> --data-dir data/run
+        accelerate launch --num_processes 8 -m models.stages ...   # the same
+
+    Prints the trained model's record (JSON) from rank 0; register it with
+    `ModelRegistry.register` or let the Prefect flow do it.
+    """
+    import argparse
+
+    import torch.distributed as dist
+
+    from emoverse.emotions import NEUTRAL
+    from emoverse.settings import RunPaths
+    from models.config import BASE_TRAIN, CHILD_TRAIN
+
+    parser = argparse.ArgumentParser(prog="python -m models.stages", description=main.__doc__)
+    parser.add_argument("--emotion", required=True)
+    parser.add_argument("--init", required=True, help="folder or hub id to start from")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--parent", default=None, help="lineage for the card (default: --init)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training settings, e.g. batch_size=32 max_steps=100",
+    )
+    args = parser.parse_args(argv)
+    defaults = BASE_TRAIN if args.emotion == NEUTRAL else CHILD_TRAIN
+    config = defaults.with_overrides(**dict(_setting(item) for item in args.set))
+    paths = RunPaths(args.data_dir)
+    result = train_emotion_model(
+        args.emotion,
+        args.init,
+        partitions_dir=paths.partitions,
+        models_dir=paths.models,
+        config=config,
+        parent=args.parent or args.init,
+        cache_dir=paths.hf_cache,
+    )
+    if is_main_process():
+        print(json.dumps(result.to_dict()))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _setting(item: str) -> tuple[str, Any]:
+    """`batch_size=32` -> ("batch_size", 32); values are JSON (numbers, true/false, null),
+    anything else a string (`adapter=lora`)."""
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+if __name__ == "__main__":
+    main()

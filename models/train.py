@@ -34,7 +34,30 @@ class FineTuned:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU this process owns (one per process under torchrun), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a distributed launch, or the only process: the one that writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def start_distributed() -> tuple[int, int]:
+    """(rank, world size). Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) this joins
+    the process group: nccl between GPUs, gloo between CPU processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -99,8 +122,10 @@ def fine_tune(
     Without validation poems (tiny partitions) the best epoch is chosen on training loss.
     With `checkpoint_dir`, the full training state is saved every `config.checkpoint_every` steps
     and a rerun with the same arguments resumes from it, ending with the same weights as a
-    run that was never interrupted.
+    run that was never interrupted. Launched data-parallel (torchrun, accelerate launch), each
+    of the N processes trains on its own share of every step's N batches.
     """
+    rank, world = start_distributed()
     torch.manual_seed(config.seed)
     device = pick_device()
     model, tokenizer = load_model(init)
@@ -120,10 +145,17 @@ def fine_tune(
         train = PackedBlocks(
             train.input_ids.pin_memory(), train.labels.pin_memory(), train.n_poems, train.n_tokens
         )
-    # The compiled wrapper shares the model's parameters: state dicts stay the model's own.
-    forward = torch.compile(model) if config.compile else model
+    trainable = model
+    if world > 1:  # gradients are averaged across processes after every backward
+        from torch.nn.parallel import DistributedDataParallel
 
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        ids = [device.index] if device.type == "cuda" else None
+        trainable = DistributedDataParallel(model, device_ids=ids)
+    # Wrappers share the model's parameters: state dicts stay the model's own.
+    forward = torch.compile(trainable) if config.compile else trainable
+
+    # One optimizer step takes `world` batches, one per process.
+    steps_per_epoch = math.ceil(len(train) / (config.batch_size * world))
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -147,9 +179,12 @@ def fine_tune(
             state.epoch_loss, state.epoch_batches = 0.0, 0
         order.set_state(state.epoch_order)
         batches = torch.randperm(len(train), generator=order).split(config.batch_size)
-        for batch in batches[state.batch_in_epoch :]:
+        for i in range(state.batch_in_epoch, steps_per_epoch):
             if state.step >= total_steps:
                 break
+            # Every process draws the same order; the last step of an uneven epoch wraps
+            # around, because every process must take part in every step.
+            batch = batches[(i * world + rank) % len(batches)]
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state.step, total_steps, config)
             x = train.input_ids[batch].to(device, non_blocking=True)
@@ -166,9 +201,9 @@ def fine_tune(
             state.epoch_loss += loss_value
             state.epoch_batches += 1
             state.train_curve.append((state.step, loss_value))
-            if on_step is not None:
+            if on_step is not None and rank == 0:
                 on_step(state.step, total_steps, loss_value)
-            if checkpoint is not None and state.step % config.checkpoint_every == 0:
+            if checkpoint and rank == 0 and state.step % config.checkpoint_every == 0:
                 _save(checkpoint, state, model, optimizer, best_state)
 
         state.batch_in_epoch = 0
@@ -204,6 +239,7 @@ def fine_tune(
         "seconds": round(seconds, 2),
         "tokens_per_second": round(state.step * config.batch_size * config.block_size / seconds, 1),
         "device": device.type,
+        "processes": world,
     }
     model.to("cpu").eval()
     return result

@@ -3,6 +3,7 @@
 import json
 import math
 from itertools import pairwise
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -281,3 +282,49 @@ def test_unknown_settings_fail_clearly():
         QUICK.with_overrides(adapter="qlora")
     with pytest.raises(EmoverseError, match=r"unknown training setting.*bach_size"):
         QUICK.with_overrides(bach_size=4)
+
+
+def test_a_stage_trains_data_parallel_under_torchrun(gutenberg_dir, init_dir, tmp_path):
+    """Two CPU processes over gloo: each step takes one batch per process, so an epoch is
+    half as many steps, and only rank 0 writes the model folder."""
+    import subprocess
+    import sys
+
+    raw = (gutenberg_dir / "cache/epub/574/pg574.txt").read_bytes()
+    tagged = tag_table(pa.Table.from_pylist(book_to_rows(574, raw), schema=POEM_SCHEMA))
+    write_partitions(tagged, tmp_path / "partitions")
+    joy = list(load_partition(tmp_path / "partitions", "joy", "train")["text"])
+    _, tokenizer = load_model(init_dir)
+    n_blocks = len(pack_poems(joy, tokenizer, QUICK.block_size))
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "models.stages",
+            "--emotion",
+            "joy",
+            "--init",
+            str(init_dir),
+            "--data-dir",
+            str(tmp_path),
+            "--set",
+            "epochs=1",
+            f"batch_size={QUICK.batch_size}",
+            f"block_size={QUICK.block_size}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["metrics"]["processes"] == 2
+    assert record["metrics"]["steps"] == math.ceil(n_blocks / (2 * QUICK.batch_size))
+    assert [p.name for p in (tmp_path / "models" / "joy").iterdir()] == [Path(record["path"]).name]
+    assert read_card_metadata(record["path"])["emotion"] == "joy"
