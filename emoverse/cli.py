@@ -125,8 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emoverse", description="Emotion-conditioned poetry from Project Gutenberg."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", parents=[common, training], help="the whole pipeline")
-    sub.add_parser("ingest", parents=[common], help="fetch books and split them into poems")
+    fetching = argparse.ArgumentParser(add_help=False)
+    fetching.add_argument(
+        "--catalog",
+        type=Path,
+        default=None,
+        help="Gutenberg catalog CSV (pg_catalog.csv format): without --ids, ingest its English "
+        "poetry books; it also supplies titles and authors",
+    )
+    fetching.add_argument(
+        "--max-parallel",
+        type=_bounded(1, 16, "--max-parallel"),
+        default=2,
+        help="downloads at a time (default: %(default)s, polite to the mirror)",
+    )
+    sub.add_parser("run", parents=[common, fetching, training], help="the whole pipeline")
+    ingest = sub.add_parser(
+        "ingest", parents=[common, fetching], help="fetch books and split them into poems"
+    )
+    ingest.add_argument("--report", action="store_true", help="print poems and rejects per book")
     sub.add_parser("tag", parents=[common], help="tag poems into nine emotion partitions")
     sub.add_parser("train", parents=[common, training], help="train the base and the children")
     gen = sub.add_parser("generate", parents=[common], help="write a poem with an emotion's model")
@@ -178,7 +195,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     from models.config import is_scratch, scratch_preset
 
     mirror = args.mirror or default_mirror()
-    ids = parse_ids(args.ids) if args.ids else curated_ids()
+    catalog = getattr(args, "catalog", None)
+    if catalog is not None and not catalog.is_file():
+        raise EmoverseError(f"catalog file {catalog} does not exist")
+    if args.ids:
+        ids = parse_ids(args.ids)
+    elif catalog is not None:
+        from emoverse.gutenberg import poetry_ids_from_catalog
+
+        ids = poetry_ids_from_catalog(catalog)
+    else:
+        ids = curated_ids()
     if args.command in ("run", "ingest"):
         check_mirror(mirror)
     if is_scratch(args.base_model):
@@ -207,15 +234,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         }
     try:
         if args.command == "ingest":
-            result = dag.ingest(data, mirror, ids)
-            print(f"{result['poems']} poems from {result['books']} books -> {result['path']}")
+            result = dag.ingest(data, mirror, ids, _str(catalog), args.max_parallel)
+            _print_ingest(result)
+            if args.report:
+                from emoverse.gutenberg import ingest_report
+
+                print(ingest_report(Path(result["path"]).parent))
         elif args.command == "tag":
             _print_counts(dag.tag(data))
         elif args.command == "train":
             _print_training(dag.train(data, **training))
         else:
-            result = dag.pipeline(data, mirror, ids, **training)
-            print(f"{result['ingest']['poems']} poems from {result['ingest']['books']} books")
+            result = dag.pipeline(data, mirror, ids, _str(catalog), args.max_parallel, **training)
+            _print_ingest(result["ingest"])
             _print_counts(result["partitions"])
             _print_training(result)
     except EmoverseError:
@@ -224,6 +255,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"emoverse: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
+
+
+def _print_ingest(result: dict) -> None:
+    print(f"{result['poems']} poems from {result['books']} books -> {result['path']}")
+    print(
+        f"{result['rejected_books']} books rejected ({result['rejects']} reject rows) -> "
+        f"{result['rejects_path']}; {result['fetched']} downloaded, "
+        f"{result['from_cache']} from the cache"
+    )
 
 
 def _print_counts(counts: dict[str, int]) -> None:

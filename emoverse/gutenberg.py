@@ -1,19 +1,31 @@
 """Fetch Project Gutenberg books and cut them into poems (pure logic; the Prefect layer wraps it).
 
-A mirror is either an http(s) URL with the site's `cache/epub/<id>/pg<id>.txt` layout (the public
-site, or a loopback server over a local copy) or a local folder with that same layout.
+A mirror is either an http(s) URL with the site's layout (the public site, or a loopback server
+over a local copy) or a local folder with that same layout. A book is looked for at
+`cache/epub/<id>/pg<id>.txt`, then at the uploaded `files/<id>/<id>-0.txt`, `<id>.txt` and
+`<id>-8.txt`. Downloads are retried with backoff, cached under a folder keyed by id with their
+sha256, and a book that cannot be had is recorded as a reject instead of stopping the run.
 
 Splitting is a heuristic over "blocks" (runs of non-blank lines): headings start poems, blank
 runs of 3+ lines separate them, and each section is kept or dropped by its shape (verse vs
 prose), because front and back matter is too varied to recognise by its headings alone.
 """
 
+import codecs
+import csv
 import hashlib
+import html
+import json
+import random
 import re
 import textwrap
-from collections.abc import Callable, Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -23,20 +35,93 @@ import pyarrow.parquet as pq
 
 from emoverse import __version__
 from emoverse.atomic import atomic_path
-from emoverse.errors import BookNotFoundError, MirrorNotFoundError
-from emoverse.schema import POEM_SCHEMA
+from emoverse.errors import (
+    BookNotFoundError,
+    EmoverseError,
+    MirrorNotFoundError,
+    MissingStageOutputError,
+)
+from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 
 GUTENBERG_URL = "https://www.gutenberg.org"  # the public site, production default
 USER_AGENT = "emoverse/" + ".".join(__version__.split(".")[:2])  # "emoverse/0.1"
+# Polite by default: the site asks robots not to hammer it.
+DEFAULT_PARALLEL = 2
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+# Reasons in the rejects table. Book level: the whole book is left out.
+NOT_FOUND = "not found"
+FETCH_FAILED = "fetch failed"
+HTML_PAGE = "html error page"
+ENCODING = "encoding"
+EMPTY = "empty after stripping"
+NOT_POETRY = "not poetry"
+BOOK_REJECTS = (NOT_FOUND, FETCH_FAILED, HTML_PAGE, ENCODING, EMPTY, NOT_POETRY)
+# Passage level: what the splitter or dedup left out of a book that was kept.
+MATTER_DROPPED = "front/back matter dropped"
+MOSTLY_PROSE = "mostly prose"
+DUPLICATES = "duplicates dropped"
+REJECT_REASONS = (*BOOK_REJECTS, MATTER_DROPPED, MOSTLY_PROSE, DUPLICATES)
+# A book whose verse is under this share of its lines is rejected as not poetry.
+MIN_VERSE_SHARE = 0.1
+
+
+class BookRejectedError(EmoverseError):
+    """A book that was fetched (or tried) but cannot be used; `reason` is one of BOOK_REJECTS."""
+
+    def __init__(self, reason: str, detail: str, gutenberg_id: int | None = None):
+        where = f"Gutenberg book {gutenberg_id}: " if gutenberg_id is not None else ""
+        super().__init__(f"{where}{reason} ({detail})")
+        self.reason = reason
+        self.detail = detail
+        self.gutenberg_id = gutenberg_id
+
 
 # --------------------------------------------------------------------------------------------
 # Fetching
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a download is tried: `attempts` in all, waiting
+    base_delay * 2**k (at most max_delay) before retry k+1, stretched by up to `jitter` of
+    itself at random so that parallel downloads do not retry in step."""
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("a retry policy needs at least one attempt")
+        if min(self.base_delay, self.max_delay, self.jitter) < 0:
+            raise ValueError("retry delays and jitter cannot be negative")
+
+    def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number `retry` (1 for the second attempt)."""
+        base = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return base * (1.0 + self.jitter * rand())
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
 def book_path(gutenberg_id: int) -> str:
     """Path of a book's plain-text file relative to the mirror root (the site's own layout)."""
     return f"cache/epub/{int(gutenberg_id)}/pg{int(gutenberg_id)}.txt"
+
+
+def book_paths(gutenberg_id: int) -> list[str]:
+    """Where the site keeps a book's plain text, in the order to try: the generated UTF-8 file,
+    then the uploaded UTF-8, ASCII and Latin-1 files that older books only have."""
+    i = int(gutenberg_id)
+    return [book_path(i), f"files/{i}/{i}-0.txt", f"files/{i}/{i}.txt", f"files/{i}/{i}-8.txt"]
+
+
+def _rdf_path(gutenberg_id: int) -> str:
+    return f"cache/epub/{int(gutenberg_id)}/pg{int(gutenberg_id)}.rdf"
 
 
 def _is_url(mirror: str) -> bool:
@@ -50,9 +135,20 @@ def _local_folder(mirror: str) -> Path:
     return Path(mirror).expanduser()
 
 
-def _new_client(timeout: float = 30.0) -> httpx.Client:
+def _as_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+
+def _new_client(
+    timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, max_parallel: int = DEFAULT_PARALLEL
+) -> httpx.Client:
     # Redirects are followed because the public site redirects between hosts and schemes.
-    return httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": USER_AGENT})
+    return httpx.Client(
+        timeout=_as_timeout(timeout),
+        follow_redirects=True,
+        headers={"User-Agent": USER_AGENT},
+        limits=httpx.Limits(max_connections=max_parallel, max_keepalive_connections=max_parallel),
+    )
 
 
 def check_mirror(mirror: str) -> None:
@@ -65,60 +161,263 @@ def check_mirror(mirror: str) -> None:
         raise MirrorNotFoundError(f"Gutenberg mirror folder {folder} does not exist")
 
 
+def looks_like_html(body: bytes, content_type: str = "") -> bool:
+    """An HTML page (a proxy's or a CDN's error page served with status 200), not a book."""
+    if content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
+        return True
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+class _Aborted(Exception):
+    """Another download found the mirror unreachable: stop instead of retrying."""
+
+
+class _Abort:
+    """Shared by the downloads of one run: set when one of them finds the mirror unreachable
+    (or the run stops), so that the others do not wait out their retries."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.error: MirrorNotFoundError | None = None
+
+    def set(self, error: MirrorNotFoundError | None = None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return type(exc).__name__ + (f": {text}" if text else "")
+
+
+def _http_get(
+    client: httpx.Client,
+    url: str,
+    mirror: str,
+    retry: RetryPolicy,
+    abort: _Abort | None = None,
+) -> bytes | None:
+    """The body at `url`, or None for a 404/410 (final). 5xx, 408/429, timeouts and dropped
+    connections are retried. Raises MirrorNotFoundError when no attempt could even connect,
+    BookRejectedError for an HTML page or when every attempt failed."""
+    failures: list[str] = []
+    only_connect_errors = True
+    for attempt in range(1, retry.attempts + 1):
+        if attempt > 1:
+            time.sleep(retry.delay(attempt - 1))
+        if abort is not None and abort.is_set():
+            raise _Aborted
+        try:
+            # get() reads the whole body, so a connection dropped mid-body raises here.
+            response = client.get(url)
+        except httpx.RequestError as exc:
+            only_connect_errors &= isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            failures.append(_describe(exc))
+            continue
+        only_connect_errors = False
+        status = response.status_code
+        if status in (404, 410):
+            return None
+        if status >= 500 or status in (408, 429):
+            failures.append(f"HTTP {status}")
+            continue
+        if status != 200:
+            raise BookRejectedError(FETCH_FAILED, f"HTTP {status} at {url}")
+        if looks_like_html(response.content, response.headers.get("content-type", "")):
+            raise BookRejectedError(HTML_PAGE, f"{url} served an HTML page with status 200")
+        return response.content
+    if only_connect_errors:
+        raise MirrorNotFoundError(f"Gutenberg mirror {mirror} cannot be reached: {failures[-1]}")
+    tries = "attempt" if retry.attempts == 1 else f"{retry.attempts} attempts"
+    raise BookRejectedError(FETCH_FAILED, f"{failures[-1]} at {url} after {tries}")
+
+
+# --- the raw cache ---------------------------------------------------------------------------
+
+
+def _cache_files(cache_dir: Path, name: str) -> tuple[Path, Path]:
+    """The cached file and its record: `<id>.txt` + `<id>.json`, `<id>.rdf` + `<id>.rdf.json`."""
+    data = Path(cache_dir) / name
+    meta = data.with_suffix(".json") if name.endswith(".txt") else data.with_name(name + ".json")
+    return data, meta
+
+
+def cached_file(cache_dir: Path, name: str) -> bytes | None:
+    """A cached download if its record's size and sha256 still match the file; None when it is
+    absent, truncated or corrupted (the caller fetches it again)."""
+    data, meta = _cache_files(cache_dir, name)
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        raw = data.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("size") != len(raw):
+        return None
+    if record.get("sha256") != hashlib.sha256(raw).hexdigest():
+        return None
+    return raw
+
+
+def cache_store(cache_dir: Path, name: str, raw: bytes, url: str) -> None:
+    """Write a complete download and its record, each through a temp file and a rename. The
+    data goes first: a crash in between leaves a file without a record, which reads as absent."""
+    data, meta = _cache_files(cache_dir, name)
+    meta.unlink(missing_ok=True)  # an old record must not vouch for the new data
+    with atomic_path(data) as tmp:
+        tmp.write_bytes(raw)
+    record = {
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "size": len(raw),
+        "url": url,
+        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with atomic_path(meta) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+# --- one book --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchedBook:
+    gutenberg_id: int
+    raw: bytes
+    source: str  # the URL or file it came from
+    from_cache: bool
+    rdf: bytes | None = None  # only fetched when the header lacks a title or author
+
+
+def _not_found(gutenberg_id: int, mirror: str) -> BookNotFoundError:
+    return BookNotFoundError(f"Gutenberg book {gutenberg_id} not found at {mirror}")
+
+
+def _get_book(
+    mirror: str,
+    gutenberg_id: int,
+    client: httpx.Client | None,
+    retry: RetryPolicy,
+    cache_dir: Path | None,
+    abort: _Abort | None = None,
+) -> FetchedBook:
+    if not _is_url(mirror):
+        # A local folder is its own cache: reading it again costs no more than a copy would.
+        check_mirror(mirror)
+        folder = _local_folder(mirror)
+        for rel in book_paths(gutenberg_id):
+            path = folder / rel
+            if path.is_file():
+                raw = path.read_bytes()
+                if looks_like_html(raw):
+                    raise BookRejectedError(HTML_PAGE, f"{path} is an HTML page", gutenberg_id)
+                return FetchedBook(gutenberg_id, raw, str(path), False)
+        raise _not_found(gutenberg_id, mirror)
+    name = f"{int(gutenberg_id)}.txt"
+    if cache_dir is not None and (raw := cached_file(cache_dir, name)) is not None:
+        return FetchedBook(gutenberg_id, raw, str(Path(cache_dir) / name), True)
+    assert client is not None
+    for rel in book_paths(gutenberg_id):
+        url = f"{mirror.rstrip('/')}/{rel}"
+        try:
+            raw = _http_get(client, url, mirror, retry, abort)
+        except BookRejectedError as exc:
+            raise BookRejectedError(exc.reason, exc.detail, gutenberg_id) from None
+        if raw is not None:
+            if cache_dir is not None:
+                cache_store(cache_dir, name, raw, url)
+            return FetchedBook(gutenberg_id, raw, url, False)
+    raise _not_found(gutenberg_id, mirror)
+
+
+def _get_rdf(
+    mirror: str, gutenberg_id: int, client: httpx.Client | None, cache_dir: Path | None
+) -> bytes | None:
+    """The book's RDF record, best effort (one attempt, any failure is None): only a fallback
+    for the title and author."""
+    if not _is_url(mirror):
+        try:
+            return (_local_folder(mirror) / _rdf_path(gutenberg_id)).read_bytes()
+        except OSError:
+            return None
+    name = f"{int(gutenberg_id)}.rdf"
+    if cache_dir is not None and (raw := cached_file(cache_dir, name)) is not None:
+        return raw
+    assert client is not None
+    url = f"{mirror.rstrip('/')}/{_rdf_path(gutenberg_id)}"
+    try:
+        raw = _http_get(client, url, mirror, RetryPolicy(attempts=1))
+    except EmoverseError:
+        return None
+    if raw is not None and cache_dir is not None:
+        cache_store(cache_dir, name, raw, url)
+    return raw
+
+
 def fetch_book(
     mirror: str,
     gutenberg_id: int,
     *,
     client: httpx.Client | None = None,
-    timeout: float = 30.0,
+    timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    cache_dir: Path | None = None,
 ) -> bytes:
-    """The raw bytes of one book from an http(s) mirror or a local folder mirror.
+    """The raw bytes of one book from an http(s) mirror or a local folder mirror, through the
+    cache when `cache_dir` is given.
 
-    Raises MirrorNotFoundError when the mirror itself is missing or unreachable (connection
-    refused, DNS failure) and BookNotFoundError when the mirror lacks the book. Other HTTP
-    errors propagate as httpx exceptions. No retries here.
+    Raises MirrorNotFoundError when the mirror itself is missing or unreachable (every attempt
+    refused or unresolvable), BookNotFoundError when no URL pattern has the book (404), and
+    BookRejectedError when retries ran out or the server sent an HTML page.
     """
-    rel = book_path(gutenberg_id)
-    not_found = f"Gutenberg book {gutenberg_id} not found at {mirror}"
-    if not _is_url(mirror):
-        check_mirror(mirror)
-        try:
-            return (_local_folder(mirror) / rel).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            raise BookNotFoundError(not_found) from None
-
-    url = f"{mirror.rstrip('/')}/{rel}"
-    own_client = client is None
-    http = client if client is not None else _new_client(timeout)
+    check_mirror(mirror)
+    own_client = client is None and _is_url(mirror)
+    http = _new_client(timeout) if own_client else client
     try:
-        response = http.get(url, timeout=timeout)
-    except httpx.ConnectError as exc:  # refused, DNS failure, unreachable host
-        raise MirrorNotFoundError(f"Gutenberg mirror {mirror} cannot be reached: {exc}") from exc
+        return _get_book(mirror, gutenberg_id, http, retry, cache_dir).raw
     finally:
-        if own_client:
+        if own_client and http is not None:
             http.close()
-    if response.status_code in (404, 410):
-        raise BookNotFoundError(not_found)
-    response.raise_for_status()
-    return response.content
 
 
 # --------------------------------------------------------------------------------------------
 # Decoding and boilerplate
 # --------------------------------------------------------------------------------------------
 
+# Control characters other than \n and \t: form feeds between pages, stray escapes, a BOM
+# repeated where files were concatenated.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
+
 
 def decode_book(raw: bytes) -> str:
-    """Text of a book: UTF-8 (BOM dropped), else cp1252; line ends normalised to \\n."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # Pre-Unicode Gutenberg files are Latin-1/cp1252; cp1252 is a superset for the
-        # printable range, and "replace" covers its five undefined bytes.
-        text = raw.decode("cp1252", errors="replace")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    """Clean text of a book: UTF-8 (BOM dropped), UTF-16 with a BOM, else cp1252 (a superset
+    of Latin-1's printable range); line ends normalised to \\n, control characters dropped.
+
+    Raises BookRejectedError(ENCODING) for what is not text at all (NUL bytes: a binary or
+    mis-declared file) or is mostly undecodable.
+    """
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = raw.decode("utf-16", errors="replace")
+    else:
+        if raw.startswith(codecs.BOM_UTF8):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Pre-Unicode Gutenberg files are Latin-1/cp1252; cp1252 is a superset for the
+            # printable range, and "replace" covers its five undefined bytes.
+            text = raw.decode("cp1252", errors="replace")
+    if "\x00" in text:
+        raise BookRejectedError(ENCODING, "NUL bytes: not a plain-text file")
+    bad = text.count("\ufffd")
+    if bad > max(20, len(text) // 200):
+        raise BookRejectedError(ENCODING, f"{bad} undecodable characters")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # A form feed is a page break: keep it as a line break so that the lines around it stay apart.
+    return _CONTROL.sub(lambda m: "\n" if m.group() == "\x0c" else "", text)
 
 
 _TITLE_LINE = re.compile(r"^Title:\s*(.*\S)\s*$")
@@ -236,6 +535,7 @@ class _Block:
     # Shape, computed once: a block is looked at from several rules.
     _prose: bool | None = None
     _verse: bool | None = None
+    _junk: bool | None = None
 
     @property
     def prose(self) -> bool:
@@ -244,9 +544,15 @@ class _Block:
         return self._prose
 
     @property
+    def junk(self) -> bool:
+        if self._junk is None:
+            self._junk = _is_junk(self)
+        return self._junk
+
+    @property
     def verse(self) -> bool:
         if self._verse is None:
-            self._verse = not (self.prose or _is_junk(self) or _is_list(self))
+            self._verse = not (self.prose or self.junk or _is_list(self))
         return self._verse
 
 
@@ -259,9 +565,11 @@ _KEYWORD_HEADING = re.compile(
 )
 # Sections that are never poems, whatever their shape.
 _ALWAYS_SKIP = re.compile(
-    r"^(?:table of )?(?:contents|index|notes?\b|footnotes|glossary|vocabulary|transcriber"
-    r"|errata|list of|illustrations|bibliography|memoir|biograph|appendix|acknowledg"
-    r"|advertisement|editor'?s? note|the end\b|finis\b)",
+    r"^[^\w\[(]*(?:table of )?(?:contents|index|notes?\b|footnotes|glossary|vocabulary"
+    r"|transcriber|errata|list of|illustrations|bibliography|memoir|biograph|appendix"
+    r"|acknowledg|advertisement|editor'?s? (?:note|introduction|preface)|editorial"
+    r"|abbreviations|textual (?:appendix|notes)|variants|various readings|chronolog"
+    r"|the end\b|finis\b)",
     re.IGNORECASE,
 )
 # Sections that are usually prose but may be a poem (Blake's "INTRODUCTION"): decided by shape.
@@ -271,21 +579,56 @@ _ARGUMENT = re.compile(r"^(?:the )?argument\b", re.IGNORECASE)
 _SEPARATOR = re.compile(r"^[\s*.\-_=~#+·•]*$")
 _PAGE_REF = re.compile(r"(?:\s{2,}|\.\s*\.\s*|\s)(?:\d{1,4}|[ivxlc]{1,7})\.?\s*$")
 _ENTRY_START = re.compile(rf"^\s*(?:{_ROMAN}|\d{{1,4}})\.?\s{{2,}}\S")
-_LINE_NUMBER = re.compile(r"(\S)\s{4,}_?\d{1,4}_?$")  # "...Hofgarten,          10"
+# Margin line numbers: "...Hofgarten,          10", "...with my tears.  192", "...true [17]",
+# "...cope him first. 888" (one space only after a sentence, and no year: "Blake. 1780").
+_LINE_NUMBER = re.compile(
+    r"(?:(?<=\S)\s{2,}_?\d{1,4}_?|(?<=\S)\s*\[\d{1,4}\]|(?<=[.;:!?]) \d{1,3})$"
+)
+# Footnote markers inside a line: "Ram <1>", "sedentem<4.1>", "<<49.4>>", "word[12]", "[A]", "†".
+_FOOTNOTE_MARK = re.compile(r"\s?(?:<{1,2}\d{1,4}(?:\.\d{1,3})?>{1,2}|\[\d{1,3}\]|\[[A-Z*]\]|[†‡])")
 # Page marks: "{13}", "[Pg 13]".
 _PAGE_MARK = re.compile(r"\s*(?:\{\d+\}|\[(?:Pg|Page|p\.)\s*\d+\])\s*", re.IGNORECASE)
+# Editorial notes: a block opened by 'NOTES:' or made of keyed notes ('_87 Regarding cj.',
+# '<82.5> A form of...', '[3] See...', 'Line 415 aetherial] aethereal').
+_NOTES_LABEL = re.compile(
+    r"^\s*(?:notes?|footnotes?|variants?|various readings|textual notes?)\s*[:.]?\s*$", re.I
+)
+_NOTE_KEY = re.compile(
+    r"^\s*(?:_\d{1,4}\b|<{1,2}\d{1,4}(?:\.\d{1,3})?>{1,2}|\[\d{1,3}\]\s+\S|line \d+\s.*\])", re.I
+)
+# Glosses set between the lines of annotated editions: 'bootless > hopelessly'.
+_GLOSS = re.compile(r"^\s*[^\s>][^>]{0,60}\s>\s\S")
+# Stanza references alone on a line: '105.34', '1.2.3'.
+_REFERENCE = re.compile(r"^\s*\d+(?:[.:]\d+)+\.?\s*$")
+# A margin line number before the verse: '2    From slaughter of the Giaunts conquered;'.
+_LEADING_NUMBER = re.compile(r"^(\s*)(\d{1,4})(\s{2,})(?=\S)")
 _TITLE_END_OK = re.compile(r"[^,;:\-–—]$")
 
 
 def _clean_line(line: str) -> str | None:
-    """A line without page marks and margin line numbers; None for a page-mark-only line,
-    which is dropped rather than left blank so that it does not split a stanza."""
+    """A line without page marks; None for a page-mark-only line, which is dropped rather
+    than left blank so that it does not split a stanza."""
     line = line.expandtabs(8).rstrip()
     if _PAGE_MARK.search(line):
         line = _PAGE_MARK.sub(" ", line).rstrip()
         if not line.strip():
             return None
-    return _LINE_NUMBER.sub(r"\1", line)
+    return line
+
+
+def _unmarked(line: str) -> str:
+    """A verse line without margin line numbers and footnote markers. (Done on output only:
+    the page numbers of a contents list are what shows it is not verse.)"""
+    line = line.rstrip()
+    if line[-1:].isdigit() or line.endswith("]"):
+        line = _LINE_NUMBER.sub("", line)
+    if line.lstrip()[:1].isdigit():
+        # The number is blanked, not cut, so that the line keeps its indent among the others.
+        line = _LEADING_NUMBER.sub(lambda m: m[1] + " " * len(m[2] + m[3]), line)
+    if any(c in line for c in "<[†‡"):
+        unmarked = _FOOTNOTE_MARK.sub("", line).rstrip()
+        return unmarked if unmarked.strip() else line
+    return line
 
 
 def _blocks(body: str) -> list[_Block]:
@@ -345,13 +688,19 @@ def _is_byline(text: str) -> bool:
 
 
 def _is_junk(block: _Block) -> bool:
-    """Separators, editorial [notes], bylines and anything that mentions Project Gutenberg."""
+    """Separators, editorial [notes] and keyed notes, bylines and anything that mentions
+    Project Gutenberg."""
     joined = " ".join(line.strip() for line in block.lines)
     if "gutenberg" in joined.lower():
         return True
     if all(_SEPARATOR.match(line) for line in block.lines):
         return True
     if joined.startswith("[") and joined.endswith("]"):
+        return True
+    if _NOTES_LABEL.match(block.lines[0]):
+        return True
+    notes = sum(1 for line in block.lines if _NOTE_KEY.match(line) or _GLOSS.match(line))
+    if notes * 2 >= len(block.lines) or all(_REFERENCE.match(line) for line in block.lines):
         return True
     # Boxed text drawn with | and +---.
     if sum(1 for line in block.lines if line.lstrip()[:1] in "|+") * 2 >= len(block.lines):
@@ -437,6 +786,7 @@ class _Section:
     title: str | None
     kind: str  # "title"/"maybe" (kept or dropped by shape) or "skip" (always dropped)
     blocks: list[_Block]
+    has_content: bool = False  # a block that is not junk (a byline, a separator)
 
 
 def _title_key(title: str | None) -> str:
@@ -460,7 +810,7 @@ def _sections(blocks: list[_Block]) -> list[_Section]:
         current = sections[-1]
         # Bylines and separators under a heading do not end it ('A LOVER'S COMPLAINT' /
         # 'by William Shakespeare' / five blank lines / the poem).
-        has_content = any(not _is_junk(b) for b in current.blocks)
+        has_content = current.has_content
         after_heading = current.title is not None and not has_content
         kind = _heading_kind(block, nxt, after_heading)
         if kind == "weak":
@@ -488,6 +838,7 @@ def _sections(blocks: list[_Block]) -> list[_Section]:
         if block.gap_before >= 3 and has_content and (current.kind != "skip" or block.verse):
             start(_Section(None, "title", []))
         sections[-1].blocks.append(block)
+        sections[-1].has_content |= not block.junk
     return sections
 
 
@@ -495,8 +846,11 @@ def _is_title_page(stanzas: list[list[str]]) -> bool:
     """Title pages and dedications ('THE COLLECTED POEMS' / 'with a memoir by ...') that
     slipped through as short 'verse': mostly caps, Title Case or byline lines."""
     titley = verse = 0
+    n_lines = sum(len(stanza) for stanza in stanzas)
     for stanza in stanzas:
         for line in stanza:
+            if verse * 2 > n_lines:
+                return False  # the title-like lines can no longer catch up
             s = line.strip()
             n_long = sum(1 for w in s.split() if len(w) >= 4)
             if s[-1] in ",;:!?":  # verse punctuation, even in a line of capitals
@@ -515,12 +869,35 @@ def _clean_title(title: str | None) -> str | None:
     return title or None
 
 
+# Where a long stanza (blank verse runs on for pages) is best cut: after a sentence, else
+# after a clause.
+_SENTENCE_END = re.compile(r"[.!?][\"'’”)\]_]*\s*$")
+_CLAUSE_END = re.compile(r"[;:][\"'’”)\]_]*\s*$")
+
+
+def _cut_stanza(stanza: list[str], max_lines: int) -> list[list[str]]:
+    """A stanza in pieces of at most max_lines lines, each ending at the last sentence end
+    (else clause end) in the second half of its window, else at max_lines."""
+    pieces: list[list[str]] = []
+    start = 0
+    while len(stanza) - start > max_lines:
+        window = range(start + max_lines, start + max_lines // 2, -1)  # cut after line e-1
+        end = next((e for e in window if _SENTENCE_END.search(stanza[e - 1])), None)
+        if end is None:
+            end = next((e for e in window if _CLAUSE_END.search(stanza[e - 1])), None)
+        end = end or start + max_lines
+        pieces.append(stanza[start:end])
+        start = end
+    pieces.append(stanza[start:])
+    return pieces
+
+
 def _passages(stanzas: list[list[str]], max_lines: int) -> list[list[list[str]]]:
     """Cut a poem into passages of at most max_lines lines at stanza boundaries; a stanza
-    longer than max_lines is itself cut every max_lines lines."""
+    longer than max_lines is itself cut, at a sentence end where there is one."""
     pieces: list[list[str]] = []
     for stanza in stanzas:
-        pieces.extend(stanza[i : i + max_lines] for i in range(0, len(stanza), max_lines))
+        pieces.extend(_cut_stanza(stanza, max_lines))
     passages: list[list[list[str]]] = []
     current: list[list[str]] = []
     size = 0
@@ -536,8 +913,24 @@ def _passages(stanzas: list[list[str]], max_lines: int) -> list[list[list[str]]]
 
 
 def _format(stanzas: list[list[str]]) -> str:
-    text = "\n\n".join("\n".join(line.rstrip() for line in stanza) for stanza in stanzas)
-    return textwrap.dedent(text).strip("\n")
+    parts = []
+    for stanza in stanzas:
+        # A numeral over a stanza ('91.', '10') numbers a stanza or a section; it is not verse.
+        if len(stanza) > 2 and _NUMERAL.match(stanza[0]):
+            stanza = stanza[1:]
+        text = "\n".join(_unmarked(line) for line in stanza)
+        if any(_LEADING_NUMBER.match(line) for line in stanza):
+            text = textwrap.dedent(text)  # the blanked margin is not the poem's indent
+        parts.append(text)
+    return textwrap.dedent("\n\n".join(parts)).strip("\n")
+
+
+@dataclass(frozen=True)
+class _Drop:
+    kind: str  # MATTER_DROPPED or MOSTLY_PROSE
+    title: str | None
+    lines: int
+    detail: str = ""
 
 
 def split_poems(body: str, *, max_lines: int = 40) -> list[PoemPassage]:
@@ -548,27 +941,49 @@ def split_poems(body: str, *, max_lines: int = 40) -> list[PoemPassage]:
     mostly of prose (prefaces, notes), contents/index lists and editorial notes are dropped.
     A poem needs 2+ verse lines and one stanza of 2+ lines (title pages are one-liners).
     """
+    return _split(body, max_lines)[0]
+
+
+def _split(body: str, max_lines: int) -> tuple[list[PoemPassage], list[_Drop]]:
+    """split_poems, and what it dropped (for the rejects table)."""
     if max_lines < 1:
         raise ValueError("max_lines must be at least 1")
     poems: list[tuple[str | None, list[list[str]]]] = []
+    drops: list[_Drop] = []
     for section in _sections(_blocks(body)):
+        title = _clean_title(section.title)
+        n_lines = sum(len(b.lines) for b in section.blocks)
         if section.kind == "skip":
+            if n_lines:
+                drops.append(_Drop(MATTER_DROPPED, title, n_lines))
             continue
         verse = [b for b in section.blocks if b.verse]
         prose_lines = sum(len(b.lines) for b in section.blocks if b.prose)
         verse_lines = sum(len(b.lines) for b in verse)
         # Decide by shape, not heading: a prose-dominated section is front/back matter.
         if prose_lines > verse_lines:
+            # A titled section with a real stanza may be a poem under a long prose note.
+            if title and verse_lines >= 4 and not _MAYBE_SKIP.match(title):
+                detail = f"{verse_lines} verse lines under {prose_lines} lines of prose"
+                drops.append(_Drop(MOSTLY_PROSE, title, n_lines, detail))
+            else:
+                drops.append(_Drop(MATTER_DROPPED, title, n_lines))
             continue
         stanzas = [b.lines for b in verse]
         if verse_lines < 2 or max(len(s) for s in stanzas) < 2 or _is_title_page(stanzas):
+            if n_lines:
+                drops.append(_Drop(MATTER_DROPPED, title, n_lines))
             continue
-        poems.append((_clean_title(section.title), stanzas))
+        poems.append((title, stanzas))
     out: list[PoemPassage] = []
-    for title, stanzas in _drop_first_line_entries(poems):
+    kept = _drop_first_line_entries(poems)
+    for title, stanzas in poems:
+        if not any(stanzas is k for _, k in kept):
+            drops.append(_Drop(MATTER_DROPPED, title, sum(len(s) for s in stanzas)))
+    for title, stanzas in kept:
         for index, passage in enumerate(_passages(stanzas, max_lines)):
             out.append(PoemPassage(title, index, _format(passage)))
-    return out
+    return out, drops
 
 
 def _drop_first_line_entries(
@@ -587,7 +1002,7 @@ def _drop_first_line_entries(
 
 
 # --------------------------------------------------------------------------------------------
-# Rows, dedup, ingest, write
+# Rows, dedup
 # --------------------------------------------------------------------------------------------
 
 
@@ -597,18 +1012,61 @@ def normalize_for_dedup(text: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", text.lower()))
 
 
-def book_to_rows(gutenberg_id: int, raw: bytes, *, max_lines: int = 40) -> list[dict]:
-    """Rows matching POEM_SCHEMA for one raw book file; poem_id is stable across runs."""
+def _reject(
+    gutenberg_id: int,
+    reason: str,
+    detail: str,
+    poem_title: str | None = None,
+    passage_index: int | None = None,
+) -> dict:
+    return {
+        "gutenberg_id": int(gutenberg_id),
+        "poem_title": poem_title,
+        "passage_index": passage_index,
+        "reason": reason,
+        "detail": detail,
+    }
+
+
+def _book_rows(
+    gutenberg_id: int,
+    raw: bytes,
+    *,
+    max_lines: int,
+    metadata: tuple[str | None, str | None] | None,
+    rdf: bytes | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """(POEM_SCHEMA rows, passage-level reject rows) of one raw book; raises BookRejectedError
+    for a book that yields nothing."""
     text = decode_book(raw)
-    book_title, author = parse_metadata(text)
+    if metadata is None:
+        title, author = parse_metadata(text)
+        if (title is None or author is None) and rdf is not None:
+            rdf_title, rdf_author = parse_rdf(rdf)
+            title, author = title or rdf_title, author or rdf_author
+    else:
+        title, author = metadata
+    body = strip_boilerplate(text)
+    if not body.strip():
+        raise BookRejectedError(EMPTY, "no text between the Gutenberg header and footer")
+    passages, drops = _split(body, max_lines)
+    rejects = _drop_rejects(gutenberg_id, drops)
+    lines = sum(1 for line in body.split("\n") if line.strip())
+    if not passages:
+        raise BookRejectedError(NOT_POETRY, f"no poem found in {lines} lines of text")
+    verse = sum(p.text.count("\n") + 1 - p.text.count("\n\n") for p in passages)
+    if verse < MIN_VERSE_SHARE * lines:
+        # Prose poems (Gitanjali) or verse reflowed into paragraphs by a bad transcription
+        # (Goldsmith 3545): the few "poems" found are scraps.
+        raise BookRejectedError(NOT_POETRY, f"only {verse} of {lines} lines read as verse")
     sha = hashlib.sha256(raw).hexdigest()
     rows = []
-    for i, passage in enumerate(split_poems(strip_boilerplate(text), max_lines=max_lines)):
+    for i, passage in enumerate(passages):
         rows.append(
             {
                 "poem_id": f"{gutenberg_id}-{i:05d}",
                 "gutenberg_id": int(gutenberg_id),
-                "book_title": book_title,
+                "book_title": title,
                 "author": author,
                 "poem_title": passage.poem_title,
                 "passage_index": passage.passage_index,
@@ -618,7 +1076,38 @@ def book_to_rows(gutenberg_id: int, raw: bytes, *, max_lines: int = 40) -> list[
                 "source_sha256": sha,
             }
         )
+    return rows, rejects
+
+
+def _drop_rejects(gutenberg_id: int, drops: list[_Drop]) -> list[dict]:
+    """Reject rows for what the splitter left out: one summary row for front and back matter
+    (prose, contents, notes: not worth a row each), one row per titled section that held some
+    verse but was dropped as mostly prose (it may be a poem with a long prose note)."""
+    rows = []
+    matter = [d for d in drops if d.kind != MOSTLY_PROSE]
+    if matter:
+        lines = sum(d.lines for d in matter)
+        rows.append(_reject(gutenberg_id, MATTER_DROPPED, f"{len(matter)} blocks, {lines} lines"))
+    for d in drops:
+        if d.kind == MOSTLY_PROSE:
+            rows.append(_reject(gutenberg_id, MOSTLY_PROSE, d.detail, d.title))
     return rows
+
+
+def book_to_rows(
+    gutenberg_id: int,
+    raw: bytes,
+    *,
+    max_lines: int = 40,
+    metadata: tuple[str | None, str | None] | None = None,
+) -> list[dict]:
+    """Rows matching POEM_SCHEMA for one raw book file; poem_id is stable across runs.
+    `metadata` (title, author), e.g. from the catalog, replaces what the header says. A book
+    that yields no poem gives no rows (ingest_books records why)."""
+    try:
+        return _book_rows(gutenberg_id, raw, max_lines=max_lines, metadata=metadata)[0]
+    except BookRejectedError:
+        return []
 
 
 def _dedupe_into(rows: Iterable[dict], seen: set[str]) -> list[dict]:
@@ -637,42 +1126,159 @@ def dedupe_rows(rows: list[dict]) -> list[dict]:
     return _dedupe_into(rows, set())
 
 
+# --------------------------------------------------------------------------------------------
+# Ingest, write, report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    poems: pa.Table  # POEM_SCHEMA
+    rejects: pa.Table  # REJECT_SCHEMA
+    fetched: int  # books downloaded (or read from a local folder mirror) in this run
+    from_cache: int  # books read from the raw cache, their checksum verified
+    ingested: tuple[int, ...] = field(default=())  # ids not rejected as a whole, in order
+
+    @property
+    def books(self) -> int:
+        return len(self.ingested)
+
+
+def _fetch_worker(
+    mirror: str,
+    gutenberg_id: int,
+    client: httpx.Client | None,
+    retry: RetryPolicy,
+    cache_dir: Path | None,
+    abort: _Abort,
+    want_rdf: bool,
+) -> FetchedBook:
+    try:
+        book = _get_book(mirror, gutenberg_id, client, retry, cache_dir, abort)
+    except MirrorNotFoundError as exc:
+        abort.set(exc)  # the other downloads would only wait out their retries
+        raise
+    if want_rdf:
+        try:
+            title, author = parse_metadata(decode_book(book.raw))
+        except BookRejectedError:
+            return book  # rejected when parsed; no metadata needed
+        if title is None or author is None:
+            rdf = _get_rdf(mirror, gutenberg_id, client, cache_dir)
+            book = FetchedBook(book.gutenberg_id, book.raw, book.source, book.from_cache, rdf)
+    return book
+
+
 def ingest_books(
     mirror: str,
     ids: Sequence[int],
     *,
+    cache_dir: Path | None = None,
+    catalog: Mapping[int, tuple[str | None, str | None]] | None = None,
     on_book: Callable[[int, int], None] | None = None,
     max_lines: int = 40,
-) -> pa.Table:
-    """Fetch, parse and dedupe books into a POEM_SCHEMA table.
+    max_parallel: int = DEFAULT_PARALLEL,
+    timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> IngestResult:
+    """Fetch (at most `max_parallel` at a time, through `cache_dir`), parse and dedupe books.
 
-    Every book is fetched before any is parsed so that all missing ids are reported in one
-    BookNotFoundError. on_book(gutenberg_id, n_rows) runs after each book is parsed, with the
-    number of rows (poems or passages) it added after dedup.
+    A book that is missing, fails to download after retries, is an HTML page, cannot be
+    decoded or yields no poem goes to the rejects with its reason; the others are kept, in
+    the order of `ids`. `catalog` maps ids to (title, author) and wins over the book's header
+    (the RDF record is the fallback when the header lacks them). on_book(gutenberg_id,
+    n_rows) runs for every id in order, with the rows it added after dedup (0 if rejected).
+
+    Raises MirrorNotFoundError when the mirror cannot be reached at all, and
+    BookNotFoundError (every id missing) or BookRejectedError when no book could be ingested.
     """
+    if max_parallel < 1:
+        raise ValueError("max_parallel must be at least 1")
     check_mirror(mirror)
     ids = list(dict.fromkeys(int(i) for i in ids))  # a repeated id would only add duplicates
-    raws: dict[int, bytes] = {}
-    missing: list[int] = []
-    # One connection pool for all books (none needed for a local folder).
-    with _new_client() if _is_url(mirror) else nullcontext() as client:
-        for gid in ids:
-            try:
-                raws[gid] = fetch_book(mirror, gid, client=client)
-            except BookNotFoundError:
-                missing.append(gid)
-    if missing:
-        which = "book" if len(missing) == 1 else "books"
-        names = ", ".join(str(m) for m in missing)
-        raise BookNotFoundError(f"Gutenberg {which} {names} not found at {mirror}")
     rows: list[dict] = []
+    rejects: list[dict] = []
+    ingested: list[int] = []
+    book_rejects: list[tuple[int, str, str]] = []
     seen: set[str] = set()
-    for gid in ids:
-        kept = _dedupe_into(book_to_rows(gid, raws[gid], max_lines=max_lines), seen)
-        rows.extend(kept)
-        if on_book is not None:
-            on_book(gid, len(kept))
-    return pa.Table.from_pylist(rows, schema=POEM_SCHEMA)
+    fetched = from_cache = 0
+    abort = _Abort()
+    # One connection pool for all books (none needed for a local folder).
+    client_cm = _new_client(timeout, max_parallel) if _is_url(mirror) else nullcontext()
+    with client_cm as client, ThreadPoolExecutor(max_parallel, "gutenberg-fetch") as pool:
+        futures: list[Future[FetchedBook]] = [
+            pool.submit(
+                _fetch_worker,
+                mirror,
+                gid,
+                client,
+                retry,
+                cache_dir,
+                abort,
+                catalog is None or gid not in catalog,
+            )
+            for gid in ids
+        ]
+        try:
+            # Parsing in id order while later books download keeps the output deterministic.
+            for gid, future in zip(ids, futures, strict=True):
+                kept = 0
+                reject: tuple[int, str, str] | None = None
+                try:
+                    book = future.result()
+                    fetched += not book.from_cache
+                    from_cache += book.from_cache
+                    meta = catalog.get(gid) if catalog is not None else None
+                    book_rows, passage_rejects = _book_rows(
+                        gid, book.raw, max_lines=max_lines, metadata=meta, rdf=book.rdf
+                    )
+                except BookNotFoundError:
+                    reject = (gid, NOT_FOUND, f"none of {', '.join(book_paths(gid))} at {mirror}")
+                except BookRejectedError as exc:
+                    reject = (gid, exc.reason, exc.detail)
+                else:
+                    new = _dedupe_into(book_rows, seen)
+                    kept = len(new)
+                    rows.extend(new)
+                    rejects.extend(passage_rejects)
+                    if kept < len(book_rows):
+                        n = len(book_rows) - kept
+                        detail = f"{n} of {len(book_rows)} passages already ingested"
+                        rejects.append(_reject(gid, DUPLICATES, detail))
+                    ingested.append(gid)
+                if reject is not None:
+                    book_rejects.append(reject)
+                    rejects.append(_reject(*reject))
+                if on_book is not None:
+                    on_book(gid, kept)
+        except BaseException as exc:
+            abort.set()
+            for f in futures:
+                f.cancel()
+            if isinstance(exc, _Aborted) and abort.error is not None:
+                # This book stopped because another download found the mirror unreachable.
+                raise abort.error from None
+            raise
+    if not ingested:
+        _raise_nothing_ingested(mirror, book_rejects)
+    return IngestResult(
+        poems=pa.Table.from_pylist(rows, schema=POEM_SCHEMA),
+        rejects=pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA),
+        fetched=fetched,
+        from_cache=from_cache,
+        ingested=tuple(ingested),
+    )
+
+
+def _raise_nothing_ingested(mirror: str, book_rejects: list[tuple[int, str, str]]) -> None:
+    if not book_rejects:
+        raise EmoverseError("no Gutenberg ids given")
+    names = ", ".join(str(gid) for gid, _, _ in book_rejects)
+    if all(reason == NOT_FOUND for _, reason, _ in book_rejects):
+        which = "book" if len(book_rejects) == 1 else "books"
+        raise BookNotFoundError(f"Gutenberg {which} {names} not found at {mirror}")
+    why = "; ".join(f"{gid}: {reason} ({detail})" for gid, reason, detail in book_rejects)
+    raise BookRejectedError(book_rejects[0][1], f"no book could be ingested from {mirror}: {why}")
 
 
 def write_poems(table: pa.Table, poems_dir: Path) -> Path:
@@ -682,3 +1288,166 @@ def write_poems(table: pa.Table, poems_dir: Path) -> Path:
     with atomic_path(final) as tmp:
         pq.write_table(table, tmp)
     return final
+
+
+def write_rejects(table: pa.Table, poems_dir: Path) -> Path:
+    """Write poems_dir/rejects.parquet atomically with REJECT_SCHEMA; return its path."""
+    final = Path(poems_dir) / "rejects.parquet"
+    table = table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp)
+    return final
+
+
+def ingest_report(poems_dir: Path) -> str:
+    """A per-book table of what the last ingest wrote under poems_dir: id, title, poems,
+    passages, lines, reject rows and the book-level reject reason, then a total line."""
+    poems_file = Path(poems_dir) / "poems.parquet"
+    if not poems_file.is_file():
+        raise MissingStageOutputError(f"no poems at {poems_file}: run `emoverse ingest` first")
+    poems = pq.read_table(
+        poems_file, columns=["gutenberg_id", "book_title", "passage_index", "n_lines"]
+    ).to_pylist()
+    rejects_file = Path(poems_dir) / "rejects.parquet"
+    rejects = pq.read_table(rejects_file).to_pylist() if rejects_file.is_file() else []
+
+    books: dict[int, dict] = {}
+
+    def book(gid: int) -> dict:
+        return books.setdefault(
+            gid, {"title": None, "poems": 0, "passages": 0, "lines": 0, "rejects": 0, "why": ""}
+        )
+
+    for row in poems:
+        b = book(row["gutenberg_id"])
+        b["title"] = b["title"] or row["book_title"]
+        b["poems"] += row["passage_index"] == 0
+        b["passages"] += 1
+        b["lines"] += row["n_lines"]
+    for row in rejects:
+        b = book(row["gutenberg_id"])
+        b["rejects"] += 1
+        if row["reason"] in BOOK_REJECTS:
+            b["why"] = row["reason"]
+    header = f"{'id':>8}  {'title':<40} {'poems':>6} {'passages':>8} {'lines':>7} {'rejects':>7}"
+    out = [header, "-" * len(header)]
+    for gid, b in books.items():
+        title = (b["title"] or "-")[:40]
+        out.append(
+            f"{gid:>8}  {title:<40} {b['poems']:>6} {b['passages']:>8} {b['lines']:>7} "
+            f"{b['rejects']:>7}" + (f"  {b['why']}" if b["why"] else "")
+        )
+    kept = sum(1 for b in books.values() if not b["why"])
+    out.append("-" * len(header))
+    total = f"{kept} of {len(books)} books"
+    out.append(
+        f"{'total':>8}  {total:<40} {sum(b['poems'] for b in books.values()):>6} "
+        f"{len(poems):>8} {sum(b['lines'] for b in books.values()):>7} {len(rejects):>7}"
+    )
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Catalog and RDF metadata
+# --------------------------------------------------------------------------------------------
+
+# A subject that says the book is verse ("English poetry", "Sonnets, English", "Ballads,
+# Scots -- Texts"), unless the book is about verse ("Poetry -- History and criticism").
+_POETRY_SUBJECT = re.compile(
+    r"\b(?:poetry|poems|sonnets|ballads|verse|verses|epigrams|limericks|hymns|odes)\b", re.I
+)
+_ABOUT_POETRY = re.compile(r"criticism|study and teaching|versification", re.I)
+# Books filed under verse and a prose or stage genre are mostly prose (Riley's stories, Holmes's
+# Breakfast-Table talks) or plays, whose speeches would read as poems.
+_PROSE_SUBJECT = re.compile(
+    r"\b(?:fiction|short stories|stories|essays|drama|tragedies|comedies)\b", re.I
+)
+
+
+def _catalog_rows(catalog_csv: Path) -> Iterable[dict[str, str]]:
+    # Titles hold newlines inside quoted fields: newline="" lets csv see them.
+    with Path(catalog_csv).open(newline="", encoding="utf-8-sig") as f:
+        yield from csv.DictReader(f)
+
+
+def is_poetry_entry(entry: Mapping[str, str], language: str = "en") -> bool:
+    """One pg_catalog.csv row: a text in `language` alone, with a subject that says it is verse
+    and none that names a prose or stage genre. (The "Poetry" bookshelves also hold books
+    about poets, and LoCC only splits literature by nation, PR English, PS American, not by
+    genre: on the shared catalog neither adds a poetry book that the subjects miss.)"""
+    if entry.get("Type", "Text") != "Text":
+        return False
+    if [lang.strip() for lang in entry.get("Language", "").split(";")] != [language]:
+        return False
+    subjects = [s for s in entry.get("Subjects", "").split(";") if s.strip()]
+    if any(_PROSE_SUBJECT.search(s) for s in subjects):
+        return False
+    return any(_POETRY_SUBJECT.search(s) and not _ABOUT_POETRY.search(s) for s in subjects)
+
+
+def poetry_ids_from_catalog(catalog_csv: Path, *, language: str = "en") -> list[int]:
+    """The ids of the poetry books in a Gutenberg catalog CSV (pg_catalog.csv format), in
+    ascending order."""
+    ids = {
+        int(entry["Text#"])
+        for entry in _catalog_rows(catalog_csv)
+        if entry.get("Text#", "").strip().isdigit() and is_poetry_entry(entry, language)
+    }
+    return sorted(ids)
+
+
+_NAME_NOISE = re.compile(
+    r"^(?:-?\d|\d+\??\s*(?:BCE|CE)|active|approximately|fl\.|ca\.|\d+th century)", re.I
+)
+
+
+def display_name(name: str) -> str | None:
+    """'Shakespeare, William, 1564-1616' -> 'William Shakespeare'; 'Service, Robert W.
+    (Robert William)' -> 'Robert W. Service'; 'Virgil, 70 BCE-19 BCE' -> 'Virgil'."""
+    name = re.sub(r"\[[^\]]*\]|\([^)]*\)", "", name)
+    parts = [p.strip() for p in name.split(",") if p.strip() and not _NAME_NOISE.match(p.strip())]
+    if not parts:
+        return None
+    if len(parts) >= 2:
+        # 'Macaulay, Thomas Babington Macaulay, Baron': the surname is already there.
+        first = parts[1] if parts[1].endswith(parts[0]) else f"{parts[1]} {parts[0]}"
+        return _squash(first)
+    return _squash(parts[0])
+
+
+def _catalog_author(authors: str) -> str | None:
+    """The authors of a catalog row: those without a role ([Editor], [Translator]) if any."""
+    entries = [a.strip() for a in authors.split(";") if a.strip()]
+    own = [a for a in entries if "[" not in a] or entries[:1]
+    names = [n for n in (display_name(a) for a in own) if n]
+    return " and ".join(names) or None
+
+
+def catalog_metadata(catalog_csv: Path) -> dict[int, tuple[str | None, str | None]]:
+    """id -> (title, author) for every row of a Gutenberg catalog CSV; a subtitle on its own
+    line is joined with ': '."""
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for entry in _catalog_rows(catalog_csv):
+        if not entry.get("Text#", "").strip().isdigit():
+            continue
+        lines = [s.strip() for s in entry.get("Title", "").splitlines() if s.strip()]
+        title = _squash(": ".join(lines))
+        out[int(entry["Text#"])] = (title, _catalog_author(entry.get("Authors", "")))
+    return out
+
+
+_RDF_TITLE = re.compile(r"<dcterms:title>(.*?)</dcterms:title>", re.S)
+_RDF_CREATOR = re.compile(r"<dcterms:creator>.*?<pgterms:name>(.*?)</pgterms:name>", re.S)
+
+
+def parse_rdf(rdf: bytes) -> tuple[str | None, str | None]:
+    """(title, author) from a book's pg<id>.rdf record; None where absent. (A regex, not an XML
+    parser: two fields are all that is needed, and nothing in the file is trusted further.)"""
+    text = rdf.decode("utf-8", errors="replace")
+    title = author = None
+    if m := _RDF_TITLE.search(text):
+        lines = [s.strip() for s in html.unescape(m.group(1)).splitlines() if s.strip()]
+        title = _squash(": ".join(lines))
+    if m := _RDF_CREATOR.search(text):
+        author = display_name(html.unescape(m.group(1)))
+    return title, author

@@ -34,3 +34,16 @@ TAGGED_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),  # train / validation / test
     ]
 )
+
+# What ingest left out, and why: one row per rejected book (poem_title and passage_index null)
+# or per dropped section, plus per-book summary rows ("front/back matter dropped",
+# "12 blocks, 340 lines").
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("gutenberg_id", pa.int32(), nullable=False),
+        pa.field("poem_title", pa.string()),
+        pa.field("passage_index", pa.int16()),
+        pa.field("reason", pa.string(), nullable=False),  # one of gutenberg.REJECT_REASONS
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)

@@ -5,6 +5,7 @@ Each stage is a flow of its own (the CLI's `ingest`, `tag` and `train` run them 
 """
 
 import os
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -12,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from emoverse.emotions import EMOTIONS, NEUTRAL
 from emoverse.errors import EmoverseError
+from emoverse.gutenberg import poetry_ids_from_catalog
 from emoverse.settings import DEFAULT_BASE_MODEL, curated_ids, default_mirror
 from models.config import BASE_TRAIN, CHILD_TRAIN, FOUNDATION_TRAIN
 from tasks.ingest import ingest_books_task
@@ -33,11 +35,21 @@ PARALLEL_TRAININGS = int(os.environ.get("EMOVERSE_PARALLEL_TRAININGS", "1"))
 
 @flow(name="ingest")
 def ingest(
-    data_dir: str = DEFAULT_DATA_DIR, mirror: str | None = None, ids: list[int] | None = None
+    data_dir: str = DEFAULT_DATA_DIR,
+    mirror: str | None = None,
+    ids: list[int] | None = None,
+    catalog: str | None = None,
+    max_parallel: int = 2,
 ) -> dict[str, Any]:
-    """Fetch Gutenberg books and write `<data_dir>/poems/`. Without `mirror`, the public site
-    (or `$EMOVERSE_GUTENBERG_MIRROR`); without `ids`, the curated list in `data/`."""
-    return ingest_books_task(mirror or default_mirror(), ids or curated_ids(), data_dir)
+    """Fetch Gutenberg books and write `<data_dir>/poems/` (poems and rejects). Without
+    `mirror`, the public site (or `$EMOVERSE_GUTENBERG_MIRROR`); without `ids`, the poetry
+    books of the `catalog` CSV if given, else the curated list in `data/`. The catalog also
+    supplies titles and authors."""
+    if not ids:
+        ids = poetry_ids_from_catalog(Path(catalog)) if catalog else curated_ids()
+    return ingest_books_task(
+        mirror or default_mirror(), ids, data_dir, catalog_csv=catalog, max_parallel=max_parallel
+    )
 
 
 @flow(name="tag")
@@ -117,6 +129,8 @@ def pipeline(
     data_dir: str = DEFAULT_DATA_DIR,
     mirror: str | None = None,
     ids: list[int] | None = None,
+    catalog: str | None = None,
+    max_parallel: int = 2,
     base_model: str = DEFAULT_BASE_MODEL,
     min_poems: int = 1,
     foundation_epochs: int | None = None,
@@ -127,7 +141,7 @@ def pipeline(
     adapter: str | None = None,
 ) -> dict[str, Any]:
     """The whole DAG on one data dir."""
-    ingested = ingest(data_dir, mirror, ids)
+    ingested = ingest(data_dir, mirror, ids, catalog, max_parallel)
     counts = tag(data_dir)
     trained = train(
         data_dir,

@@ -1,18 +1,59 @@
-"""Ingest: fetch books, strip Gutenberg's header and footer, split into poems, write Parquet."""
+"""Ingest: fetch books (through the raw cache), strip Gutenberg's header and footer, split into
+poems, write the poems and the rejects as Parquet."""
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 
-from emoverse.gutenberg import ingest_books, write_poems
+from emoverse.gutenberg import (
+    BOOK_REJECTS,
+    DEFAULT_PARALLEL,
+    catalog_metadata,
+    ingest_books,
+    write_poems,
+    write_rejects,
+)
 from emoverse.settings import RunPaths
 from tasks.progress import StageProgress
 
 
 @task(name="ingest-books")
-def ingest_books_task(mirror: str, ids: list[int], data_dir: str) -> dict:
-    """Returns the poems file and its counts."""
+def ingest_books_task(
+    mirror: str,
+    ids: list[int],
+    data_dir: str,
+    catalog_csv: str | None = None,
+    max_parallel: int = DEFAULT_PARALLEL,
+) -> dict:
+    """Returns the poems and rejects files and their counts. Downloads are cached under
+    `<data_dir>/raw/`, so a second run fetches only what the first one could not."""
+    logger = get_run_logger()
+    paths = RunPaths(Path(data_dir))
+    # The catalog gives cleaner titles and authors than old files' headers.
+    metadata = catalog_metadata(Path(catalog_csv)) if catalog_csv else None
     with StageProgress("fetching and splitting books", total=len(ids), unit="book") as progress:
-        table = ingest_books(mirror, ids, on_book=lambda _id, n: progress.update(1, poems=n))
-    path = write_poems(table, RunPaths(Path(data_dir)).poems)
-    return {"path": str(path), "books": len(ids), "poems": table.num_rows}
+        result = ingest_books(
+            mirror,
+            ids,
+            cache_dir=Path(data_dir) / "raw",
+            catalog=metadata,
+            max_parallel=max_parallel,
+            on_book=lambda _id, n: progress.update(1, poems=n),
+        )
+    for row in result.rejects.to_pylist():
+        if row["reason"] in BOOK_REJECTS:
+            logger.warning(
+                "book %s left out: %s (%s)", row["gutenberg_id"], row["reason"], row["detail"]
+            )
+    path = write_poems(result.poems, paths.poems)
+    rejects_path = write_rejects(result.rejects, paths.poems)
+    return {
+        "path": str(path),
+        "rejects_path": str(rejects_path),
+        "books": result.books,
+        "poems": result.poems.num_rows,
+        "rejected_books": len(set(ids)) - result.books,
+        "rejects": result.rejects.num_rows,
+        "fetched": result.fetched,
+        "from_cache": result.from_cache,
+    }

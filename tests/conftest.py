@@ -3,7 +3,10 @@
 import functools
 import http.server
 import os
+import select
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +54,137 @@ def gutenberg_server() -> Iterator[str]:
     host, port = server.server_address[:2]
     try:
         yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class ScriptedMirror:
+    """A real loopback HTTP server over the shared mirror whose answers can be scripted per
+    path, for fault tests. A script is a list of behaviours used one per request, the last one
+    repeating: "ok" (the file, or 404 if the mirror lacks it), "500", "404", "403", "html"
+    (an error page with status 200), "stall" (no answer for `stall_s`), "drop" (headers
+    promising the whole file, half of it, then the connection closed)."""
+
+    def __init__(self, root: Path, stall_s: float = 2.0):
+        self.root = root
+        self.stall_s = stall_s
+        self.url = ""
+        self.scripts: dict[str, list[str]] = {}
+        self.extra: dict[str, bytes] = {}  # paths served as if the mirror had them
+        self.requests: dict[str, int] = {}
+        self.user_agents: set[str] = set()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    def script(self, path: str, *behaviours: str) -> None:
+        self.scripts[path] = list(behaviours)
+
+    def count(self, path: str) -> int:
+        return self.requests.get(path, 0)
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def _next(self, path: str) -> str:
+        with self.lock:
+            self.requests[path] = self.requests.get(path, 0) + 1
+            script = self.scripts.get(path)
+            if not script:
+                return "ok"
+            return script.pop(0) if len(script) > 1 else script[0]
+
+    def _body(self, path: str) -> bytes | None:
+        if path in self.extra:
+            return self.extra[path]
+        file = (self.root / path).resolve()
+        if self.root.resolve() not in file.parents or not file.is_file():
+            return None
+        return file.read_bytes()
+
+
+def _scripted_handler(mirror: ScriptedMirror) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real server would
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _client_hung_up_within(self, seconds: float) -> bool:
+            # Polling the socket frees the handler as soon as the client times out, so that
+            # in_flight counts only requests a client is still waiting on.
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([self.connection], [], [], 0.02)
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    return True
+            return False
+
+        def do_GET(self) -> None:
+            path = self.path.lstrip("/").split("?")[0]
+            with mirror.lock:
+                mirror.in_flight += 1
+                mirror.max_in_flight = max(mirror.max_in_flight, mirror.in_flight)
+                mirror.user_agents.add(self.headers.get("User-Agent", ""))
+            try:
+                self._answer(path, mirror._next(path))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up first (a stall past its read timeout)
+            finally:
+                with mirror.lock:
+                    mirror.in_flight -= 1
+
+        def _answer(self, path: str, behaviour: str) -> None:
+            body = mirror._body(path)
+            if behaviour == "stall":
+                self.close_connection = True
+                if not self._client_hung_up_within(mirror.stall_s):
+                    self._send(503, b"too late")
+            elif behaviour == "drop" and body is not None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+            elif behaviour == "html":
+                page = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
+                self._send(200, page, "text/html; charset=utf-8")
+            elif behaviour in ("500", "403", "404"):
+                self._send(int(behaviour), f"error {behaviour}".encode())
+            elif body is None:
+                self._send(404, b"not found")
+            else:
+                self._send(200, body, "text/plain; charset=utf-8")
+
+    return Handler
+
+
+@pytest.fixture
+def scripted_mirror() -> Iterator[ScriptedMirror]:
+    """A fresh ScriptedMirror over the shared mirror on 127.0.0.1 (fault tests)."""
+    mirror = ScriptedMirror(GUTENBERG_DIR)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _scripted_handler(mirror))
+    server.daemon_threads = True  # a stalled handler must not hold up the shutdown
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    mirror.url = f"http://{host}:{port}"
+    try:
+        yield mirror
     finally:
         server.shutdown()
         server.server_close()

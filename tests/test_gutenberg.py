@@ -5,26 +5,51 @@ import re
 import socket
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from emoverse.errors import BookNotFoundError, MirrorNotFoundError
+from emoverse.errors import BookNotFoundError, MirrorNotFoundError, MissingStageOutputError
 from emoverse.gutenberg import (
+    BOOK_REJECTS,
+    DUPLICATES,
+    EMPTY,
+    ENCODING,
+    FETCH_FAILED,
+    HTML_PAGE,
+    MATTER_DROPPED,
+    NOT_FOUND,
+    NOT_POETRY,
+    REJECT_REASONS,
+    BookRejectedError,
+    RetryPolicy,
     book_path,
+    book_paths,
     book_to_rows,
+    cache_store,
+    cached_file,
+    catalog_metadata,
     check_mirror,
     decode_book,
     dedupe_rows,
+    display_name,
     fetch_book,
     ingest_books,
+    ingest_report,
+    is_poetry_entry,
+    looks_like_html,
     normalize_for_dedup,
     parse_metadata,
+    parse_rdf,
+    poetry_ids_from_catalog,
     split_poems,
     strip_boilerplate,
     write_poems,
+    write_rejects,
 )
-from emoverse.schema import POEM_SCHEMA
+from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 
 GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
 
@@ -185,6 +210,82 @@ def test_split_drops_prose_sections_and_cuts_long_stanzas():
     assert "preface" not in " ".join(p.text for p in passages)
 
 
+def test_editorial_apparatus_is_dropped_from_verse():
+    body = "\n".join(
+        [
+            "THE POEM",
+            "",
+            "1.",
+            "Hath in the Ram <1> his halfe course y-run,  10",
+            "And palmers[2] for to seeke strange strands; [12]",
+            "",
+            "2.",
+            "Whose sightless speed divides this night:          15",
+            "  bootless > hopelessly, without remedy",
+            "Authors are partial to their wit, 'tis true",
+            "",
+            "NOTES:",
+            "_87 Regarding cj. A.C. Bradley.)",
+            "",
+            "<82.5> A form of RAMPART, sanctioned by Dryden.",
+            "<82.6> Medicinal herb or plant.",
+            "",
+            "105.34",
+            "",
+            "2    From slaughter of the Giaunts conquered;",
+            "3    Where proud Encelade, whose wide nosethrils burn",
+        ]
+    )
+    [poem] = split_poems(body)
+    assert poem.text == (
+        "Hath in the Ram his halfe course y-run,\n"
+        "And palmers for to seeke strange strands;\n"
+        "\n"
+        "Whose sightless speed divides this night:\n"
+        "  bootless > hopelessly, without remedy\n"  # one gloss among verse stays
+        "Authors are partial to their wit, 'tis true\n"
+        "\n"
+        "From slaughter of the Giaunts conquered;\n"
+        "Where proud Encelade, whose wide nosethrils burn"
+    )
+
+
+@pytest.mark.parametrize(
+    ("gutenberg_id", "junk"),
+    [
+        (4798, r"^_\d|^NOTES:|^\d+\.$"),  # Shelley: keyed variant notes, stanza numbers
+        (7409, r"\[\d+\]"),  # Pope: bracketed line numbers
+        (1045, r"\s\d+$"),  # Venus and Adonis: margin line numbers
+        (2383, r"<\d+>"),  # Chaucer: footnote markers
+    ],
+)
+def test_real_books_lose_their_apparatus(gutenberg_id, junk):
+    lines = [
+        line
+        for p in split_poems(strip_boilerplate(decode_book(raw_book(gutenberg_id))))
+        for line in p.text.split("\n")
+    ]
+    assert len(lines) > 500
+    assert [line for line in lines if re.search(junk, line)] == []
+
+
+def test_long_stanzas_are_cut_after_a_sentence():
+    lines = [f"Line {i} of blank verse runs on" + ("." if i % 7 == 6 else ",") for i in range(50)]
+    passages = split_poems("BOOK I\n\n" + "\n".join(lines), max_lines=20)
+    sizes = [p.text.count("\n") + 1 for p in passages]
+    assert sizes == [14, 14, 14, 8]  # the last full stop in each window of 20 lines
+    assert all(p.text.endswith(".") or p is passages[-1] for p in passages)
+
+
+def test_prose_poems_and_reflowed_verse_are_not_poetry(tmp_path):
+    # Gitanjali is prose poetry; Goldsmith's 3545 has its verse reflowed into paragraphs.
+    result = ingest_books(str(GUTENBERG_DIR), [7164, 3545, 1065])
+    assert result.ingested == (1065,)
+    reasons = _reasons(result)
+    assert reasons[7164][0] == reasons[3545][0] == NOT_POETRY
+    assert re.fullmatch(r"only \d+ of \d+ lines read as verse", reasons[3545][1])
+
+
 # --- dedup -----------------------------------------------------------------------------------
 
 
@@ -203,14 +304,20 @@ def test_dedupe_rows_keeps_the_first_occurrence():
 
 def test_ingest_dedupes_overlapping_books():
     calls: list[tuple[int, int]] = []
-    table = ingest_books(
+    result = ingest_books(
         str(GUTENBERG_DIR), [1065, 1062], on_book=lambda i, n: calls.append((i, n))
     )
+    table = result.poems
     keys = [normalize_for_dedup(t) for t in table.column("text").to_pylist()]
     assert len(keys) == len(set(keys))
-    # 1062's only poem is The Raven, already taken from 1065.
+    # 1062's only poem is The Raven, already taken from 1065: a summary reject, not a book reject.
     assert calls == [(1065, 3), (1062, 0)]
     assert table.schema == POEM_SCHEMA
+    assert result.ingested == (1065, 1062)
+    dup = [r for r in result.rejects.to_pylist() if r["reason"] == DUPLICATES]
+    assert [(r["gutenberg_id"], r["detail"]) for r in dup] == [
+        (1062, "3 of 3 passages already ingested")
+    ]
 
 
 # --- fetching --------------------------------------------------------------------------------
@@ -225,33 +332,46 @@ def test_fetch_unknown_id_over_http(gutenberg_server):
         fetch_book(gutenberg_server, MISSING_ID)
 
 
-def test_ingest_names_every_missing_id_before_parsing(gutenberg_server):
+def test_missing_ids_are_rejects_and_the_run_goes_on(gutenberg_server, tmp_path):
     calls: list[tuple[int, int]] = []
+    result = ingest_books(
+        gutenberg_server,
+        [1065, MISSING_ID, MISSING_ID + 1],
+        cache_dir=tmp_path / "raw",
+        on_book=lambda *args: calls.append(args),
+    )
+    assert calls == [(1065, 3), (MISSING_ID, 0), (MISSING_ID + 1, 0)]
+    assert result.ingested == (1065,) and result.poems.num_rows == 3
+    missing = [r for r in result.rejects.to_pylist() if r["reason"] == NOT_FOUND]
+    assert [r["gutenberg_id"] for r in missing] == [MISSING_ID, MISSING_ID + 1]
+    assert "files/99999999/99999999-8.txt" in missing[0]["detail"]  # every URL pattern tried
+
+
+def test_nothing_ingested_is_one_error_naming_every_id(gutenberg_server, tmp_path):
     with pytest.raises(BookNotFoundError) as info:
-        ingest_books(
-            gutenberg_server,
-            [1065, MISSING_ID, MISSING_ID + 1],
-            on_book=lambda *args: calls.append(args),
-        )
-    assert str(MISSING_ID) in str(info.value) and str(MISSING_ID + 1) in str(info.value)
-    assert "1065" not in str(info.value)
-    assert calls == []  # nothing was parsed
+        ingest_books(gutenberg_server, [MISSING_ID, MISSING_ID + 1], cache_dir=tmp_path / "raw")
+    assert str(info.value) == (
+        f"Gutenberg books {MISSING_ID}, {MISSING_ID + 1} not found at {gutenberg_server}"
+    )
+    assert not (tmp_path / "raw").exists()  # nothing written
 
 
 def test_ingest_over_http(gutenberg_server):
-    table = ingest_books(gutenberg_server, [1065])
+    table = ingest_books(gutenberg_server, [1065]).poems
     assert table.num_rows == 3 and table.column("gutenberg_id").to_pylist() == [1065] * 3
 
 
-def test_unreachable_url_is_a_missing_mirror():
+def test_unreachable_url_is_a_missing_mirror(tmp_path):
     with socket.socket() as sock:  # a port that nothing listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    fast = RetryPolicy(attempts=3, base_delay=0.01)
     with pytest.raises(MirrorNotFoundError, match=re.escape(url)):
-        fetch_book(url, 1065, timeout=5)
-    with pytest.raises(MirrorNotFoundError):
-        ingest_books(url, [1065])
+        fetch_book(url, 1065, timeout=5, retry=fast)
+    with pytest.raises(MirrorNotFoundError, match="cannot be reached"):
+        ingest_books(url, [1065, 1041, 574], retry=fast, cache_dir=tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
 
 
 def test_local_folder_mirror():
@@ -284,3 +404,273 @@ def test_write_poems_is_readable_with_the_declared_schema(rows_by_book, tmp_path
     assert back.schema.equals(POEM_SCHEMA)
     assert back.num_rows == 154
     assert sorted(p.name for p in path.parent.iterdir()) == ["poems.parquet"]  # no temp left
+
+
+# --- retries, decoding, the raw cache --------------------------------------------------------
+
+
+def test_retry_delays_double_up_to_the_cap_with_jitter_on_top():
+    policy = RetryPolicy(attempts=8, base_delay=0.5, max_delay=8.0, jitter=0.5)
+    assert [policy.delay(k, rand=lambda: 0.0) for k in range(1, 7)] == [0.5, 1, 2, 4, 8, 8]
+    assert policy.delay(2, rand=lambda: 1.0) == 1.5  # at most +50 %
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
+
+
+def test_url_patterns_are_tried_in_the_sites_order():
+    assert book_paths(1065) == [
+        "cache/epub/1065/pg1065.txt",
+        "files/1065/1065-0.txt",
+        "files/1065/1065.txt",
+        "files/1065/1065-8.txt",
+    ]
+
+
+def test_html_pages_are_told_from_books():
+    assert looks_like_html(b"anything", "text/html; charset=utf-8")
+    assert looks_like_html(b"\n  <!DOCTYPE HTML PUBLIC ...><html>")
+    assert looks_like_html(b"<html><body>503</body></html>")
+    assert not looks_like_html(raw_book(1065), "text/plain; charset=utf-8")
+
+
+def test_decode_cleans_utf16_control_characters_and_rejects_binaries():
+    assert decode_book("\ufeffA line\r\nB\x0cC\x07\n".encode("utf-16")) == "A line\nB\nC\n"
+    for raw in (b"PK\x03\x04\x00\x00binary", "text".encode("utf-16-le")):
+        with pytest.raises(BookRejectedError) as info:
+            decode_book(raw)
+        assert info.value.reason == ENCODING
+
+
+def test_cp1252_originals_decode_like_their_utf8_copies():
+    # 1280 was cp1252 upstream; the mirror holds it as UTF-8. Both must read the same.
+    text = decode_book(raw_book(1280))
+    assert decode_book(text.encode("cp1252", errors="strict")) == text
+    assert decode_book(text.replace("\n", "\r\n").encode("utf-8-sig")) == text
+
+
+def test_cache_verifies_size_and_checksum(tmp_path):
+    raw = raw_book(1065)
+    cache_store(tmp_path, "1065.txt", raw, "http://mirror/1065")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1065.json", "1065.txt"]
+    assert cached_file(tmp_path, "1065.txt") == raw
+    (tmp_path / "1065.txt").write_bytes(raw[:-100])  # truncated
+    assert cached_file(tmp_path, "1065.txt") is None
+    (tmp_path / "1065.txt").write_bytes(raw.replace(b"Raven", b"Crows", 1))  # same size
+    assert cached_file(tmp_path, "1065.txt") is None
+    (tmp_path / "1065.txt").write_bytes(raw)
+    (tmp_path / "1065.json").unlink()  # data without its record: a crash mid-write
+    assert cached_file(tmp_path, "1065.txt") is None
+
+
+# --- faults against a real loopback server ---------------------------------------------------
+
+# Read timeout well under the server's stall; retries without real waiting.
+FAST = {"timeout": httpx.Timeout(0.5, connect=2.0), "retry": RetryPolicy(3, base_delay=0.01)}
+
+
+def _reasons(result) -> dict[int, tuple[str, str]]:
+    """Book-level rejects: id -> (reason, detail)."""
+    return {
+        r["gutenberg_id"]: (r["reason"], r["detail"])
+        for r in result.rejects.to_pylist()
+        if r["reason"] in BOOK_REJECTS
+    }
+
+
+def _no_partial_files(cache: Path) -> None:
+    names = [p.name for p in cache.iterdir()]
+    assert not [n for n in names if n.startswith(".") or "tmp" in n], names
+
+
+def test_faults_become_rejects_and_a_second_run_fetches_only_what_is_missing(
+    scripted_mirror, tmp_path
+):
+    m = scripted_mirror
+    m.script(book_path(1065), "500", "ok")
+    m.script(book_path(574), "stall")
+    m.script(book_path(1062), "drop")
+    m.script(book_path(2678), "html")
+    cache = tmp_path / "raw"
+    ids = [1065, 574, 1041, 1062, 2678, MISSING_ID]
+
+    first = ingest_books(m.url, ids, cache_dir=cache, **FAST)
+
+    assert first.ingested == (1065, 1041)
+    assert first.poems.column("gutenberg_id").unique().to_pylist() == [1065, 1041]  # id order
+    reasons = _reasons(first)
+    assert set(reasons) == {574, 1062, 2678, MISSING_ID}
+    assert reasons[574][0] == FETCH_FAILED and "ReadTimeout" in reasons[574][1]
+    assert reasons[1062][0] == FETCH_FAILED and "RemoteProtocolError" in reasons[1062][1]
+    assert "after 3 attempts" in reasons[1062][1]
+    assert reasons[2678][0] == HTML_PAGE
+    assert reasons[MISSING_ID][0] == NOT_FOUND
+    assert m.count(book_path(1065)) == 2  # the 500, then the book
+    assert m.count(book_path(574)) == m.count(book_path(1062)) == 3
+    assert m.count(book_path(2678)) == 1  # an HTML page is final
+    assert [m.count(p) for p in book_paths(MISSING_ID)] == [1, 1, 1, 1]  # 404 is final
+    assert all(ua.startswith("emoverse/") for ua in m.user_agents)
+    assert (first.fetched, first.from_cache) == (2, 0)
+    _no_partial_files(cache)
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "1041.json",
+        "1041.txt",
+        "1065.json",
+        "1065.txt",
+    ]
+
+    # The mirror heals; the second run reads the good books from the cache.
+    m.scripts.clear()
+    m.reset_counts()
+    second = ingest_books(m.url, ids, cache_dir=cache, **FAST)
+    assert m.count(book_path(1065)) == m.count(book_path(1041)) == 0
+    assert m.count(book_path(574)) == m.count(book_path(1062)) == m.count(book_path(2678)) == 1
+    assert (second.fetched, second.from_cache) == (3, 2)
+    assert m.max_in_flight <= 2  # polite by default (stalled handlers blur this in run one)
+    assert second.ingested == (1065, 574, 1041, 1062, 2678)
+    assert set(_reasons(second)) == {MISSING_ID}
+    assert second.poems.filter(pc.equal(second.poems["gutenberg_id"], 1065)).equals(
+        first.poems.filter(pc.equal(first.poems["gutenberg_id"], 1065))
+    )
+    _no_partial_files(cache)
+
+
+def test_a_damaged_cache_entry_is_fetched_again(scripted_mirror, tmp_path):
+    m, cache = scripted_mirror, tmp_path / "raw"
+    ingest_books(m.url, [1065, 1041], cache_dir=cache, **FAST)
+    (cache / "1065.txt").write_bytes(raw_book(1065)[:5000])  # truncated behind our back
+    m.reset_counts()
+    again = ingest_books(m.url, [1065, 1041], cache_dir=cache, **FAST)
+    assert (again.fetched, again.from_cache) == (1, 1)
+    assert m.count(book_path(1065)) == 1 and m.count(book_path(1041)) == 0
+    assert cached_file(cache, "1065.txt") == raw_book(1065)
+
+
+def test_fallback_url_patterns_and_final_client_errors(scripted_mirror, tmp_path):
+    m = scripted_mirror
+    # A book only under files/<id>/<id>-8.txt, in Latin-1 with CRLF, as old uploads are.
+    latin1 = raw_book(1065).decode("utf-8").encode("latin-1", errors="replace")
+    m.extra["files/424242/424242-8.txt"] = latin1.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert fetch_book(m.url, 424242, **FAST) == m.extra["files/424242/424242-8.txt"]
+    assert [m.count(p) for p in book_paths(424242)] == [1, 1, 1, 1]
+    m.script(book_path(1041), "403")
+    with pytest.raises(BookRejectedError, match="HTTP 403") as info:
+        fetch_book(m.url, 1041, **FAST)
+    assert info.value.reason == FETCH_FAILED and m.count(book_path(1041)) == 1  # not retried
+    rows = ingest_books(m.url, [424242], cache_dir=tmp_path, **FAST).poems.to_pylist()
+    assert [r["n_lines"] for r in rows] == [36, 36, 36]
+
+
+def test_a_run_where_every_book_fails_names_each_reason(scripted_mirror, tmp_path):
+    m = scripted_mirror
+    m.script(book_path(1065), "html")
+    with pytest.raises(BookRejectedError) as info:
+        ingest_books(m.url, [1065, MISSING_ID], cache_dir=tmp_path / "raw", **FAST)
+    message = str(info.value)
+    assert f"1065: {HTML_PAGE}" in message and f"{MISSING_ID}: {NOT_FOUND}" in message
+    assert "\n" not in message  # one line for the CLI
+    assert not (tmp_path / "raw").exists()
+
+
+# --- rejects, report -------------------------------------------------------------------------
+
+
+def test_book_level_rejects_for_empty_and_prose_books(tmp_path):
+    mirror = tmp_path / "mirror"
+    header = "Title: T\nAuthor: A\n\n*** START OF THE PROJECT GUTENBERG EBOOK T ***\n"
+    footer = "*** END OF THE PROJECT GUTENBERG EBOOK T ***\n"
+    prose = " ".join(["a plain sentence of prose that runs on and on"] * 40)
+    paragraph = "\n".join(re.findall(r".{1,70}(?:\s|$)", prose))
+    books = {1: header + "\n\n" + footer, 2: header + (paragraph + "\n\n") * 5 + footer}
+    for gid, text in books.items():
+        path = mirror / book_path(gid)
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    with pytest.raises(BookRejectedError) as info:
+        ingest_books(str(mirror), [1, 2])
+    assert f"1: {EMPTY}" in str(info.value) and f"2: {NOT_POETRY}" in str(info.value)
+
+
+def test_rejects_table_and_report(tmp_path):
+    result = ingest_books(str(GUTENBERG_DIR), [12242, 2678, 1065, MISSING_ID])
+    rejects = result.rejects
+    assert rejects.schema == REJECT_SCHEMA
+    assert set(rejects.column("reason").to_pylist()) <= set(REJECT_REASONS)
+    by_book = {(r["gutenberg_id"], r["reason"]): r["detail"] for r in rejects.to_pylist()}
+    assert (MISSING_ID, NOT_FOUND) in by_book
+    assert (2678, DUPLICATES) in by_book  # Series One is inside the three-series book
+    assert re.fullmatch(r"\d+ blocks, \d+ lines", by_book[(12242, MATTER_DROPPED)])
+
+    poems_dir = tmp_path / "poems"
+    with pytest.raises(MissingStageOutputError):
+        ingest_report(poems_dir)
+    write_poems(result.poems, poems_dir)
+    path = write_rejects(rejects, poems_dir)
+    assert pq.read_table(path).schema.equals(REJECT_SCHEMA)
+    assert sorted(p.name for p in poems_dir.iterdir()) == ["poems.parquet", "rejects.parquet"]
+
+    report = ingest_report(poems_dir).splitlines()
+    assert report[0].split() == ["id", "title", "poems", "passages", "lines", "rejects"]
+    raven = next(line for line in report if line.split()[0] == "1065")
+    assert "The Raven" in raven and raven.split()[-4:-1] == ["1", "3", "108"]
+    missing = next(line for line in report if line.split()[0] == str(MISSING_ID))
+    assert missing.rstrip().endswith(NOT_FOUND)
+    assert report[-1].split()[:5] == ["total", "3", "of", "4", "books"]
+    assert int(report[-1].split()[-2]) == sum(result.poems.column("n_lines").to_pylist())
+
+
+# --- catalog and RDF metadata ----------------------------------------------------------------
+
+
+CATALOG = GUTENBERG_DIR / "pg_catalog.csv"
+
+
+def test_catalog_selects_the_mirrors_poetry_books():
+    manifest = {
+        int(line.split("\t")[0])
+        for line in (GUTENBERG_DIR / "MANIFEST.tsv").read_text().splitlines()[1:]
+    }
+    expected = {i for i in manifest if i <= 7702}  # the catalog stops at #7702
+    selected = set(poetry_ids_from_catalog(CATALOG))
+    assert expected <= selected  # every poetry book of the mirror
+    assert len(selected) < 3 * len(expected)  # others are poetry books the mirror lacks
+    assert {1, 1513, 2137}.isdisjoint(selected)  # a declaration, Romeo and Juliet, a tragedy
+
+
+def test_catalog_rules_on_single_rows():
+    poetry = {"Type": "Text", "Language": "en", "Subjects": "English poetry", "Bookshelves": ""}
+    assert is_poetry_entry(poetry)
+    assert not is_poetry_entry({**poetry, "Language": "de"})
+    assert not is_poetry_entry({**poetry, "Language": "de; en"})
+    assert not is_poetry_entry({**poetry, "Type": "Sound"})
+    assert not is_poetry_entry({**poetry, "Subjects": "Poetry -- History and criticism"})
+    assert not is_poetry_entry({**poetry, "Subjects": "Poetry; Short stories"})
+    assert not is_poetry_entry({**poetry, "Subjects": "Novels", "Bookshelves": "Poetry"})
+
+
+def test_catalog_and_rdf_metadata():
+    meta = catalog_metadata(CATALOG)
+    assert meta[1041] == ("Shakespeare's Sonnets", "William Shakespeare")
+    assert meta[1165] == (  # a title with its subtitle on a second line; an editor
+        "The Little Book of Modern Verse: A Selection from the Work of Contemporaneous "
+        "American Poets",
+        "Jessie Belle Rittenhouse",
+    )
+    assert display_name("Service, Robert W. (Robert William), 1874-1958") == "Robert W. Service"
+    assert display_name("Virgil, 70 BCE-19 BCE") == "Virgil"
+    assert display_name("Macaulay, Thomas Babington Macaulay, Baron") == (
+        "Thomas Babington Macaulay"
+    )
+    rdf = (GUTENBERG_DIR / "cache/epub/579/pg579.rdf").read_bytes()
+    assert parse_rdf(rdf) == ("The Poems of Sidney Lanier", "Sidney Lanier")
+
+
+def test_title_and_author_from_catalog_else_header_else_rdf(gutenberg_server, tmp_path):
+    # 579's old header has a title but no author: the RDF record fills it in (and is cached).
+    result = ingest_books(gutenberg_server, [579, 1065], cache_dir=tmp_path)
+    first = {r["gutenberg_id"]: (r["book_title"], r["author"]) for r in result.poems.to_pylist()}
+    assert first[579] == ("The Poems of Sidney Lanier", "Sidney Lanier")
+    assert first[1065] == ("The Raven", "Edgar Allan Poe")
+    assert cached_file(tmp_path, "579.rdf") is not None and not (tmp_path / "1065.rdf").exists()
+    catalog = {1065: ("The Raven (catalog)", "Poe")}
+    again = ingest_books(gutenberg_server, [1065], cache_dir=tmp_path, catalog=catalog)
+    assert set(again.poems.column("book_title").to_pylist()) == {"The Raven (catalog)"}
