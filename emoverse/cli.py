@@ -144,7 +144,36 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest", parents=[common, fetching], help="fetch books and split them into poems"
     )
     ingest.add_argument("--report", action="store_true", help="print poems and rejects per book")
-    sub.add_parser("tag", parents=[common], help="tag poems into nine emotion partitions")
+    tag = sub.add_parser("tag", parents=[common], help="tag poems into nine emotion partitions")
+    tag.add_argument(
+        "--report",
+        action="store_true",
+        help="print the current partitions' label distribution per split (runs nothing)",
+    )
+    tag.add_argument(
+        "--min-hits",
+        type=_bounded(1, 10**6, "--min-hits"),
+        default=1,
+        help="the top emotion needs at least this many hits, else neutral (default: %(default)s)",
+    )
+    tag.add_argument(
+        "--min-margin",
+        type=_bounded(1, 10**6, "--min-margin"),
+        default=1,
+        help="the top emotion must beat the runner-up by this much, else neutral "
+        "(default: %(default)s)",
+    )
+    tag.add_argument(
+        "--lemmatize",
+        action="store_true",
+        help="look words up by their WordNet noun lemma (needs NLTK's wordnet data)",
+    )
+    tag.add_argument(
+        "--workers",
+        type=_bounded(1, 256, "--workers"),
+        default=None,
+        help="processes for corpora of 1M+ lines (default: one per CPU)",
+    )
     sub.add_parser("train", parents=[common, training], help="train the base and the children")
     gen = sub.add_parser("generate", parents=[common], help="write a poem with an emotion's model")
     gen.add_argument("--emotion", required=True, help=f"one of: {', '.join(LABELS)}")
@@ -190,6 +219,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _generate(args, data_dir)
     if args.command == "models":
         return _models(args, data_dir)
+    if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
+        from emoverse.settings import RunPaths
+        from emoverse.tagging import tag_report
+
+        print(tag_report(RunPaths(data_dir).partitions))
+        return 0
+    if args.command == "tag":
+        from emoverse.tagging import lemmatizer_for
+
+        lemmatizer_for(args.lemmatize)  # a missing WordNet fails here, not mid-run
 
     from emoverse.gutenberg import check_mirror
     from models.config import is_scratch, scratch_preset
@@ -241,7 +280,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
                 print(ingest_report(Path(result["path"]).parent))
         elif args.command == "tag":
-            _print_counts(dag.tag(data))
+            _print_counts(
+                dag.tag(
+                    data,
+                    min_hits=args.min_hits,
+                    min_margin=args.min_margin,
+                    lemmatize=args.lemmatize,
+                    workers=args.workers,
+                )
+            )
         elif args.command == "train":
             _print_training(dag.train(data, **training))
         else:

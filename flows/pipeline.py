@@ -53,9 +53,20 @@ def ingest(
 
 
 @flow(name="tag")
-def tag(data_dir: str = DEFAULT_DATA_DIR) -> dict[str, int]:
-    """Tag every poem and write the nine partitions `<data_dir>/partitions/emotion=<e>/`."""
-    return tag_poems_task(data_dir)
+def tag(
+    data_dir: str = DEFAULT_DATA_DIR,
+    min_hits: int = 1,
+    min_margin: int = 1,
+    lemmatize: bool = False,
+    workers: int | None = None,
+) -> dict[str, int]:
+    """Tag every poem and write the nine partitions `<data_dir>/partitions/emotion=<e>/` as a
+    new version (skipped when the poems and options are unchanged). The label is the emotion
+    with at least `min_hits` hits that beats every other by at least `min_margin`, else
+    neutral; `lemmatize` looks words up by WordNet noun lemma (needs NLTK's wordnet data)."""
+    return tag_poems_task(
+        data_dir, min_hits=min_hits, min_margin=min_margin, lemmatize=lemmatize, workers=workers
+    )
 
 
 @flow(name="train", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL_TRAININGS))
@@ -77,11 +88,10 @@ def train(
     `TrainConfig` field (e.g. `{"batch_size": 32, "compile": true}`) for every stage;
     `adapter="lora"` trains the children as LoRA adapters on the base."""
     logger = get_run_logger()
-    foundation_config = FOUNDATION_TRAIN.with_overrides(
-        epochs=foundation_epochs, max_steps=max_steps
-    )
-    base_config = BASE_TRAIN.with_overrides(epochs=base_epochs, max_steps=max_steps)
-    child_config = CHILD_TRAIN.with_overrides(epochs=child_epochs, max_steps=max_steps)
+    common = {**(overrides or {}), **({"max_steps": max_steps} if max_steps else {})}
+    foundation_config = FOUNDATION_TRAIN.with_overrides(**common, epochs=foundation_epochs)
+    base_config = BASE_TRAIN.with_overrides(**common, epochs=base_epochs)
+    child_config = CHILD_TRAIN.with_overrides(**common, epochs=child_epochs, adapter=adapter)
 
     init = prepare_init_task(base_model, data_dir, foundation_config.to_dict())
     base = train_model_task(

@@ -1,37 +1,77 @@
-"""Tag: NRC emotion counts per poem, nine label partitions, the label distribution."""
+"""Tag: NRC emotion counts per poem, nine versioned label partitions, the label distribution."""
 
 import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from emoverse.emotions import LABELS
 from emoverse.errors import MissingStageOutputError
 from emoverse.report import plot_label_distribution
 from emoverse.settings import RunPaths
-from emoverse.tagging import tag_table, write_partitions
+from emoverse.tagging import SPLITS, tag_poems
 from tasks.progress import StageProgress, publish_image
 
 
 @task(name="tag-poems")
-def tag_poems_task(data_dir: str) -> dict[str, int]:
-    """Returns the number of poems per label."""
+def tag_poems_task(
+    data_dir: str,
+    min_hits: int = 1,
+    min_margin: int = 1,
+    lemmatize: bool = False,
+    workers: int | None = None,
+) -> dict[str, int]:
+    """Returns the number of poems per label. A run whose input and options match the current
+    partitions keeps them (and still publishes their distribution)."""
+    logger = get_run_logger()
     paths = RunPaths(Path(data_dir))
     poems_file = paths.poems / "poems.parquet"
     if not poems_file.exists():
         raise MissingStageOutputError(f"no poems at {poems_file}; run `emoverse ingest` first")
-    poems = pq.read_table(poems_file)
-    with StageProgress("tagging poems", total=poems.num_rows, unit="poem") as progress:
-        tagged = tag_table(poems, on_progress=progress.update)
-    counts = write_partitions(tagged, paths.partitions)
+    total = pq.ParquetFile(poems_file).metadata.num_rows
+    with StageProgress("tagging poems", total=total, unit="poem") as progress:
+        result = tag_poems(
+            poems_file,
+            paths.partitions,
+            min_hits=min_hits,
+            min_margin=min_margin,
+            lemmatize=lemmatize,
+            workers=workers,
+            on_progress=progress.update,
+        )
+    manifest = result.manifest
+    if result.skipped:
+        logger.info(
+            "poems and options unchanged: kept partitions %s (%s tokens)",
+            result.version,
+            manifest.get("tokens"),
+        )
+    else:
+        seconds = max(manifest.get("tag_seconds", 0.0), 1e-9)
+        logger.info(
+            "wrote partitions %s: %d poems, %s tokens, %.0f lines/s",
+            result.version,
+            manifest["rows"],
+            manifest["tokens"],
+            manifest["lines"] / seconds,
+        )
 
-    total = max(1, sum(counts.values()))
+    counts = result.counts
+    total_tagged = max(1, sum(counts.values()))
     create_table_artifact(
-        [{"label": e, "poems": counts[e], "share": f"{counts[e] / total:.1%}"} for e in LABELS],
+        [
+            {
+                "label": e,
+                "poems": counts[e],
+                "share": f"{counts[e] / total_tagged:.1%}",
+                **{s: manifest["splits"][e][s] for s in SPLITS},
+            }
+            for e in LABELS
+        ],
         key="label-distribution",
-        description="Poems per emotion partition",
+        description=f"Poems per emotion partition (partitions {result.version})",
     )
     with tempfile.TemporaryDirectory() as tmp:
         chart = plot_label_distribution(counts, Path(tmp) / "labels.png")

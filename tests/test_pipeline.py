@@ -92,7 +92,13 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     data_dir, result = pipeline_run
     smallest = min((n, e) for e, n in result["partitions"].items() if e != "neutral")[1]
     train_poems = ModelRegistry.for_data_dir(data_dir).get(smallest).metrics["train_poems"]
-    out = train(str(data_dir), min_poems=train_poems + 1, max_steps=1, adapter="lora")
+    out = train(
+        str(data_dir),
+        min_poems=train_poems + 1,
+        max_steps=1,
+        adapter="lora",
+        overrides={"batch_size": 4, "block_size": 64},
+    )
     assert smallest in out["skipped"]
     assert f"fewer than --min-poems {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
@@ -103,6 +109,8 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     # This run's children are LoRA adapters on the new base; the base is a full model.
     assert (Path(registry.get("joy").path) / "adapter_config.json").exists()
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
+    settings = read_card_metadata(registry.get("joy").path)["training_config"]
+    assert (settings["batch_size"], settings["block_size"], settings["adapter"]) == (4, 64, "lora")
 
 
 def _digest(path) -> str:

@@ -1,40 +1,156 @@
-"""Tagging: NRCLex counts, the strict-max label rule, splits, and the nine partitions."""
+"""Tagging: tokens and counts equal to the NLTK + NRCLex reference, the label rule, splits, and
+the nine versioned partitions (manifest, skip on fingerprint, crash safety, `datasets`)."""
 
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from nltk.tokenize import TreebankWordTokenizer
 from nrclex import NRCLex
 
+from emoverse import tagging, tokenize
 from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
+from emoverse.errors import EmoverseError, MissingStageOutputError
 from emoverse.gutenberg import book_to_rows
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA, TAGGED_SCHEMA
 from emoverse.tagging import (
+    Tagger,
     count_emotions,
+    count_texts,
     label_for,
+    labels_for,
+    list_versions,
+    read_manifest,
     read_partition,
     split_for,
+    tag_poems,
+    tag_report,
     tag_table,
-    tokenize,
     write_partitions,
 )
+from emoverse.tokenize import chunked_tokens, reference_tokens
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Parity books: the reference four, typographic quotes (utf-8), heavy apostrophes and double
+# quotes, latin-1 and cp1252 sources: ~35k lines, the reference path takes a few seconds.
+PARITY_BOOKS = [1065, 1544, 1321, 1459, 982, 2002, 3021, 1934, 574, 6036, 259, 207]
+PARITY_BOOKS += [8801, 438, 1505, 4730, 2819, 1041, 3026, 213, 214, 12242, 4295]
+
+
+def _poems(gutenberg_dir: Path, book_id: int) -> pa.Table:
+    raw = (gutenberg_dir / f"cache/epub/{book_id}/pg{book_id}.txt").read_bytes()
+    return pa.Table.from_pylist(book_to_rows(book_id, raw), schema=POEM_SCHEMA)
 
 
 @pytest.fixture(scope="module")
 def blake_poems(gutenberg_dir) -> pa.Table:
-    raw = (gutenberg_dir / "cache/epub/574/pg574.txt").read_bytes()
-    return pa.Table.from_pylist(book_to_rows(574, raw), schema=POEM_SCHEMA)
+    return _poems(gutenberg_dir, 574)
+
+
+@pytest.fixture(scope="module")
+def blake_tagged(blake_poems) -> pa.Table:
+    return tag_table(blake_poems, workers=1)
+
+
+def _as_dict(row: np.ndarray) -> dict[str, int]:
+    return dict(zip(COUNT_COLUMNS, row.tolist(), strict=True))
+
+
+def _reference_counts(text: str) -> tuple[dict[str, int], int]:
+    tokens = reference_tokens(text)
+    return count_emotions(tokens), len(tokens)
+
+
+# --- tokens -----------------------------------------------------------------------------------
 
 
 def test_tokenize_lowercases_and_drops_punctuation():
-    assert tokenize("Death, be not proud; O'er the self-love!") == [
-        "death",
-        "be",
-        "not",
-        "proud",
-        "o'er",
-        "the",
-        "self-love",
+    text = "Death, be not proud; O'er the self-love!"
+    expected = ["death", "be", "not", "proud", "o'er", "the", "self-love"]
+    assert tokenize.tokenize(text) == chunked_tokens(text) == reference_tokens(text) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "I cannot tell, and 'tis the world's end.",
+        "Don't DON'T can't won't they'll we're I've she'd 'Twas",
+        '"Hello," she said, "it\'s gonna be fine--or wanna be."',
+        "The lovers' vows... (and [then] {some}) <tags> & more'n d'ye",
+        "  “Curly” quotes’ and night’s—dashes stay joined",
+        "Numbers 3,36 and 1.5 and e.g. Mr. Smith. 'Neath the moon.'",
+        "``Backticks'' and '' doubled '' quotes ' alone",
+        "_Italics_ and *stars* and self--love, too:",
+        "Gimme, lemme, gotta, CANNOT! ’cannot’ and wanna-be",
+    ],
+)
+def test_tokens_equal_the_reference_on_tricky_lines(line):
+    assert tokenize.tokenize(line) == chunked_tokens(line) == reference_tokens(line)
+
+
+def test_tokens_equal_the_reference_on_random_lines():
+    # Lines glued from the fragments the Treebank rules react to, with and without spaces.
+    fragments = [
+        *["love", "Death", "cannot", "gonna", "wanna", "tis", "'tis", "'Twas", "o'er"],
+        *["don't", "DON'T", "can't", "lovers'", "d'ye", "more'n", "x", "3", "3,36", "’s"],
+        *[",", ".", "...", ";", ":", "!", "?", "'", "''", '"', "``", "`", "(", ")", "[", "]"],
+        *["--", "-", "&", "’", "“", "”", "_", "<", "'s", "'ll", "n't", "'d", "'M"],
     ]
+    rng = random.Random(4)
+    texts = []
+    for _ in range(200):
+        lines = []
+        for _ in range(rng.randint(1, 6)):
+            parts = [rng.choice(fragments) for _ in range(rng.randint(0, 10))]
+            glue = [rng.choice([" ", "", "", "  "]) for _ in parts]
+            body = "".join(g + p for g, p in zip(glue, parts, strict=True))
+            lines.append(" " * rng.choice([0, 0, 2]) + body + " " * rng.choice([0, 0, 1, 3]))
+        texts.append("\n".join(lines))
+    for text in texts:
+        assert chunked_tokens(text) == tokenize.tokenize(text) == reference_tokens(text), text
+    # The batch path (Arrow chunking, plain chunks in bulk) gives the same counts.
+    counts, n_tokens = Tagger().count(pa.array(texts))
+    for i, text in enumerate(texts):
+        expected, n = _reference_counts(text)
+        assert (n_tokens[i], _as_dict(counts[i])) == (n, expected), text
+
+
+def test_text_with_odd_whitespace_takes_the_exact_path():
+    texts = ["Love\tand hate,\r\nfear\u00a0and joy", "plain love", "a\u2028b love's"]
+    counts, n_tokens = Tagger().count(pa.array(texts))
+    for i, text in enumerate(texts):
+        expected, n = _reference_counts(text)
+        assert n_tokens[i] == n
+        assert _as_dict(counts[i]) == expected
+
+
+def test_treebank_patterns_are_the_installed_nltk_ones():
+    def patterns(rules):
+        return [(getattr(r, "pattern", r), s) for r, s in rules]
+
+    tb = TreebankWordTokenizer
+    assert patterns(tokenize._STARTING_QUOTES) == patterns(tb.STARTING_QUOTES)
+    assert patterns(tokenize._PUNCTUATION) == patterns(tb.PUNCTUATION)
+    assert patterns([tokenize._PARENS_BRACKETS]) == patterns([tb.PARENS_BRACKETS])
+    assert patterns([tokenize._DOUBLE_DASHES]) == patterns([tb.DOUBLE_DASHES])
+    assert patterns(tokenize._ENDING_QUOTES) == patterns(tb.ENDING_QUOTES)
+    assert [r.pattern for r in tokenize._CONTRACTIONS2] == [r.pattern for r in tb.CONTRACTIONS2]
+    assert [r.pattern for r in tokenize._CONTRACTIONS3] == [r.pattern for r in tb.CONTRACTIONS3]
+
+
+# --- counts -----------------------------------------------------------------------------------
 
 
 def test_capitalised_words_count_once_lowercased():
@@ -42,17 +158,84 @@ def test_capitalised_words_count_once_lowercased():
     lexicon = NRCLex()
     lexicon.load_token_list(["Death"])
     assert lexicon.raw_emotion_scores == {}
-    assert count_emotions(tokenize("Death"))["fear"] == 1
+    assert count_emotions(tokenize.tokenize("Death"))["fear"] == 1
 
 
-def test_counts_equal_nrclex_for_every_poem_of_a_real_book(blake_poems):
-    lexicon = NRCLex()
-    tagged = tag_table(blake_poems)
-    for row in tagged.to_pylist():
-        lexicon.load_token_list(tokenize(row["text"]))
-        expected = {c: lexicon.raw_emotion_scores.get(c, 0) for c in COUNT_COLUMNS}
+def test_counts_equal_nrclex_for_every_poem_of_a_real_book(blake_poems, blake_tagged):
+    for row in blake_tagged.to_pylist():
+        expected, n_tokens = _reference_counts(row["text"])
         assert {c: row[c] for c in COUNT_COLUMNS} == expected
-        assert row["n_tokens"] == len(tokenize(row["text"]))
+        assert row["n_tokens"] == n_tokens
+
+
+def test_counts_and_tokens_equal_the_reference_over_23_books(gutenberg_dir):
+    poems = pa.concat_tables([_poems(gutenberg_dir, b) for b in PARITY_BOOKS])
+    assert len(set(poems.column("gutenberg_id").to_pylist())) >= 20
+    tagged = tag_table(poems, workers=1).to_pydict()
+    for i, text in enumerate(tagged["text"]):
+        tokens = reference_tokens(text)
+        assert chunked_tokens(text) == tokens, tagged["poem_id"][i]
+        expected = count_emotions(tokens)
+        assert {c: tagged[c][i] for c in COUNT_COLUMNS} == expected, tagged["poem_id"][i]
+        assert tagged["n_tokens"][i] == len(tokens)
+        assert tagged["label"][i] == label_for(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("EMOVERSE_FULL_PARITY"), reason="set EMOVERSE_FULL_PARITY=1 (~2 min)"
+)
+def test_counts_equal_the_reference_over_the_whole_mirror(gutenberg_dir):
+    lines = (gutenberg_dir / "MANIFEST.tsv").read_text().splitlines()[1:]
+    poems = pa.concat_tables([_poems(gutenberg_dir, int(x.split("\t")[0])) for x in lines])
+    tagged = tag_table(poems, workers=2).to_pydict()
+    for i, text in enumerate(tagged["text"]):
+        expected, n_tokens = _reference_counts(text)
+        assert {c: tagged[c][i] for c in COUNT_COLUMNS} == expected, tagged["poem_id"][i]
+        assert tagged["n_tokens"][i] == n_tokens
+
+
+def test_worker_processes_give_the_same_rows(blake_poems, blake_tagged, monkeypatch):
+    monkeypatch.setattr(tagging, "PARALLEL_MIN_LINES", 0)  # spread even a small book
+    monkeypatch.setattr(tagging, "BATCH_CHARS", 10_000)
+    seen = []
+    assert tag_table(blake_poems, workers=2, on_progress=seen.append).equals(blake_tagged)
+    assert len(seen) > 2 and sum(seen) == blake_poems.num_rows
+
+
+def test_the_lexicon_is_the_file_nrclex_ships():
+    raw = resources.files("nrclex.data").joinpath("nrc_en.json").read_bytes()
+    lexicon = tagging.load_lexicon()
+    assert lexicon.sha256 == hashlib.sha256(raw).hexdigest()
+    assert lexicon.matrix.shape == (len(json.loads(raw)), len(COUNT_COLUMNS))
+
+
+@pytest.fixture
+def fake_wordnet(monkeypatch):
+    lemmas = {"tears": "tear", "hopes": "hope", "joys": "joy"}
+    monkeypatch.setattr(tagging, "wordnet_lemmatizer", lambda: lambda w: lemmas.get(w, w))
+    tagging._tagger.cache_clear()
+    yield lemmas
+    tagging._tagger.cache_clear()
+
+
+def test_lemmatization_looks_words_up_by_their_noun_lemma(fake_wordnet):
+    texts = pa.array(["Tears and hopes, joys!"])
+    surface, n_surface = count_texts(texts, workers=1)
+    lemma, n_lemma = count_texts(texts, lemmatize=True, workers=1)
+    expected = count_emotions([fake_wordnet.get(t, t) for t in reference_tokens(texts[0].as_py())])
+    assert _as_dict(lemma[0]) == expected
+    assert lemma[0].sum() > surface[0].sum()
+    assert n_lemma[0] == n_surface[0] == 4  # tokens stay surface forms
+
+
+def test_lemmatization_without_wordnet_says_what_is_missing(monkeypatch):
+    monkeypatch.setattr(tagging, "wordnet_lemmatizer", lambda: None)
+    with pytest.raises(EmoverseError, match="WordNet"):
+        count_texts(pa.array(["tears"]), lemmatize=True, workers=1)
+
+
+# --- labels and splits ------------------------------------------------------------------------
 
 
 def _counts(**emotions: int) -> dict[str, int]:
@@ -60,18 +243,40 @@ def _counts(**emotions: int) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    ("counts", "label"),
+    ("counts", "rule", "label"),
     [
-        (_counts(joy=3, trust=2), "joy"),
-        (_counts(fear=1), "fear"),
-        (_counts(), NEUTRAL),  # no hits
-        (_counts(joy=2, sadness=2, fear=1), NEUTRAL),  # a tie at the top
-        (_counts(positive=9, joy=1), "joy"),  # polarity never labels
-        (_counts(positive=5, negative=5), NEUTRAL),
+        (_counts(joy=3, trust=2), {}, "joy"),
+        (_counts(fear=1), {}, "fear"),
+        (_counts(), {}, NEUTRAL),  # no hits
+        (_counts(joy=2, sadness=2, fear=1), {}, NEUTRAL),  # a tie at the top
+        (_counts(positive=9, joy=1), {}, "joy"),  # polarity never labels
+        (_counts(positive=5, negative=5), {}, NEUTRAL),
+        (_counts(fear=1), {"min_hits": 2}, NEUTRAL),  # too few hits for the top emotion
+        (_counts(fear=2, anger=1), {"min_hits": 2}, "fear"),
+        (_counts(joy=3, trust=2), {"min_margin": 2}, NEUTRAL),  # too close to the runner-up
+        (_counts(joy=4, trust=2), {"min_margin": 2}, "joy"),
+        (_counts(joy=4, trust=2), {"min_hits": 5, "min_margin": 1}, NEUTRAL),
     ],
 )
-def test_label_is_the_strict_maximum_of_the_eight(counts, label):
-    assert label_for(counts) == label
+def test_label_is_the_strict_maximum_of_the_eight(counts, rule, label):
+    assert label_for(counts, **rule) == label
+    matrix = np.array([[counts[c] for c in COUNT_COLUMNS]])
+    assert LABELS[labels_for(matrix, **rule)[0]] == label
+
+
+def test_vectorized_labels_agree_with_label_for():
+    rng = np.random.default_rng(0)
+    matrix = rng.integers(0, 4, size=(2000, len(COUNT_COLUMNS)))
+    for rule in ({}, {"min_hits": 2}, {"min_margin": 2}, {"min_hits": 3, "min_margin": 2}):
+        rows = [_as_dict(r) for r in matrix]
+        assert [LABELS[i] for i in labels_for(matrix, **rule)] == [
+            label_for(r, **rule) for r in rows
+        ]
+
+
+def test_min_hits_and_margin_below_one_are_refused():
+    with pytest.raises(EmoverseError, match="at least 1"):
+        label_for(_counts(joy=1), min_margin=0)
 
 
 def test_split_is_stable_and_near_90_5_5():
@@ -84,12 +289,14 @@ def test_split_is_stable_and_near_90_5_5():
     assert 0.04 < share["test"] < 0.06
 
 
-def test_write_partitions_gives_nine_hive_partitions(blake_poems, tmp_path):
-    tagged = tag_table(blake_poems)
-    counts = write_partitions(tagged, tmp_path / "partitions")
+# --- partitions -------------------------------------------------------------------------------
+
+
+def test_write_partitions_gives_nine_hive_partitions(blake_poems, blake_tagged, tmp_path):
+    counts = write_partitions(blake_tagged, tmp_path / "partitions")
     assert set(counts) == set(LABELS)
     assert sum(counts.values()) == blake_poems.num_rows
-    assert sorted(p.name for p in (tmp_path / "partitions").iterdir()) == sorted(
+    assert sorted(p.name for p in (tmp_path / "partitions").iterdir() if p.is_dir()) == sorted(
         f"emotion={label}" for label in LABELS
     )
     for label in LABELS:
@@ -97,17 +304,16 @@ def test_write_partitions_gives_nine_hive_partitions(blake_poems, tmp_path):
         assert part.schema == TAGGED_SCHEMA
         assert part.num_rows == counts[label]
         assert set(part.column("label").to_pylist()) <= {label}
-    # The whole directory reads back as one hive-partitioned dataset.
+    # The whole directory reads back as one hive-partitioned dataset (the manifest is not data).
     whole = pq.read_table(tmp_path / "partitions")
     assert whole.num_rows == blake_poems.num_rows
     assert set(whole.column("emotion").to_pylist()) == {k for k, v in counts.items() if v}
     assert any(counts[e] for e in EMOTIONS)
 
 
-def test_a_failed_write_keeps_the_previous_partitions(blake_poems, tmp_path, monkeypatch):
-    tagged = tag_table(blake_poems)
+def test_a_failed_write_keeps_the_previous_partitions(blake_tagged, tmp_path, monkeypatch):
     target = tmp_path / "partitions"
-    before = write_partitions(tagged, target)
+    before = write_partitions(blake_tagged, target)
 
     calls = {"n": 0}
     real_write = pq.write_table
@@ -120,8 +326,137 @@ def test_a_failed_write_keeps_the_previous_partitions(blake_poems, tmp_path, mon
 
     monkeypatch.setattr(pq, "write_table", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        write_partitions(tagged.slice(0, 3), target)
+        write_partitions(blake_tagged.slice(0, 3), target)
     monkeypatch.undo()
 
     assert {label: read_partition(target, label).num_rows for label in LABELS} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["partitions"]  # no temp folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["partitions", "partitions.versions"]
+    assert list_versions(target) == ["v000001"]
+    assert not list((tmp_path / "partitions.versions").glob(".tmp-*"))  # no temp folder left
+
+
+@pytest.fixture
+def poems_file(blake_poems, tmp_path) -> Path:
+    path = tmp_path / "poems" / "poems.parquet"
+    path.parent.mkdir()
+    pq.write_table(blake_poems, path)
+    return path
+
+
+def test_the_manifest_records_counts_tagger_lexicon_and_input(poems_file, tmp_path):
+    result = tag_poems(poems_file, tmp_path / "partitions", workers=1)
+    manifest = read_manifest(tmp_path / "partitions")
+    assert not result.skipped and result.manifest == manifest
+    assert manifest["version"] == result.version == "v000001"
+    assert manifest["tagger_version"] == tagging.TAGGER_VERSION
+    assert manifest["lexicon"]["sha256"] == tagging.load_lexicon().sha256
+    assert manifest["input"]["sha256"] == hashlib.sha256(poems_file.read_bytes()).hexdigest()
+    assert manifest["input"]["poems"] == manifest["rows"] == sum(manifest["counts"].values())
+    assert manifest["options"] == {"min_hits": 1, "min_margin": 1, "lemmatize": False}
+    assert manifest["tokens"] == "surface"
+    tagged = pq.read_table(tmp_path / "partitions").to_pydict()
+    for label in LABELS:
+        for split in tagging.SPLITS:
+            pairs = zip(tagged["label"], tagged["split"], strict=True)
+            n = sum(1 for lb, s in pairs if lb == label and s == split)
+            assert manifest["splits"][label][split] == n
+        assert sum(manifest["splits"][label].values()) == manifest["counts"][label]
+    assert result.counts == manifest["counts"]
+
+
+def test_unchanged_input_and_options_are_skipped(poems_file, blake_poems, tmp_path):
+    target = tmp_path / "partitions"
+    first = tag_poems(poems_file, target, workers=1)
+    again = tag_poems(poems_file, target, workers=1)
+    assert again.skipped and again.version == first.version and again.counts == first.counts
+    assert list_versions(target) == ["v000001"]
+    # Other options, other input, or `force`: a new version each.
+    assert tag_poems(poems_file, target, min_margin=2, workers=1).version == "v000002"
+    pq.write_table(blake_poems.slice(0, 10), poems_file)
+    changed = tag_poems(poems_file, target, min_margin=2, workers=1)
+    assert not changed.skipped and changed.version == "v000003"
+    assert sum(changed.counts.values()) == 10
+    assert tag_poems(poems_file, target, min_margin=2, workers=1, force=True).version == "v000004"
+
+
+def test_versions_are_kept_three_deep_and_readable(blake_tagged, tmp_path):
+    target = tmp_path / "partitions"
+    for n in (5, 10, 15, 20):
+        write_partitions(blake_tagged.slice(0, n), target)
+    assert list_versions(target) == ["v000002", "v000003", "v000004"]
+    assert os.readlink(target) == "partitions.versions/v000004"
+    assert pq.read_table(target).num_rows == 20
+    older = tmp_path / "partitions.versions" / "v000003"
+    assert json.loads((older / "_manifest.json").read_text())["rows"] == 15
+    assert pq.read_table(older).num_rows == 15
+
+
+def test_partitions_from_before_versions_are_moved_aside(blake_tagged, tmp_path):
+    target = tmp_path / "partitions"
+    (target / "emotion=joy").mkdir(parents=True)
+    pq.write_table(blake_tagged.slice(0, 2), target / "emotion=joy" / "part-0.parquet")
+    write_partitions(blake_tagged, target)
+    assert target.is_symlink() and pq.read_table(target).num_rows == blake_tagged.num_rows
+    assert list_versions(target) == ["v000000", "v000001"]
+
+
+def test_a_killed_writer_leaves_the_previous_version_current(blake_tagged, tmp_path):
+    target = tmp_path / "partitions"
+    before = write_partitions(blake_tagged, target)
+    big = tmp_path / "big.parquet"  # ~15 MB in memory: writing it takes a moment
+    pq.write_table(pa.concat_tables([blake_tagged] * 300), big)
+    code = (
+        "import sys; from pathlib import Path; import pyarrow.parquet as pq; "
+        "from emoverse.tagging import write_partitions; "
+        "write_partitions(pq.read_table(sys.argv[1]), Path(sys.argv[2]))"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(big), str(target)], cwd=REPO)
+    store = tmp_path / "partitions.versions"
+    deadline = time.monotonic() + 60
+    try:
+        while not any(store.glob(".tmp-*/emotion=*")):  # mid-write
+            assert writer.poll() is None, "the writer ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    assert any(store.glob(".tmp-*"))  # killed half-way, and nothing cleaned up after it
+
+    assert read_manifest(target)["version"] == "v000001"
+    assert list_versions(target) == ["v000001"]
+    assert {label: read_partition(target, label).num_rows for label in LABELS} == before
+    assert pq.read_table(target).num_rows == blake_tagged.num_rows
+    # The next writer clears the leftovers and goes on.
+    write_partitions(blake_tagged.slice(0, 7), target)
+    assert read_manifest(target)["rows"] == 7 and list_versions(target)[-1] == "v000002"
+    assert not any(store.glob(".tmp-*"))
+
+
+def test_training_reads_the_current_version_through_datasets(blake_tagged, tmp_path):
+    from models.data import load_partition
+
+    target = tmp_path / "partitions"
+    cache = tmp_path / "hf"
+    labels = blake_tagged.column("label").to_pylist()
+    label = max(LABELS, key=labels.count)
+    write_partitions(blake_tagged.slice(0, 10), target)
+    first = load_partition(target, label, "train", cache_dir=cache)
+    write_partitions(blake_tagged, target)
+    second = load_partition(target, label, "train", cache_dir=cache)
+    expected = read_partition(target, label, "train")
+    assert len(second) == expected.num_rows > len(first)
+    assert second["poem_id"] == expected.column("poem_id").to_pylist()
+
+
+def test_report_prints_the_distribution_per_split(poems_file, tmp_path):
+    with pytest.raises(MissingStageOutputError, match="run `emoverse tag` first"):
+        tag_report(tmp_path / "partitions")
+    result = tag_poems(poems_file, tmp_path / "partitions", workers=1)
+    report = tag_report(tmp_path / "partitions")
+    assert "partitions v000001" in report and "surface tokens" in report
+    for label in LABELS:
+        line = next(x for x in report.splitlines() if x.startswith(label + " "))
+        assert line.split()[1] == str(result.counts[label])
+    assert report.splitlines()[-1].split()[1] == str(sum(result.counts.values()))
