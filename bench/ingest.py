@@ -9,50 +9,18 @@ parse path over real HTTP, not a network.
 """
 
 import argparse
-import functools
-import http.server
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
 
 from emoverse.gutenberg import BOOK_REJECTS, DEFAULT_PARALLEL, IngestResult, ingest_books  # noqa: E402
+from emoverse.mirror_server import serve_mirror  # noqa: E402
 
 DEFAULT_MIRROR = REPO.parent / "shared" / "gutenberg"
-
-
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    requests = 0
-    lock = threading.Lock()
-
-    def do_GET(self) -> None:
-        with _CountingHandler.lock:
-            _CountingHandler.requests += 1
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def loopback_server(folder: Path) -> Iterator[str]:
-    handler = functools.partial(_CountingHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def manifest_ids(folder: Path) -> list[int]:
@@ -87,13 +55,14 @@ def main() -> int:
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="emoverse-bench-") as tmp:
         cache = Path(tmp) / "raw"
-        with loopback_server(args.mirror_dir) as url:
+        with serve_mirror(args.mirror_dir) as server:
+            url = server.url
             for name in ("cold cache", "warm cache"):
-                before = _CountingHandler.requests
+                before = server.requests
                 start = time.perf_counter()
                 result = ingest_books(url, ids, cache_dir=cache, max_parallel=args.max_parallel)
                 seconds = time.perf_counter() - start
-                print(_row(name, result, seconds, _CountingHandler.requests - before), flush=True)
+                print(_row(name, result, seconds, server.requests - before), flush=True)
     return 0
 
 

@@ -1,6 +1,5 @@
 """Shared fixtures."""
 
-import functools
 import http.server
 import os
 import select
@@ -11,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from emoverse.mirror_server import serve_mirror
 
 # The shared, read-only mirror next to the repository (never copied into it).
 GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
@@ -39,25 +40,11 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # one line per request would bury the test output
-
-
 @pytest.fixture(scope="session")
 def gutenberg_server() -> Iterator[str]:
     """Base URL of a real loopback HTTP server over the shared mirror (site layout)."""
-    handler = functools.partial(_QuietHandler, directory=str(GUTENBERG_DIR))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_mirror(GUTENBERG_DIR) as server:
+        yield server.url
 
 
 class ScriptedMirror:
