@@ -14,6 +14,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
+
+ServerT = TypeVar("ServerT", bound=http.server.HTTPServer)
 
 
 class MirrorServer(http.server.ThreadingHTTPServer):
@@ -51,7 +54,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextmanager
 def serve_mirror(folder: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[MirrorServer]:
     """Serve `folder` from a background thread for the duration of the block."""
-    server = MirrorServer(folder, host, port)
+    with running(MirrorServer(folder, host, port)) as server:
+        yield server
+
+
+@contextmanager
+def running(server: ServerT) -> Iterator[ServerT]:
+    """Run any HTTP server from a background thread for the duration of the block."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -237,7 +237,10 @@ def fine_tune(
         "train_tokens": train.n_tokens,
         "val_poems": val.n_poems,
         "seconds": round(seconds, 2),
-        "tokens_per_second": round(state.step * config.batch_size * config.block_size / seconds, 1),
+        # every process trains its own batch of each step
+        "tokens_per_second": round(
+            state.step * world * config.batch_size * config.block_size / seconds, 1
+        ),
         "device": device.type,
         "processes": world,
     }

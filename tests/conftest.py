@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emoverse.mirror_server import serve_mirror
+from emoverse.mirror_server import running, serve_mirror
 
 # The shared, read-only mirror next to the repository (never copied into it).
 GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
@@ -166,13 +166,7 @@ def scripted_mirror() -> Iterator[ScriptedMirror]:
     mirror = ScriptedMirror(GUTENBERG_DIR)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _scripted_handler(mirror))
     server.daemon_threads = True  # a stalled handler must not hold up the shutdown
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    mirror.url = f"http://{host}:{port}"
-    try:
+    with running(server):
+        host, port = server.server_address[:2]
+        mirror.url = f"http://{host}:{port}"
         yield mirror
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
