@@ -19,6 +19,7 @@ from emoverse.emotions import LABELS, check_label
 from emoverse.errors import NoModelError
 
 CHAMPION = "champion"
+PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
 MODEL_PREFIX = "emoverse-"
 
@@ -33,6 +34,7 @@ class ModelRecord:
     parent: str
     data_fingerprint: str
     created_ms: int
+    promotion: str = ""  # the promotion gate's reason, for or against
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,13 +74,21 @@ class ModelRegistry:
         parent: str,
         data_fingerprint: str,
         promote: bool = True,
+        promotion: str = "",
     ) -> ModelRecord:
         """Add `model_dir` as a new version of the emotion's model; make it champion if
-        `promote`."""
+        `promote`. `promotion` records why it was (or was not) promoted.
+
+        Idempotent: a folder already registered returns its existing version untouched, so a
+        retried or cached run never adds a duplicate (nor takes the alias back after a
+        rollback)."""
         from mlflow.exceptions import MlflowException
 
         name = MODEL_PREFIX + check_label(emotion)
+        source = str(Path(model_dir).resolve())
         with self._write_lock():
+            if existing := self._version_with_source(name, source):
+                return self.get(emotion, version=existing)
             try:
                 self._client.create_registered_model(name, tags={"emotion": emotion})
             except MlflowException as exc:
@@ -86,17 +96,24 @@ class ModelRegistry:
                     raise
             version = self._client.create_model_version(
                 name,
-                source=str(Path(model_dir).resolve()),
+                source=source,
                 tags={
                     "emotion": emotion,
                     "parent": parent,
                     "data_fingerprint": data_fingerprint,
                     "metrics": json.dumps(metrics),
+                    PROMOTION_TAG: promotion,
                 },
             )
             if promote:
                 self._set_champion(name, int(version.version))
         return self.get(emotion, version=int(version.version))
+
+    def _version_with_source(self, name: str, source: str) -> int | None:
+        for mv in self._client.search_model_versions(f"name = '{name}'"):
+            if mv.source == source:
+                return int(mv.version)
+        return None
 
     def promote(self, emotion: str, version: int) -> ModelRecord:
         """Make `version` the emotion's champion."""
@@ -152,6 +169,22 @@ class ModelRegistry:
             ) from None
         return _record(mv)
 
+    def current(self, emotion: str) -> tuple[ModelRecord, str | None]:
+        """The model to use for `emotion`: its champion, else (no version passed the
+        promotion gate) its newest version with a warning saying so."""
+        try:
+            return self.get(emotion), None
+        except NoModelError:
+            versions = self.list(emotion)
+            if not versions:
+                raise
+        newest = versions[-1]
+        reason = f" ({newest.promotion})" if newest.promotion else ""
+        return newest, (
+            f"emoverse-{emotion} has no champion; using its newest version "
+            f"v{newest.version}, which was not promoted{reason}"
+        )
+
     def list(self, emotion: str | None = None) -> list[ModelRecord]:
         """Every version, by emotion then version."""
         emotions = [check_label(emotion)] if emotion else list(LABELS)
@@ -185,4 +218,5 @@ def _record(mv: Any, aliases: list[str] | None = None) -> ModelRecord:
         parent=tags.get("parent", ""),
         data_fingerprint=tags.get("data_fingerprint", ""),
         created_ms=int(mv.creation_timestamp or 0),
+        promotion=tags.get(PROMOTION_TAG, ""),
     )

@@ -141,3 +141,36 @@ def test_cli_promotes_and_rolls_back(registry, tmp_path, capsys):
     assert "emoverse-anger champion is now v2" in capsys.readouterr().out
     assert cli.main(["models", "--data-dir", str(tmp_path), "--rollback"]) == cli.EXIT_BAD_INPUT
     assert "need --emotion" in capsys.readouterr().err
+
+
+def test_registering_the_same_folder_again_returns_its_version(registry, tmp_path):
+    folder = _folder(tmp_path, "a1")
+    first = registry.register("anger", folder, metrics={}, parent="p", data_fingerprint="x")
+    registry.register(
+        "anger", _folder(tmp_path, "a2"), metrics={}, parent="p", data_fingerprint="y"
+    )
+    registry.rollback("anger")
+    again = registry.register("anger", folder, metrics={}, parent="p", data_fingerprint="x")
+    assert again.version == first.version == 1
+    assert [r.version for r in registry.list("anger")] == [1, 2]
+    assert registry.get("anger").version == 1  # a cached rerun leaves the rollback alone
+
+
+def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path):
+    registry.register(
+        "disgust",
+        _folder(tmp_path, "d1"),
+        metrics={},
+        parent="p",
+        data_fingerprint="x",
+        promote=False,
+        promotion="fidelity 0.10 does not beat the base's 0.12",
+    )
+    record, warning = registry.current("disgust")
+    assert record.version == 1 and record.aliases == []
+    assert record.promotion == "fidelity 0.10 does not beat the base's 0.12"
+    assert "no champion" in warning and "v1" in warning and "does not beat" in warning
+    registry.promote("disgust", 1)
+    assert registry.current("disgust") == (registry.get("disgust"), None)
+    with pytest.raises(NoModelError):
+        registry.current("surprise")
