@@ -52,6 +52,34 @@ def _positive_float(name: str):
     return parse
 
 
+def _bounded_float(lo: float, hi: float, name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _generation_bound(option: str, flag: str, *, integer: bool = True):
+    """A parser checking `flag` against the bounds `models.generate` enforces for `option`,
+    imported when a flag is parsed: listing models need not import torch."""
+
+    def parse(text: str) -> float:
+        from models.generate import BOUNDS
+
+        lo, hi = BOUNDS[option]
+        if integer:
+            return _bounded(int(lo), int(hi), flag)(text)
+        return _bounded_float(lo, hi, flag)(text)
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -178,9 +206,46 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", parents=[common], help="write a poem with an emotion's model")
     gen.add_argument("--emotion", required=True, help=f"one of: {', '.join(LABELS)}")
     gen.add_argument("--prompt", default="", help="the poem's first words")
-    gen.add_argument("--seed", type=_bounded(0, 2**31 - 1, "--seed"), default=0)
+    gen.add_argument("--seed", type=_generation_bound("seed", "--seed"), default=0)
     gen.add_argument("-n", type=_bounded(1, 64, "-n"), default=1, help="how many poems")
-    gen.add_argument("--max-new-tokens", type=_bounded(1, 1024, "--max-new-tokens"), default=120)
+    gen.add_argument(
+        "--max-new-tokens",
+        type=_generation_bound("max_new_tokens", "--max-new-tokens"),
+        default=120,
+        help="longest poem in tokens, at most the model's context less the prompt "
+        "(default: %(default)s)",
+    )
+    gen.add_argument(
+        "--temperature",
+        type=_generation_bound("temperature", "--temperature", integer=False),
+        default=0.9,
+        help="below 1 safer, above 1 wilder (default: %(default)s)",
+    )
+    gen.add_argument(
+        "--top-k",
+        type=_generation_bound("top_k", "--top-k"),
+        default=50,
+        help="sample among the k likeliest tokens; 0 turns it off (default: %(default)s)",
+    )
+    gen.add_argument(
+        "--top-p",
+        type=_generation_bound("top_p", "--top-p", integer=False),
+        default=0.95,
+        help="sample within this share of probability; 1 turns it off (default: %(default)s)",
+    )
+    gen.add_argument(
+        "--no-repeat-ngram-size",
+        type=_generation_bound("no_repeat_ngram_size", "--no-repeat-ngram-size"),
+        default=3,
+        help="never repeat an n-gram of this size; 0 allows repeats (default: %(default)s)",
+    )
+    serve = sub.add_parser(
+        "serve", parents=[common], help="serve the models over HTTP, with a page at /"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback)"
+    )
+    serve.add_argument("--port", type=_bounded(1, 65535, "--port"), default=8000)
     models = sub.add_parser("models", parents=[common], help="what the model registry holds")
     models.add_argument("--emotion", default=None, help="only this emotion")
     models.add_argument("--json", action="store_true", help="machine-readable output")
@@ -217,6 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     data_dir = (args.data_dir or default_data_dir()).resolve()
     if args.command == "generate":
         return _generate(args, data_dir)
+    if args.command == "serve":
+        return _serve(args, data_dir)
     if args.command == "models":
         return _models(args, data_dir)
     if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
@@ -250,30 +317,30 @@ def _dispatch(args: argparse.Namespace) -> int:
     if is_scratch(args.base_model):
         scratch_preset(args.base_model)  # unknown preset names fail here, not mid-run
 
-    from flows import pipeline as dag
+    from flows.corpus import ingest, tag
+    from flows.params import TrainingSettings
+    from flows.pipeline import pipeline
+    from flows.training import train
 
     _hide_tracebacks_of_user_errors()
 
     data = str(data_dir)
-    training = {}
+    settings = TrainingSettings()
     if args.command in ("run", "train"):
-        training = {
-            "base_model": args.base_model,
-            "min_poems": args.min_poems,
-            "foundation_epochs": args.foundation_epochs,
-            "base_epochs": args.base_epochs,
-            "child_epochs": args.child_epochs,
-            "max_steps": args.max_steps,
-            "adapter": args.adapter,
-            "overrides": {
+        settings = TrainingSettings(
+            **{
                 key: value
-                for key in ("batch_size", "block_size", "learning_rate", "compile")
+                for key in (
+                    *("base_model", "min_poems", "foundation_epochs", "base_epochs"),
+                    *("child_epochs", "max_steps", "adapter", "batch_size", "block_size"),
+                    *("learning_rate", "compile"),
+                )
                 if (value := getattr(args, key)) is not None
-            },
-        }
+            }
+        )
     try:
         if args.command == "ingest":
-            result = dag.ingest(data, mirror, ids, _str(catalog), args.max_parallel)
+            result = ingest(data, mirror, ids, _str(catalog), args.max_parallel)
             _print_ingest(result)
             if args.report:
                 from emoverse.gutenberg import ingest_report
@@ -281,7 +348,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(ingest_report(Path(result["path"]).parent))
         elif args.command == "tag":
             _print_counts(
-                dag.tag(
+                tag(
                     data,
                     min_hits=args.min_hits,
                     min_margin=args.min_margin,
@@ -290,9 +357,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                 )
             )
         elif args.command == "train":
-            _print_training(dag.train(data, **training))
+            _print_training(train(data, settings))
         else:
-            result = dag.pipeline(data, mirror, ids, _str(catalog), args.max_parallel, **training)
+            result = pipeline(data, mirror, ids, _str(catalog), args.max_parallel, settings)
             _print_ingest(result["ingest"])
             _print_counts(result["partitions"])
             _print_training(result)
@@ -326,26 +393,47 @@ def _print_counts(counts: dict[str, int]) -> None:
 
 def _print_training(result: dict) -> None:
     for emotion, version in result["registered"].items():
-        print(f"registered emoverse-{emotion} v{version} (champion)")
+        role = "champion" if emotion in result["champions"] else "not champion"
+        print(f"emoverse-{emotion} v{version} ({role}): {result['promotion'][emotion]}")
     for emotion, reason in result["skipped"].items():
         print(f"skipped {emotion}: {reason}")
 
 
 def _generate(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion)
-    from models.generate import generate_poems
+    from emoverse.errors import GenerationSettingError
+    from models.generate import GenerationRequest, PoemGenerator, SamplingSettings
     from models.registry import ModelRegistry
 
-    record = ModelRegistry.for_data_dir(data_dir).get(emotion)
-    poems = generate_poems(
-        record.path,
+    request = GenerationRequest(
         prompt=args.prompt,
         n=args.n,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
+        sampling=SamplingSettings(
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
+        ),
     )
+    record, warning = ModelRegistry.for_data_dir(data_dir).current(emotion)
+    if warning:
+        print(f"emoverse: warning: {warning}", file=sys.stderr)
+    try:
+        poems = PoemGenerator(record.path).generate(request)
+    except GenerationSettingError as exc:  # name the flag, not the field
+        flag = "-n" if exc.option == "n" else "--" + exc.option.replace("_", "-")
+        raise EmoverseError(f"{flag} {exc.problem}") from None
     print(f"# emoverse-{emotion} v{record.version}, seed {args.seed}", file=sys.stderr)
     print("\n\n---\n\n".join(poems))
+    return 0
+
+
+def _serve(args: argparse.Namespace, data_dir: Path) -> int:
+    from emoverse.serve import serve
+
+    serve(data_dir, host=args.host, port=args.port)
     return 0
 
 

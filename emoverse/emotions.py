@@ -1,5 +1,7 @@
 """The label set: NRC's eight basic emotions plus `neutral`."""
 
+from enum import StrEnum
+
 from emoverse.errors import UnknownEmotionError
 
 # Order follows the NRC Emotion Lexicon; it is also the column order of the count columns.
@@ -14,6 +16,21 @@ EMOTIONS: tuple[str, ...] = (
     "trust",
 )
 NEUTRAL = "neutral"
+
+
+class Emotion(StrEnum):
+    """The eight emotions a child model is trained for (a typed choice in forms and APIs)."""
+
+    anger = "anger"
+    anticipation = "anticipation"
+    disgust = "disgust"
+    fear = "fear"
+    joy = "joy"
+    sadness = "sadness"
+    surprise = "surprise"
+    trust = "trust"
+
+
 LABELS: tuple[str, ...] = (*EMOTIONS, NEUTRAL)
 # NRC also scores polarity; we keep the counts but never label by them.
 POLARITIES: tuple[str, ...] = ("positive", "negative")
@@ -24,3 +41,6 @@ def check_label(name: str) -> str:
     if name not in LABELS:
         raise UnknownEmotionError(f"unknown emotion {name!r}; valid emotions: {', '.join(LABELS)}")
     return name
+
+
+assert tuple(Emotion) == EMOTIONS, "Emotion must list EMOTIONS, in order"

@@ -23,3 +23,16 @@ class NoModelError(EmoverseError):
 
 class MissingStageOutputError(EmoverseError):
     """A stage was asked to run before the stage it reads from."""
+
+
+class GenerationSettingError(EmoverseError):
+    """A generation option (or the model asked to generate) outside what is allowed; `option`
+    names it, so a CLI can print its flag and a server the request field."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option} {problem}")
+        self.option = option
+        self.problem = problem
+
+    def __reduce__(self) -> tuple:  # pickles (Prefect ships task errors) with both arguments
+        return (type(self), (self.option, self.problem))

@@ -1281,6 +1281,46 @@ def _raise_nothing_ingested(mirror: str, book_rejects: list[tuple[int, str, str]
     raise BookRejectedError(book_rejects[0][1], f"no book could be ingested from {mirror}: {why}")
 
 
+# Bump when parsing or splitting changes, so that cached ingests are redone.
+SPLITTER_VERSION = "1"
+INGEST_RECORD = "_ingest.json"
+
+
+def ingest_key(
+    ids: Sequence[int],
+    cache_dir: Path,
+    *,
+    catalog: Mapping[int, tuple[str | None, str | None]] | None = None,
+    max_lines: int = 40,
+) -> str | None:
+    """Names one ingest by what it reads: the ids, the verified checksum of each raw book in the
+    cache, the catalog's metadata and the splitter's version. None when a book is not in the
+    cache yet (the ingest has to fetch, so it cannot be known to be unchanged)."""
+    h = hashlib.sha256(json.dumps([SPLITTER_VERSION, max_lines]).encode())
+    for gid in dict.fromkeys(int(i) for i in ids):
+        raw = cached_file(cache_dir, f"{gid}.txt")
+        if raw is None:
+            return None
+        rdf = cached_file(cache_dir, f"{gid}.rdf")  # fetched for books whose header lacks names
+        meta = catalog.get(gid) if catalog is not None else None
+        digests = [hashlib.sha256(b).hexdigest() if b else None for b in (raw, rdf)]
+        h.update(json.dumps([gid, *digests, meta]).encode())
+    return h.hexdigest()
+
+
+def read_ingest_record(poems_dir: Path) -> dict | None:
+    """What the ingest that wrote `poems_dir` recorded (its key and summary), if anything."""
+    try:
+        return json.loads((Path(poems_dir) / INGEST_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_ingest_record(poems_dir: Path, record: dict) -> None:
+    with atomic_path(Path(poems_dir) / INGEST_RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
 def write_poems(table: pa.Table, poems_dir: Path) -> Path:
     """Write poems_dir/poems.parquet atomically with POEM_SCHEMA; return its path."""
     final = Path(poems_dir) / "poems.parquet"

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS
 
 
@@ -58,3 +59,37 @@ def plot_loss_curves(histories: dict[str, dict[str, list]], path: Path) -> Path:
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+def plot_confusion_matrix(
+    matrix: list[list[float]], rows: list[str], cols: list[str], path: Path
+) -> Path:
+    """A heatmap of shares (rows: models, columns: labels of their poems), each cell annotated,
+    written to a temporary sibling and renamed into place."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(cols), 1.0 + 0.45 * len(rows)), dpi=100)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > 0.5 else "black",  # readable on dark cells
+            )
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xlabel("label of the generated poems")
+    ax.set_ylabel("model")
+    ax.set_title("Emotion of generated poems, per model")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="share")
+    fig.tight_layout()
+    try:
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)

@@ -71,6 +71,7 @@ __all__ = [
     "count_emotions",
     "count_texts",
     "label_for",
+    "label_texts",
     "labels_for",
     "lemmatizer_for",
     "list_versions",
@@ -382,6 +383,15 @@ def labels_for(counts: np.ndarray, min_hits: int = 1, min_margin: int = 1) -> np
     second = np.partition(emotions, -2, axis=1)[:, -2]
     ok = (top >= min_hits) & (top - second >= min_margin)
     return np.where(ok, emotions.argmax(axis=1), LABELS.index(NEUTRAL))
+
+
+def label_texts(
+    texts: list[str], *, min_hits: int = 1, min_margin: int = 1, lemmatize: bool = False
+) -> list[str]:
+    """The label of each text by the rule partitions are tagged with (in this process: meant
+    for a few generated poems, not a corpus)."""
+    counts, _ = count_texts(pa.array(texts, pa.string()), lemmatize=lemmatize, workers=1)
+    return [LABELS[i] for i in labels_for(counts, min_hits, min_margin)]
 
 
 def split_for(poem_id: str) -> str:

@@ -100,3 +100,119 @@ def read_card_metadata(model_dir: Path) -> dict[str, Any]:
     text = (Path(model_dir) / CARD_FILE).read_text()
     _, meta, _ = text.split("---\n", 2)
     return yaml.safe_load(meta)
+
+
+# The evaluation section sits between these markers, so a rerun replaces it.
+EVALUATION_START = "<!-- emoverse:evaluation -->"
+EVALUATION_END = "<!-- /emoverse:evaluation -->"
+
+
+def add_evaluation_to_card(
+    model_dir: Path, evaluation: dict[str, Any], promotion: str, *, promoted: bool | None = None
+) -> None:
+    """Add an evaluation (`models.evaluate.Evaluation.to_dict()`) and the promotion gate's
+    decision to the folder's card: `evaluation:` and a Hugging Face `model-index:` in the
+    metadata, an "## Evaluation" section in the text. Running it again replaces both; the
+    card is rewritten in one rename."""
+    card = Path(model_dir) / CARD_FILE
+    _, meta_text, body = card.read_text().split("---\n", 2)
+    meta = yaml.safe_load(meta_text) or {}
+    meta["evaluation"] = {
+        key: _rounded(evaluation[key])
+        for key in (
+            "perplexity",
+            "test_poems",
+            "label_shares",
+            "fidelity",
+            "lift",
+            "distinct_1",
+            "distinct_2",
+            "config_key",
+        )
+        if key in evaluation
+    }
+    meta["evaluation"]["promotion"] = {"promoted": promoted, "reason": promotion}
+    meta["model-index"] = _model_index(evaluation)
+    start, end = body.find(EVALUATION_START), body.find(EVALUATION_END)
+    if start != -1 and end != -1:
+        body = body[:start] + body[end + len(EVALUATION_END) :]
+    body = body.rstrip("\n") + "\n\n" + _evaluation_section(evaluation, promotion, promoted)
+    with atomic_path(card) as tmp:
+        tmp.write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n{body}")
+
+
+def _rounded(value: Any) -> Any:
+    """Four significant digits: enough to compare models, short enough to read in YAML."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Hub's structured results: perplexity per test split, then the generation metrics."""
+    emotion, evaluation = evaluation["emotion"], _rounded(evaluation)
+    task = {"type": "text-generation", "name": "Text Generation"}
+    results: list[dict[str, Any]] = [
+        {
+            "task": dict(task),  # a copy each: shared dicts would become YAML anchors
+            "dataset": {
+                "type": "emoverse-partitions",
+                "name": f"emoverse {label} poems",
+                "config": label,
+                "split": "test",
+            },
+            "metrics": [{"type": "perplexity", "value": value, "name": f"{label} perplexity"}],
+        }
+        for label, value in evaluation["perplexity"].items()
+        if value is not None
+    ]
+    generated = [
+        {"type": "emotion-fidelity", "value": evaluation["fidelity"], "name": "fidelity"},
+        *(
+            [{"type": "emotion-lift", "value": evaluation["lift"], "name": "lift over base"}]
+            if evaluation.get("lift") is not None
+            else []
+        ),
+        {"type": "distinct-1", "value": evaluation["distinct_1"], "name": "distinct-1"},
+        {"type": "distinct-2", "value": evaluation["distinct_2"], "name": "distinct-2"},
+    ]
+    results.append(
+        {
+            "task": dict(task),
+            "dataset": {
+                "type": "emoverse-samples",
+                "name": f"poems sampled by the model (evaluation {evaluation['config_key']})",
+            },
+            "metrics": generated,
+        }
+    )
+    return [{"name": f"emoverse-{emotion}", "results": results}]
+
+
+def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bool | None) -> str:
+    emotion = evaluation["emotion"]
+    ppl = ", ".join(
+        f"{label} {value:.1f}" if value is not None else f"{label} n/a (no test poems)"
+        for label, value in evaluation["perplexity"].items()
+    )
+    lift = evaluation.get("lift")
+    if promoted is True:
+        decision = f"promoted to champion: {promotion}"
+    elif promoted is False:
+        decision = f"registered, not promoted: {promotion.removeprefix('not promoted: ')}"
+    else:
+        decision = f"promotion: {promotion}"
+    return (
+        f"{EVALUATION_START}\n"
+        "## Evaluation\n\n"
+        f"- test perplexity: {ppl}\n"
+        f"- fidelity: {evaluation['fidelity']:.1%} of sampled poems tagged **{emotion}**"
+        + (f" (lift over the base: {lift:+.1%})" if lift is not None else "")
+        + "\n"
+        f"- diversity: distinct-1 {evaluation['distinct_1']:.3f}, "
+        f"distinct-2 {evaluation['distinct_2']:.3f}\n"
+        f"- {decision}\n"
+        f"{EVALUATION_END}\n"
+    )

@@ -39,6 +39,26 @@ def load_partition(
     return ds.filter(lambda s: [x == split for x in s], input_columns="split", batched=True)
 
 
+def load_poems(poems_file: Path, split: str, cache_dir: Path | None = None) -> Dataset:
+    """One split of every ingested poem, whatever its label, ordered by poem id: what a
+    foundation pretrains on. The split is the one tagging gives each poem (a hash of its id),
+    so no validation or test poem of any partition is ever pretrained on."""
+    from emoverse.tagging import split_for
+
+    if not Path(poems_file).exists():
+        raise MissingStageOutputError(f"no poems at {poems_file}; run `emoverse ingest` first")
+    ds = load_dataset(
+        "parquet",
+        data_files=str(poems_file),
+        split="train",
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    ds = ds.filter(
+        lambda ids: [split_for(i) == split for i in ids], input_columns="poem_id", batched=True
+    )
+    return ds.sort("poem_id")
+
+
 def fingerprint(ds: Dataset) -> str:
     """sha256 over the (poem_id, text) pairs, in order: names the exact data a model saw."""
     h = hashlib.sha256()

@@ -1,10 +1,191 @@
-"""Sampling poems from a saved model folder."""
+"""Sampling poems from a saved model folder.
 
+`PoemGenerator` holds one loaded model and its tokenizer, so a server can keep it in a cache;
+`generate_poems` is the one-shot form (load, generate, drop). Both sample with the KV cache,
+one batch of `n` poems per call, and give the same poems for the same seed.
+"""
+
+import json
+import threading
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from models.modeling import load_model
+from emoverse.errors import EmoverseError, GenerationSettingError
+from models.modeling import ADAPTER_CONFIG, load_model
+
+# (lowest, highest) allowed value of every numeric option, in one place: the CLI's parsers
+# and the server's request model read their bounds from here.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "n": (1, 256),
+    "seed": (0, 2**31 - 1),
+    "max_new_tokens": (1, 1024),
+    "min_new_tokens": (0, 1024),
+    "temperature": (0.05, 5.0),  # 0 would divide the logits by zero; greedy is not offered
+    "top_k": (0, 1000),  # 0: no top-k filter
+    "top_p": (0.01, 1.0),  # 1: no nucleus filter
+    "no_repeat_ngram_size": (0, 16),  # 0: repeats allowed
+}
+MAX_PROMPT_CHARS = 2000
+# Weight files that unpickle on load, and so can run code: never loaded.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+# transformers samples from torch's global generator (generate() takes no generator), so a
+# seed gives the same poems only if no other generation draws from it meanwhile: every
+# generation in the process runs under this lock, whichever model it uses.
+_GENERATION_LOCK = threading.Lock()
+
+
+def _check_bounds(name: str, value: Any, *, integer: bool) -> None:
+    lo, hi = BOUNDS[name]
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a number"
+        raise GenerationSettingError(name, f"must be {what}, got {value!r}")
+    if not lo <= value <= hi:
+        raise GenerationSettingError(
+            name, f"must be between {_num(lo)} and {_num(hi)}, got {value}"
+        )
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How each next token is drawn. The defaults suit verse: mildly cooled nucleus sampling
+    that never repeats a 3-gram (small models otherwise loop on a line)."""
+
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 0.95
+    no_repeat_ngram_size: int = 3
+
+    def validate(self) -> "SamplingSettings":
+        """Return self, or raise GenerationSettingError naming the option and its range."""
+        _check_bounds("temperature", self.temperature, integer=False)
+        _check_bounds("top_k", self.top_k, integer=True)
+        _check_bounds("top_p", self.top_p, integer=False)
+        _check_bounds("no_repeat_ngram_size", self.no_repeat_ngram_size, integer=True)
+        return self
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One batch of poems: `n` poems starting with `prompt`, sampled from `seed`."""
+
+    prompt: str = ""
+    n: int = 1
+    seed: int = 0
+    max_new_tokens: int = 120
+    # An undertrained model may end a poem at once; this many tokens come first, always.
+    min_new_tokens: int = 8
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+
+    def validate(self) -> "GenerationRequest":
+        """Return self, or raise GenerationSettingError naming the option and its range.
+        The model's context is checked by `PoemGenerator.generate`, which knows it."""
+        if not isinstance(self.prompt, str):
+            raise GenerationSettingError("prompt", f"must be text, got {self.prompt!r}")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise GenerationSettingError(
+                "prompt", f"must be at most {MAX_PROMPT_CHARS} characters, got {len(self.prompt)}"
+            )
+        for f in fields(self):
+            if f.name in BOUNDS:
+                _check_bounds(f.name, getattr(self, f.name), integer=True)
+        self.sampling.validate()
+        return self
+
+
+def check_safetensors_only(model_dir: Path) -> None:
+    """Refuse a model folder whose weights are not safetensors: pickled weights run code when
+    loaded. An adapter folder's base, when it is a local folder, must pass too."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise EmoverseError(f"model folder {model_dir} does not exist")
+    if not any(model_dir.glob("*.safetensors")):
+        pickled = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f" (found {', '.join(pickled)})" if pickled else ""
+        raise EmoverseError(
+            f"model folder {model_dir} holds no safetensors weights{found}; refusing to load"
+        )
+    adapter = model_dir / ADAPTER_CONFIG
+    if adapter.exists():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
+        if base and Path(base).is_dir():
+            check_safetensors_only(Path(base))
+
+
+class PoemGenerator:
+    """One loaded model and tokenizer, ready to write poems. Thread-safe: generations run one
+    at a time in the process (see `_GENERATION_LOCK`)."""
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = str(model_dir)
+        if Path(model_dir).exists():  # a local folder (a hub id loads safetensors only anyway)
+            check_safetensors_only(Path(model_dir))
+        self.model, self.tokenizer = load_model(model_dir)
+        self.model.eval()
+        config = self.model.config
+        self.context: int | None = getattr(config, "n_positions", None) or getattr(
+            config, "max_position_embeddings", None
+        )
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        # Poems were trained as `bos + text + eos`, so a bos starts a fresh poem.
+        return [
+            self.tokenizer.bos_token_id,
+            *self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
+        ]
+
+    def check(self, request: GenerationRequest) -> list[int]:
+        """Validate `request` against the option bounds and this model's context; return the
+        prompt's token ids."""
+        request.validate()
+        ids = self.prompt_ids(request.prompt)
+        if self.context is not None:
+            room = self.context - len(ids)
+            if room < 1:
+                raise GenerationSettingError(
+                    "prompt",
+                    f"is {len(ids) - 1} tokens; this model's context of {self.context} tokens "
+                    "leaves no room for the poem",
+                )
+            if request.max_new_tokens > room:
+                raise GenerationSettingError(
+                    "max_new_tokens",
+                    f"must be at most {room} with this prompt (context {self.context} tokens, "
+                    f"prompt {len(ids)}), got {request.max_new_tokens}",
+                )
+        return ids
+
+    def generate(self, request: GenerationRequest) -> list[str]:
+        """`request.n` poems, each starting with the prompt. The same request (seed included)
+        gives the same poems."""
+        ids = self.check(request)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+        s = request.sampling
+        with _GENERATION_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
+            # fork_rng: seeding here leaves the caller's random stream as it was.
+            torch.manual_seed(request.seed)
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                num_return_sequences=request.n,  # one batch of n rows
+                use_cache=True,
+                do_sample=True,
+                temperature=s.temperature,
+                top_k=s.top_k,  # 0 turns the filter off, as in transformers
+                top_p=s.top_p,
+                no_repeat_ngram_size=s.no_repeat_ngram_size,
+                max_new_tokens=request.max_new_tokens,
+                min_new_tokens=min(request.min_new_tokens, request.max_new_tokens),
+            )
+        return [self.tokenizer.decode(seq[1:], skip_special_tokens=True).strip() for seq in out]
 
 
 def generate_poems(
@@ -15,21 +196,18 @@ def generate_poems(
     seed: int = 0,
     max_new_tokens: int = 120,
     min_new_tokens: int = 8,
+    sampling: SamplingSettings | None = None,
 ) -> list[str]:
-    """`n` poems starting with `prompt`, sampled with the folder's generation config.
+    """`n` poems starting with `prompt`, sampled with the default (or given) settings.
     The same seed gives the same poems; none ends before `min_new_tokens`, so an undertrained
     model cannot answer with an empty poem."""
-    model, tokenizer = load_model(model_dir)
-    # Poems were trained as `bos + text + eos`, so a bos starts a fresh poem.
-    ids = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
-    input_ids = torch.tensor([ids], dtype=torch.long)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            num_return_sequences=n,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min(min_new_tokens, max_new_tokens),
-        )
-    return [tokenizer.decode(seq[1:], skip_special_tokens=True).strip() for seq in out]
+    request = GenerationRequest(
+        prompt=prompt,
+        n=n,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+    )
+    if sampling is not None:
+        request = replace(request, sampling=sampling)
+    return PoemGenerator(model_dir).generate(request)

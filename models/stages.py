@@ -1,7 +1,6 @@
 """The training stages as plain functions over paths: what a Prefect task, a test or a
 notebook calls. Each returns a small record, never a model object."""
 
-import datetime as dt
 import hashlib
 import json
 import shutil
@@ -9,12 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import concatenate_datasets
-
-from emoverse.emotions import LABELS, check_label
-from models.card import save_model
+from emoverse.emotions import check_label
+from models.card import read_card_metadata, save_model
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
-from models.data import fingerprint, load_partition
+from models.data import fingerprint, load_partition, load_poems
 from models.modeling import build_scratch_model
 from models.train import StepCallback, fine_tune, is_main_process
 
@@ -26,6 +23,7 @@ class TrainedModel:
     parent: str
     data_fingerprint: str
     metrics: dict[str, Any]
+    cached: bool = False  # an earlier run trained exactly this; its folder was reused
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,7 +40,7 @@ class SkippedModel:
 
 def prepare_init(
     base_model: str,
-    partitions_dir: Path,
+    poems_file: Path,
     models_dir: Path,
     config: TrainConfig = FOUNDATION_TRAIN,
     *,
@@ -51,16 +49,12 @@ def prepare_init(
 ) -> str:
     """What the neutral base starts from. A hub id or folder is used as it is. A `scratch:`
     preset has had no pretraining, so it gets a foundation: a tokenizer trained on the train
-    split of all nine partitions, random weights, then `config`'s training on those poems.
-    Same poems and settings, same folder: a rerun reuses it."""
+    split of every ingested poem, random weights, then `config`'s training on those poems.
+    Same poems and settings, same folder: a rerun reuses it. It reads the poems, not the
+    partitions, so re-tagging (poems moving between labels) keeps the foundation."""
     if not is_scratch(base_model):
         return base_model
-    train, val = (
-        concatenate_datasets(
-            [load_partition(partitions_dir, lb, split, cache_dir) for lb in LABELS]
-        )
-        for split in ("train", "validation")
-    )
+    train, val = (load_poems(poems_file, split, cache_dir) for split in ("train", "validation"))
     corpus_fp = fingerprint(train)
     name = base_model.replace(":", "-")
     random_init = Path(models_dir) / "init" / f"{name}-{corpus_fp[:12]}"
@@ -94,7 +88,11 @@ def prepare_init(
 def _run_key(init: str | Path, data_fp: str, config: TrainConfig) -> str:
     """Names one training run: same start, data and settings give the same key, so a rerun
     after a crash finds its checkpoint (and a finished run its output)."""
-    blob = json.dumps([str(init), data_fp, config.to_dict()], sort_keys=True)
+    # A local start is named by its folder (itself a run key), not its path: the same data dir
+    # reached by a relative path in one process and an absolute one in another (a deployment's
+    # worker) must give the same key.
+    start = f"dir:{Path(init).name}" if Path(init).is_dir() else f"hub:{init}"
+    blob = json.dumps([start, data_fp, config.to_dict()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -112,16 +110,25 @@ def train_emotion_model(
 ) -> TrainedModel | SkippedModel:
     """Fine-tune `init` on the emotion's train split, validate on its validation split, and
     save a model folder under `models_dir/<emotion>/`. A partition with fewer than
-    `min_poems` training poems is skipped, with the reason."""
+    `min_poems` training poems is skipped, with the reason.
+
+    The folder is named by the run key (start, data fingerprint, settings): when it already
+    exists, an earlier run trained exactly this model and it is returned as it is (`cached`),
+    so a rerun with nothing changed trains nothing, and a retry trains only what failed."""
     check_label(emotion)
     train = load_partition(partitions_dir, emotion, "train", cache_dir)
     if len(train) < max(1, min_poems):
         return SkippedModel(
             emotion, f"{len(train)} training poems, fewer than --min-poems {max(1, min_poems)}"
         )
-    val = load_partition(partitions_dir, emotion, "validation", cache_dir)
     data_fp = fingerprint(train)
-    checkpoint_dir = Path(models_dir) / emotion / f".checkpoint-{_run_key(init, data_fp, config)}"
+    run_key = _run_key(init, data_fp, config)
+    out = Path(models_dir) / emotion / f"run-{run_key}"
+    if (out / "config.json").exists():
+        meta = read_card_metadata(out)
+        return TrainedModel(emotion, str(out), parent, data_fp, meta["metrics"], cached=True)
+    val = load_partition(partitions_dir, emotion, "validation", cache_dir)
+    checkpoint_dir = Path(models_dir) / emotion / f".checkpoint-{run_key}"
     tuned = fine_tune(
         init,
         list(train["text"]),
@@ -132,8 +139,6 @@ def train_emotion_model(
     )
     if not is_main_process():  # data-parallel: the other processes hold the same weights
         return TrainedModel(emotion, "", parent, data_fp, tuned.metrics)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    out = Path(models_dir) / emotion / f"{stamp}-{data_fp[:8]}"
     save_model(tuned, out, emotion=emotion, parent=parent, data_fingerprint=data_fp, config=config)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only once the model folder is whole
     return TrainedModel(emotion, str(out), parent, data_fp, tuned.metrics)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
 
 from emoverse.emotions import LABELS
 from emoverse.errors import MissingStageOutputError
@@ -22,9 +23,12 @@ def tag_poems_task(
     min_margin: int = 1,
     lemmatize: bool = False,
     workers: int | None = None,
+    training_follows: bool = False,
 ) -> dict[str, int]:
     """Returns the number of poems per label. A run whose input and options match the current
-    partitions keeps them (and still publishes their distribution)."""
+    partitions keeps them (and still publishes their distribution). New partitions are
+    announced with an `emoverse.partitions.updated` event; `training_follows` (the pipeline
+    trains right after) labels it so that the training trigger leaves it alone."""
     logger = get_run_logger()
     paths = RunPaths(Path(data_dir))
     poems_file = paths.poems / "poems.parquet"
@@ -57,6 +61,14 @@ def tag_poems_task(
             manifest["tokens"],
             manifest["lines"] / seconds,
         )
+        emit_event(
+            event="emoverse.partitions.updated",
+            resource={
+                "prefect.resource.id": f"emoverse.partitions.{paths.partitions.resolve()}",
+                "emoverse.training-follows": str(training_follows).lower(),
+            },
+            payload={"data_dir": data_dir, "version": result.version, "counts": result.counts},
+        )
 
     counts = result.counts
     total_tagged = max(1, sum(counts.values()))
@@ -73,7 +85,34 @@ def tag_poems_task(
         key="label-distribution",
         description=f"Poems per emotion partition (partitions {result.version})",
     )
+    create_table_artifact(
+        _partition_samples(paths.partitions),
+        key="partition-samples",
+        description="The first poems of each partition, with their emotion hits",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         chart = plot_label_distribution(counts, Path(tmp) / "labels.png")
         publish_image(chart, key="label-distribution-chart", title="Label distribution")
     return counts
+
+
+def _partition_samples(partitions_dir: Path, per_label: int = 3) -> list[dict]:
+    """A few poems per label, first line and counts: what a label looks like in practice."""
+    from emoverse.emotions import EMOTIONS
+    from emoverse.tagging import read_partition
+
+    rows = []
+    for label in LABELS:
+        table = read_partition(partitions_dir, label).slice(0, per_label)
+        for poem in table.to_pylist():
+            first_line = next((ln for ln in poem["text"].splitlines() if ln.strip()), "")
+            rows.append(
+                {
+                    "label": label,
+                    "book": poem["gutenberg_id"],
+                    "author": poem.get("author") or "",
+                    "first line": first_line[:80],
+                    **{e: poem[e] for e in EMOTIONS},
+                }
+            )
+    return rows

@@ -1,18 +1,35 @@
-"""Train and register: the scratch init, the neutral base, one child per emotion."""
+"""Train, evaluate, register: the foundation, the neutral base, one child per emotion."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
 
 from emoverse.settings import RunPaths
-from models.card import LOSS_PLOT_FILE
+from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.config import TrainConfig
+from models.evaluate import EvalConfig, Evaluation, evaluate_model
 from models.registry import ModelRegistry
 from models.stages import SkippedModel, prepare_init, train_emotion_model
 from models.train import StepCallback
 from tasks.progress import StageProgress, publish_image
+
+# The global concurrency limit every training and evaluation holds a slot of, wherever it runs
+# (in-process or on a `gpu` worker): create it with as many slots as there are GPUs,
+# `prefect gcl create gpu --limit <GPUs>`. Without it, work is not gated (strict=False).
+GPU_LIMIT = "gpu"
+
+
+@contextmanager
+def gpu_slot() -> Iterator[None]:
+    # Training outlives the 5-minute lease; a missed renewal must not kill a day of training.
+    with concurrency(GPU_LIMIT, occupy=1, raise_on_lease_renewal_failure=False):
+        yield
 
 
 @task(name="prepare-foundation")
@@ -20,10 +37,10 @@ def prepare_init_task(base_model: str, data_dir: str, config: dict[str, Any]) ->
     """The folder or hub id the base stage starts from (a trained foundation for scratch
     presets, cached per corpus and settings)."""
     paths = RunPaths(Path(data_dir))
-    with StageProgress("training foundation", unit="step") as progress:
+    with gpu_slot(), StageProgress("training foundation", unit="step") as progress:
         return prepare_init(
             base_model,
-            paths.partitions,
+            paths.poems / "poems.parquet",
             paths.models,
             TrainConfig(**config),
             cache_dir=paths.hf_cache,
@@ -48,17 +65,17 @@ def train_model_task(
     parent: str,
     min_poems: int = 1,
 ) -> dict[str, Any]:
-    """Fine-tune one emotion's model. Returns the trained model's record, or, for a partition
-    too small to train, `{"emotion": ..., "reason": ...}`."""
+    """Fine-tune one emotion's model (or reuse the folder of an identical earlier run).
+    Returns the trained model's record, or, for a partition too small to train,
+    `{"emotion": ..., "reason": ...}`."""
     paths = RunPaths(Path(data_dir))
-    train_config = TrainConfig(**config)
-    with StageProgress(f"training {emotion}", unit="step") as progress:
+    with gpu_slot(), StageProgress(f"training {emotion}", unit="step") as progress:
         result = train_emotion_model(
             emotion,
             init,
             partitions_dir=paths.partitions,
             models_dir=paths.models,
-            config=train_config,
+            config=TrainConfig(**config),
             parent=parent,
             min_poems=min_poems,
             cache_dir=paths.hf_cache,
@@ -66,6 +83,8 @@ def train_model_task(
         )
     if isinstance(result, SkippedModel):
         return result.to_dict()
+    if result.cached:
+        get_run_logger().info("%s: an identical run is already trained: %s", emotion, result.path)
     metrics = result.metrics
     publish_image(
         Path(result.path) / LOSS_PLOT_FILE,
@@ -74,46 +93,157 @@ def train_model_task(
         extra_markdown=(
             f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, "
             f"{metrics['train_poems']} poems, {metrics['seconds']} s on {metrics['device']}"
+            + (" (reused: nothing changed since)" if result.cached else "")
         ),
     )
     return result.to_dict()
 
 
+@task(name="evaluate-model", task_run_name="evaluate-{trained[emotion]}")
+def evaluate_model_task(
+    trained: dict[str, Any],
+    data_dir: str,
+    base: dict[str, Any] | None = None,
+    samples: int = EvalConfig.samples,
+) -> dict[str, Any]:
+    """Perplexity, emotion fidelity (and lift over `base`, the neutral base's evaluation) and
+    diversity of a trained model; cached in its folder. Publishes its sample poems."""
+    paths = RunPaths(Path(data_dir))
+    emotion = trained["emotion"]
+    with gpu_slot():
+        evaluation = evaluate_model(
+            trained["path"],
+            emotion,
+            paths.partitions,
+            base=Evaluation.from_dict(base) if base else None,
+            config=EvalConfig(samples=samples),
+            cache_dir=paths.hf_cache,
+        )
+    poems = "\n\n---\n\n".join(
+        "\n".join(f"> {line}" if line else ">" for line in poem.splitlines())
+        for poem in evaluation.samples
+    )
+    create_markdown_artifact(
+        f"## emoverse-{emotion}: sample poems\n\n"
+        f"fidelity **{evaluation.fidelity:.0%}** of {samples} poems tagged {emotion}"
+        + (f" (lift {evaluation.lift:+.0%} over the base)" if evaluation.lift is not None else "")
+        + f"; distinct-1 {evaluation.distinct_1:.2f}, distinct-2 {evaluation.distinct_2:.2f}\n\n"
+        + poems,
+        key=f"samples-{emotion}",
+        description=f"Poems written by the {emotion} model",
+    )
+    return evaluation.to_dict()
+
+
 @task(name="register-model", task_run_name="register-{trained[emotion]}")
-def register_model_task(trained: dict[str, Any], data_dir: str) -> dict[str, Any]:
-    """Register a trained model as its emotion's new champion; returns the registry record."""
+def register_model_task(
+    trained: dict[str, Any],
+    data_dir: str,
+    evaluation: dict[str, Any],
+    promote: bool = True,
+    promotion: str = "",
+) -> dict[str, Any]:
+    """Register a trained model with its evaluation, as champion if `promote`; writes the
+    evaluation into its card and announces the version with an `emoverse.model.registered`
+    event. Returns the registry record."""
+    add_evaluation_to_card(Path(trained["path"]), evaluation, promotion, promoted=promote)
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     record = registry.register(
         trained["emotion"],
         Path(trained["path"]),
-        metrics=trained["metrics"],
+        metrics={**trained["metrics"], "evaluation": _headline(evaluation)},
         parent=trained["parent"],
         data_fingerprint=trained["data_fingerprint"],
+        promote=promote,
+        promotion=promotion,
+    )
+    emit_event(
+        event="emoverse.model.registered",
+        resource={
+            "prefect.resource.id": f"emoverse.model.{record.emotion}",
+            "prefect.resource.name": f"emoverse-{record.emotion}",
+            "emoverse.emotion": record.emotion,
+        },
+        payload={
+            "version": record.version,
+            "aliases": record.aliases,
+            "promotion": record.promotion,
+            "path": record.path,
+            "registry": registry.uri,
+        },
     )
     return record.to_dict()
 
 
-@task(name="publish-registry-summary")
-def publish_summary_task(registered: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation without its sample poems: what the registry keeps."""
+    return {k: v for k, v in evaluation.items() if k != "samples"}
+
+
+@task(name="publish-family-report")
+def publish_family_task(
+    registered: list[dict[str, Any]],
+    skipped: list[dict[str, Any]],
+    failed: list[str],
+) -> None:
+    """The run's registry versions, the family's evaluation table, and its 9x9 confusion
+    matrix (model x label of the poems it wrote) as Prefect artifacts."""
+    import tempfile
+
+    from prefect.artifacts import create_table_artifact
+
+    from emoverse.report import plot_confusion_matrix
+    from models.evaluate import confusion_matrix
+
     rows = [
         {
             "emotion": r["emotion"],
             "version": r["version"],
             "aliases": ",".join(r["aliases"]),
+            "promotion": r["promotion"],
             "val_loss": r["metrics"].get("val_loss"),
             "train_poems": r["metrics"].get("train_poems"),
             "path": r["path"],
         }
         for r in registered
-    ] + [
-        {
-            "emotion": s["emotion"],
-            "version": None,
-            "aliases": "",
-            "val_loss": None,
-            "train_poems": None,
-            "path": f"skipped: {s['reason']}",
-        }
+    ]
+    rows += [
+        {"emotion": s["emotion"], "version": None, "promotion": f"skipped: {s['reason']}"}
         for s in skipped
     ]
+    rows += [{"emotion": e, "version": None, "promotion": "failed"} for e in failed]
     create_table_artifact(rows, key="registry-versions", description="Models this run registered")
+
+    evaluations = {
+        r["emotion"]: r["metrics"]["evaluation"] for r in registered if "evaluation" in r["metrics"]
+    }
+    if not evaluations:
+        return
+    create_table_artifact(
+        [
+            {
+                "emotion": emotion,
+                "fidelity": e["fidelity"],
+                "lift": e["lift"],
+                "perplexity (own)": e["perplexity"].get(emotion),
+                "perplexity (neutral)": e["perplexity"].get("neutral"),
+                "distinct-1": e["distinct_1"],
+                "distinct-2": e["distinct_2"],
+            }
+            for emotion, e in evaluations.items()
+        ],
+        key="family-evaluation",
+        description="Perplexity, emotion fidelity and diversity per model",
+    )
+    model_rows, matrix = confusion_matrix(
+        {k: Evaluation.from_dict({**v, "samples": []}) for k, v in evaluations.items()}
+    )
+    from emoverse.emotions import LABELS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = plot_confusion_matrix(matrix, model_rows, list(LABELS), Path(tmp) / "cm.png")
+        publish_image(
+            chart,
+            key="family-confusion-matrix",
+            title="Which labels each model's poems get (rows: models, columns: labels)",
+        )

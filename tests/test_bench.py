@@ -23,3 +23,23 @@ def test_train_throughput_bench_prints_both_loops_and_the_ratio():
     assert set(rows) == {"baseline (fp32, pad 256, batch 10)", "emoverse trainer"}
     assert all(int(v.replace(",", "")) > 0 for v in rows.values())
     assert re.search(r"^speed-up: [\d.]+x$", out, re.M)
+
+
+def test_serve_bench_prints_both_runs_without_errors():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "serve.py"),
+            *("--requests", "4", "--clients", "2", "--max-new-tokens", "4"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    rows = dict(re.findall(r"^(in-process, 1 at a time|HTTP, 2 clients)\s+4\s+(\d+)\s", out, re.M))
+    assert rows == {"in-process, 1 at a time": "0", "HTTP, 2 clients": "0"}
+    assert re.search(r"^served / in-process throughput: [\d.]+x$", out, re.M)
+    assert "served poems equal to in-process: 4/4" in out

@@ -6,25 +6,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from emoverse import cli
 from emoverse.emotions import LABELS
-from flows.pipeline import pipeline, train
+from emoverse.tagging import write_version
+from flows.params import TrainingSettings
+from flows.pipeline import pipeline
+from flows.training import train
 from models.card import read_card_metadata
 from models.registry import CHAMPION, ModelRegistry
 
 # The issue's reference books: Shakespeare's Sonnets, Blake, The Raven, Dickinson.
 BOOKS = [1041, 574, 1065, 12242]
+SETTINGS = TrainingSettings(max_steps=3, eval_samples=4)  # a few steps per model keep it quick
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(prefect_harness, gutenberg_server, tmp_path_factory):
     """One real run over a loopback HTTP mirror; few steps per model keep it quick."""
     data_dir = tmp_path_factory.mktemp("run")
-    result = pipeline(str(data_dir), gutenberg_server, BOOKS, max_steps=3)
+    result = pipeline(str(data_dir), gutenberg_server, BOOKS, settings=SETTINGS)
     return data_dir, result
 
 
@@ -44,9 +49,16 @@ def test_pipeline_writes_nine_partitions_and_nine_champions(pipeline_run):
     assert result["registered"] == dict.fromkeys(LABELS, 1) and result["skipped"] == {}
     base = registry.get("neutral")
     for label in LABELS:
-        record = registry.get(label)
-        assert record.aliases == [CHAMPION]
+        record, _ = registry.current(label)
+        # Champion exactly when the promotion gate said so, with the gate's numbers recorded.
+        assert (record.aliases == [CHAMPION]) == (label in result["champions"])
+        assert record.promotion == result["promotion"][label]
+        if label != "neutral":
+            promoted = label in result["champions"]
+            assert record.promotion.startswith("not promoted: ") != promoted
+            assert "fidelity" in record.promotion
         meta = read_card_metadata(record.path)
+        assert meta["evaluation"]["fidelity"] == record.metrics["evaluation"]["fidelity"]
         assert meta["emotion"] == label
         expected_parent = (
             "scratch:tiny" if label == "neutral" else f"emoverse-neutral v{base.version}"
@@ -79,38 +91,116 @@ def test_generate_prints_a_poem_for_every_emotion(pipeline_run, capsys, emotion)
 
 
 def test_models_lists_the_registry_as_json(pipeline_run, capsys):
-    data_dir, _ = pipeline_run
+    data_dir, result = pipeline_run
     assert cli.main(["models", "--data-dir", str(data_dir), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert sorted(r["emotion"] for r in listed) == sorted(LABELS)
-    assert all(r["aliases"] == [CHAMPION] for r in listed)
+    for r in listed:
+        assert (r["aliases"] == [CHAMPION]) == (r["emotion"] in result["champions"])
+        assert r["promotion"] == result["promotion"][r["emotion"]]
+        assert set(r["metrics"]["evaluation"]) >= {"fidelity", "lift", "perplexity", "distinct_2"}
     assert cli.main(["models", "--data-dir", str(data_dir), "--emotion", "joy"]) == 0
     assert "joy" in capsys.readouterr().out
+
+
+def _versions(registry: ModelRegistry) -> dict[str, list[int]]:
+    versions: dict[str, list[int]] = {}
+    for record in registry.list():
+        versions.setdefault(record.emotion, []).append(record.version)
+    return versions
+
+
+def test_a_rerun_with_nothing_changed_reuses_every_stage(pipeline_run, gutenberg_server):
+    data_dir, first = pipeline_run
+    registry = ModelRegistry.for_data_dir(data_dir)
+    before = _versions(registry)
+    weights = {
+        r.emotion: (Path(r.path) / "model.safetensors").stat().st_mtime_ns for r in registry.list()
+    }
+    manifest = json.loads((data_dir / "partitions" / "_manifest.json").read_text())
+
+    again = pipeline(str(data_dir), gutenberg_server, BOOKS, settings=SETTINGS)
+
+    assert again["ingest"]["reused"] and again["ingest"]["poems"] == first["ingest"]["poems"]
+    assert json.loads((data_dir / "partitions" / "_manifest.json").read_text()) == manifest
+    assert again["registered"] == first["registered"] and _versions(registry) == before
+    assert {
+        r.emotion: (Path(r.path) / "model.safetensors").stat().st_mtime_ns for r in registry.list()
+    } == weights  # no model was trained or written again
+
+
+def test_changing_one_partition_retrains_only_that_child(pipeline_run):
+    data_dir, _ = pipeline_run
+    registry = ModelRegistry.for_data_dir(data_dir)
+    before = _versions(registry)
+    tagged = pq.read_table(data_dir / "partitions")
+    joy_train = pc.and_(pc.equal(tagged["label"], "joy"), pc.equal(tagged["split"], "train"))
+    dropped = pc.index(joy_train, True).as_py()  # one joy training poem leaves the corpus
+    kept = pa.concat_tables([tagged.slice(0, dropped), tagged.slice(dropped + 1)])
+    write_version(kept.drop_columns(["emotion"]), data_dir / "partitions")
+
+    out = train(str(data_dir), SETTINGS)
+
+    assert out["registered"] == {**{e: v[-1] for e, v in before.items()}, "joy": 2}
+    assert _versions(registry) == {**before, "joy": [1, 2]}
+
+
+def test_a_failed_child_fails_the_run_and_a_retry_trains_only_it(pipeline_run):
+    data_dir, _ = pipeline_run
+    registry = ModelRegistry.for_data_dir(data_dir)
+    before = _versions(registry)
+    children = SETTINGS.model_copy(update={"child_epochs": 1})  # the base is reused as it is
+    anger_dir = data_dir / "models" / "anger"
+    anger_dir.rename(anger_dir.with_name("anger.away"))
+    anger_dir.write_text("a file where anger's models should go")  # its training cannot save
+    try:
+        with pytest.raises(RuntimeError, match=r"training failed for: anger \("):
+            train(str(data_dir), children)
+    finally:
+        anger_dir.unlink()
+        anger_dir.with_name("anger.away").rename(anger_dir)
+    failed_run = _versions(registry)
+    assert failed_run["anger"] == before["anger"] and failed_run["neutral"] == before["neutral"]
+    others = [e for e in LABELS if e not in ("anger", "neutral")]
+    assert all(failed_run[e] == [*before[e], before[e][-1] + 1] for e in others)
+
+    out = train(str(data_dir), children)  # the retry
+
+    assert _versions(registry) == {**failed_run, "anger": [*before["anger"], 2]}
+    assert out["registered"] == {e: v[-1] for e, v in _versions(registry).items()}
 
 
 def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     data_dir, result = pipeline_run
     smallest = min((n, e) for e, n in result["partitions"].items() if e != "neutral")[1]
-    train_poems = ModelRegistry.for_data_dir(data_dir).get(smallest).metrics["train_poems"]
-    out = train(
-        str(data_dir),
+    registry = ModelRegistry.for_data_dir(data_dir)
+    before = _versions(registry)
+    train_poems = registry.list(smallest)[-1].metrics["train_poems"]
+    settings = TrainingSettings(
         min_poems=train_poems + 1,
         max_steps=1,
         adapter="lora",
-        overrides={"batch_size": 4, "block_size": 64},
+        batch_size=4,
+        block_size=64,
+        eval_samples=2,
     )
+    out = train(str(data_dir), settings)
     assert smallest in out["skipped"]
     assert f"fewer than --min-poems {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
-    # The skipped emotion keeps its previous champion; the others got a new version.
-    registry = ModelRegistry.for_data_dir(data_dir)
-    assert registry.get(smallest).version == 1
-    assert registry.get("neutral").version == 2
+    # The skipped emotion keeps its versions; the others got a new one.
+    assert [r.version for r in registry.list(smallest)] == before[smallest]
+    base = registry.get("neutral")
+    assert base.version == before["neutral"][-1] + 1
+    joy = registry.list("joy")[-1]
+    assert (
+        joy.version == before["joy"][-1] + 1 and joy.parent == f"emoverse-neutral v{base.version}"
+    )
     # This run's children are LoRA adapters on the new base; the base is a full model.
-    assert (Path(registry.get("joy").path) / "adapter_config.json").exists()
+    assert (Path(joy.path) / "adapter_config.json").exists()
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
-    settings = read_card_metadata(registry.get("joy").path)["training_config"]
-    assert (settings["batch_size"], settings["block_size"], settings["adapter"]) == (4, 64, "lora")
+    config = read_card_metadata(joy.path)["training_config"]
+    assert (config["batch_size"], config["block_size"], config["adapter"]) == (4, 64, "lora")
 
 
 def _digest(path) -> str:

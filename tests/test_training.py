@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from emoverse.gutenberg import book_to_rows
+from emoverse.gutenberg import book_to_rows, write_poems
 from emoverse.schema import POEM_SCHEMA
-from emoverse.tagging import tag_table, write_partitions
+from emoverse.tagging import split_for, tag_table, write_partitions
 from models.card import CARD_FILE, LOSS_PLOT_FILE, read_card_metadata, save_model
 from models.config import TrainConfig
 from models.data import IGNORE_INDEX, load_partition, pack_poems
@@ -123,10 +123,14 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     raw = (gutenberg_dir / "cache/epub/574/pg574.txt").read_bytes()
     tagged = tag_table(pa.Table.from_pylist(book_to_rows(574, raw), schema=POEM_SCHEMA))
     counts = write_partitions(tagged, tmp_path / "partitions")
+    poems_file = write_poems(tagged.select(POEM_SCHEMA.names), tmp_path / "poems")
     foundation = QUICK.with_overrides(max_steps=3)
-    init = prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models", foundation)
+    init = prepare_init("scratch:tiny", poems_file, tmp_path / "models", foundation)
     assert read_card_metadata(init)["metrics"]["steps"] == 3  # pretrained, not just initialised
-    again = prepare_init("scratch:tiny", tmp_path / "partitions", tmp_path / "models", foundation)
+    assert read_card_metadata(init)["metrics"]["train_poems"] == sum(
+        split_for(p) == "train" for p in tagged.column("poem_id").to_pylist()
+    )
+    again = prepare_init("scratch:tiny", poems_file, tmp_path / "models", foundation)
     assert again == init
     assert not list((tmp_path / "models" / "foundation").glob(".checkpoint-*"))
 
@@ -143,6 +147,18 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
         len(load_partition(tmp_path / "partitions", "joy", "train")) == joy.metrics["train_poems"]
     )
     assert read_card_metadata(joy.path)["data_fingerprint"] == joy.data_fingerprint
+    assert not joy.cached
+    # The same start, data and settings again: the folder is reused, nothing is trained.
+    joy_again = train_emotion_model(
+        "joy",
+        init,
+        partitions_dir=tmp_path / "partitions",
+        models_dir=tmp_path / "models",
+        config=QUICK.with_overrides(max_steps=2),
+        parent="scratch:tiny",
+    )
+    assert joy_again.cached and joy_again.path == joy.path
+    assert joy_again.metrics == joy.metrics
 
     too_many = counts["joy"] + 1
     skipped = train_emotion_model(

@@ -1,0 +1,382 @@
+"""`emoverse serve`: the registry's models over HTTP (FastAPI on uvicorn), and a small page.
+
+    GET  /           a page: choose an emotion, type a first line, read the poem
+    GET  /emotions   the nine labels
+    GET  /models     the model each emotion uses now (champion, or newest with a warning)
+    POST /generate   {emotion, prompt?, n?, seed?, max_new_tokens?, temperature?, top_k?,
+                      top_p?, no_repeat_ngram_size?} -> poems and the version that wrote them
+
+Bad input gets a 422 whose `message` names the field. Every request asks the registry (through
+a short TTL) which version is current, so `emoverse models --promote/--rollback` takes effect
+without a restart; loaded models sit in a small LRU cache keyed by (emotion, version, folder).
+"""
+
+import ipaddress
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from emoverse.emotions import LABELS
+from emoverse.errors import EmoverseError, GenerationSettingError, NoModelError
+from models.generate import (
+    BOUNDS,
+    MAX_PROMPT_CHARS,
+    GenerationRequest,
+    PoemGenerator,
+    SamplingSettings,
+)
+from models.registry import CHAMPION, ModelRecord, ModelRegistry
+
+log = logging.getLogger("emoverse.serve")
+
+# Fewer poems per request than the CLI allows: one request must not hold the (process-wide,
+# one-at-a-time) generation for long while other clients wait.
+SERVER_MAX_N = 8
+DEFAULT_CACHE_SIZE = 4  # loaded models kept; nine GPT-2-124M children would take ~4.5 GB
+DEFAULT_REGISTRY_TTL_S = 2.0  # how stale a "which version is current" answer may be
+
+_DEFAULT_REQUEST = GenerationRequest()
+_DEFAULT_SAMPLING = SamplingSettings()
+
+
+def _bounded(name: str, default: Any, hi: float | None = None) -> Any:
+    lo, top = BOUNDS[name]
+    return Field(default, ge=lo, le=top if hi is None else hi)
+
+
+class GenerateBody(BaseModel):
+    """The body of POST /generate. Unknown fields are refused, so a misspelt option is a 422
+    naming it rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    emotion: Literal[LABELS]  # type: ignore[valid-type]
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    n: int = _bounded("n", 1, hi=SERVER_MAX_N)
+    seed: int | None = _bounded("seed", None)  # none given: a random one, echoed back
+    max_new_tokens: int = _bounded("max_new_tokens", _DEFAULT_REQUEST.max_new_tokens)
+    temperature: float = _bounded("temperature", _DEFAULT_SAMPLING.temperature)
+    top_k: int = _bounded("top_k", _DEFAULT_SAMPLING.top_k)
+    top_p: float = _bounded("top_p", _DEFAULT_SAMPLING.top_p)
+    no_repeat_ngram_size: int = _bounded(
+        "no_repeat_ngram_size", _DEFAULT_SAMPLING.no_repeat_ngram_size
+    )
+
+    def to_request(self, seed: int) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=self.prompt,
+            n=self.n,
+            seed=seed,
+            max_new_tokens=self.max_new_tokens,
+            sampling=SamplingSettings(
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                no_repeat_ngram_size=self.no_repeat_ngram_size,
+            ),
+        )
+
+
+class ModelCache:
+    """Which version each emotion uses now (asked of the registry at most every `ttl_s`),
+    and the last `size` loaded models. Thread-safe: FastAPI runs requests in a thread pool."""
+
+    def __init__(self, registry: ModelRegistry, size: int, ttl_s: float):
+        self.registry = registry
+        self.size = size
+        self.ttl_s = ttl_s
+        self.loads = 0  # models loaded so far (tests and the bench read it)
+        self._current: dict[str, tuple[float, ModelRecord, str | None]] = {}
+        self._generators: OrderedDict[tuple[str, int, str], PoemGenerator] = OrderedDict()
+        self._registry_lock = threading.Lock()  # one sqlite session, one query at a time
+        self._load_lock = threading.Lock()  # concurrent first requests load a model once
+
+    def current(self, emotion: str) -> tuple[ModelRecord, str | None]:
+        """The emotion's record and the fallback warning (None for a champion)."""
+        now = time.monotonic()
+        with self._registry_lock:
+            cached = self._current.get(emotion)
+            if cached is not None and now - cached[0] < self.ttl_s:
+                return cached[1], cached[2]
+            record, warning = self.registry.current(emotion)
+            if warning and (cached is None or cached[1] != record):
+                log.warning(warning)
+            self._current[emotion] = (now, record, warning)
+            return record, warning
+
+    def generator(self, record: ModelRecord) -> PoemGenerator:
+        key = (record.emotion, record.version, record.path)
+        with self._load_lock:
+            if key in self._generators:
+                self._generators.move_to_end(key)
+                return self._generators[key]
+            generator = PoemGenerator(record.path)
+            self.loads += 1
+            self._generators[key] = generator
+            while len(self._generators) > self.size:
+                self._generators.popitem(last=False)
+            return generator
+
+
+def _field(loc: Any) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for e in errors:
+        if e.get("type") == "json_invalid":  # its loc holds a character offset, not a field
+            why = (e.get("ctx") or {}).get("error", "")
+            parts.append(f"body: invalid JSON ({why})" if why else "body: invalid JSON")
+        else:
+            parts.append(f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def create_app(
+    data_dir: Path,
+    *,
+    cache_size: int = DEFAULT_CACHE_SIZE,
+    registry_ttl_s: float = DEFAULT_REGISTRY_TTL_S,
+) -> FastAPI:
+    """The app over the registry of `data_dir` (or `MLFLOW_TRACKING_URI`)."""
+    models = ModelCache(ModelRegistry.for_data_dir(data_dir), cache_size, registry_ttl_s)
+    app = FastAPI(title="emoverse", summary="Emotion-conditioned poetry from the model registry")
+    app.state.models = models
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors())
+        return JSONResponse(
+            status_code=422, content={"detail": errors, "message": _validation_message(errors)}
+        )
+
+    @app.exception_handler(GenerationSettingError)
+    async def invalid_setting(request: Request, exc: GenerationSettingError) -> JSONResponse:
+        # Bounds only the loaded model knows (its context), in the same shape as any 422.
+        detail = [{"loc": ["body", exc.option], "msg": exc.problem, "type": "value_error"}]
+        return JSONResponse(
+            status_code=422, content={"detail": detail, "message": f"{exc.option}: {exc.problem}"}
+        )
+
+    @app.exception_handler(NoModelError)
+    async def no_model(request: Request, exc: NoModelError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"message": str(exc)})
+
+    @app.exception_handler(EmoverseError)
+    async def unavailable(request: Request, exc: EmoverseError) -> JSONResponse:
+        # A registered folder that is gone, or holds pickled weights: the server's problem.
+        return JSONResponse(status_code=503, content={"message": str(exc)})
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE
+
+    @app.get("/emotions")
+    def emotions() -> dict[str, list[str]]:
+        return {"emotions": list(LABELS)}
+
+    @app.get("/models")
+    def list_models() -> dict[str, Any]:
+        found, missing = [], []
+        for emotion in LABELS:
+            try:
+                record, warning = models.current(emotion)
+            except NoModelError:
+                missing.append(emotion)
+                continue
+            found.append(
+                {
+                    "emotion": emotion,
+                    "version": record.version,
+                    "champion": CHAMPION in record.aliases,
+                    "warning": warning,
+                    "metrics": record.metrics,
+                    "parent": record.parent,
+                    "promotion": record.promotion,
+                    "created_ms": record.created_ms,
+                }
+            )
+        return {"models": found, "missing": missing}
+
+    @app.post("/generate")
+    def generate(body: GenerateBody) -> dict[str, Any]:
+        # A sync endpoint: FastAPI runs it in its thread pool, so generating (CPU-bound)
+        # never blocks the event loop that answers other requests.
+        seed = body.seed if body.seed is not None else secrets.randbelow(BOUNDS["seed"][1] + 1)
+        request = body.to_request(seed)
+        request.validate()  # before a model load, so bad input never costs one
+        record, warning = models.current(body.emotion)
+        poems = models.generator(record).generate(request)
+        return {
+            "emotion": body.emotion,
+            "version": record.version,
+            "champion": CHAMPION in record.aliases,
+            "warning": warning,
+            "seed": seed,
+            "prompt": body.prompt,
+            "poems": poems,
+        }
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    if not is_loopback(host):
+        log.warning("serving on %s: anyone who can reach it may generate; there is no auth", host)
+    uvicorn.run(create_app(data_dir), host=host, port=port, log_level="info")
+
+
+@contextmanager
+def running_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run `app` on uvicorn from a background thread for the duration of the block; yield its
+    base URL. Port 0 takes a free one (tests, the bench)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        yield f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>emoverse</title>
+<style>
+  body { font-family: Georgia, serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem;
+         color: #222; background: #fdfcf8; }
+  label { display: block; margin: .8rem 0 .2rem; font: .9rem sans-serif; }
+  select, input, button { font-size: 1rem; padding: .3rem; }
+  input { width: 100%; box-sizing: border-box; }
+  button { margin-top: 1rem; }
+  #poem { white-space: pre-wrap; font: 1.1rem/1.5 Georgia, serif; margin-top: 1.5rem; }
+  #meta { color: #666; font: .85rem sans-serif; }
+  #warning { color: #8a6d00; font: .9rem sans-serif; }
+  #error { color: #b00020; font: .9rem sans-serif; }
+</style>
+</head>
+<body>
+<h1>emoverse</h1>
+<p>A poem in the register of an emotion, written by that emotion's own model.</p>
+<form id="form">
+  <label for="emotion">Emotion</label>
+  <select id="emotion" name="emotion" required></select>
+  <label for="first-line">First line (optional)</label>
+  <input id="first-line" name="first-line" maxlength="500" autocomplete="off"
+         placeholder="Shall I compare thee to a summer's day?">
+  <button id="write" type="submit">Write a poem</button>
+</form>
+<p id="error" role="alert" hidden></p>
+<p id="warning" hidden></p>
+<pre id="poem" aria-live="polite"></pre>
+<p id="meta"></p>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+
+function show(id, text) { $(id).textContent = text || ""; $(id).hidden = !text; }
+
+async function getJSON(url, options) {
+  const response = await fetch(url, options);
+  let body = null;
+  try { body = await response.json(); } catch (e) { /* not JSON: say the status below */ }
+  if (!response.ok) {
+    throw new Error((body && body.message) || `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+async function loadEmotions() {
+  try {
+    const [emotions, models] = await Promise.all([getJSON("/emotions"), getJSON("/models")]);
+    const byEmotion = Object.fromEntries(models.models.map((m) => [m.emotion, m]));
+    for (const name of emotions.emotions) {
+      const m = byEmotion[name];
+      const option = new Option(
+        m ? `${name} (v${m.version}${m.champion ? "" : ", not promoted"})` : `${name} (no model)`,
+        name);
+      option.disabled = !m;
+      $("emotion").append(option);
+    }
+    const first = [...$("emotion").options].find((o) => !o.disabled);
+    if (first) {
+      first.selected = true;
+    } else {
+      show("error", "the registry holds no models yet");
+    }
+  } catch (e) {
+    show("error", `cannot list the models: ${e.message}`);
+  }
+}
+
+$("form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  show("error", ""); show("warning", "");
+  $("poem").textContent = ""; $("meta").textContent = "writing…";
+  $("write").disabled = true;
+  // A first line is a whole line: the model goes on from the next one.
+  const line = $("first-line").value.trimEnd();
+  const body = { emotion: $("emotion").value, prompt: line ? line + "\\n" : "" };
+  try {
+    const result = await getJSON("/generate", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    $("poem").textContent = result.poems[0];
+    $("meta").textContent = `emoverse-${result.emotion} v${result.version}, seed ${result.seed}`;
+    show("warning", result.warning);
+  } catch (e) {
+    $("meta").textContent = "";
+    show("error", e.message);
+  } finally {
+    $("write").disabled = false;
+  }
+});
+
+loadEmotions();
+</script>
+</body>
+</html>
+"""

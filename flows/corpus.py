@@ -1,0 +1,89 @@
+"""The corpus stages: fetch and split books (`ingest`), tag them into the nine partitions
+(`tag`), and both in one flow for a schedule (`refresh-corpus`)."""
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from emoverse.gutenberg import poetry_ids_from_catalog
+from emoverse.settings import curated_ids, default_mirror
+from flows.params import DEFAULT_DATA_DIR
+from tasks.ingest import ingest_books_task
+from tasks.tag import tag_poems_task
+
+
+@flow(name="ingest")
+def ingest(
+    data_dir: str = DEFAULT_DATA_DIR,
+    mirror: str | None = None,
+    ids: list[int] | None = None,
+    catalog: str | None = None,
+    max_parallel: int = 2,
+) -> dict[str, Any]:
+    """Fetch Gutenberg books and write `<data_dir>/poems/` (poems and rejects).
+
+    Args:
+        data_dir: The run's data folder (relative paths are from the working directory).
+        mirror: A Gutenberg mirror URL or local folder; default the public site
+            (or `$EMOVERSE_GUTENBERG_MIRROR`).
+        ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
+        catalog: A Gutenberg catalog CSV (pg_catalog.csv); also supplies titles and authors.
+        max_parallel: Downloads at a time.
+    """
+    if not ids:
+        ids = poetry_ids_from_catalog(Path(catalog)) if catalog else curated_ids()
+    return ingest_books_task(
+        mirror or default_mirror(), ids, data_dir, catalog_csv=catalog, max_parallel=max_parallel
+    )
+
+
+@flow(name="tag")
+def tag(
+    data_dir: str = DEFAULT_DATA_DIR,
+    min_hits: int = 1,
+    min_margin: int = 1,
+    lemmatize: bool = False,
+    workers: int | None = None,
+    training_follows: bool = False,
+) -> dict[str, int]:
+    """Tag every poem into the nine partitions `<data_dir>/partitions/emotion=<e>/`, as a new
+    version (skipped when the poems and options are unchanged).
+
+    Args:
+        data_dir: The run's data folder.
+        min_hits: The top emotion needs at least this many lexicon hits, else neutral.
+        min_margin: The top emotion must beat the runner-up by this many hits, else neutral.
+        lemmatize: Look words up by their WordNet noun lemma (needs NLTK's wordnet data).
+        workers: Processes for corpora of a million lines or more (default: one per CPU).
+        training_follows: Set by `pipeline`, which trains right after: the
+            `emoverse.partitions.updated` event then starts no `train` deployment.
+    """
+    return tag_poems_task(
+        data_dir,
+        min_hits=min_hits,
+        min_margin=min_margin,
+        lemmatize=lemmatize,
+        workers=workers,
+        training_follows=training_follows,
+    )
+
+
+@flow(name="refresh-corpus")
+def refresh_corpus(
+    data_dir: str = DEFAULT_DATA_DIR,
+    mirror: str | None = None,
+    ids: list[int] | None = None,
+    catalog: str | None = None,
+) -> dict[str, Any]:
+    """Ingest and tag. New partitions emit `emoverse.partitions.updated`, which starts the
+    `train` deployment (see prefect.yaml).
+
+    Args:
+        data_dir: The run's data folder.
+        mirror: A Gutenberg mirror URL or local folder; default the public site.
+        ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
+        catalog: A Gutenberg catalog CSV (pg_catalog.csv).
+    """
+    ingested = ingest(data_dir, mirror, ids, catalog)
+    return {"ingest": ingested, "partitions": tag(data_dir)}

@@ -1,0 +1,325 @@
+"""Evaluating a trained model: perplexity on held-out poems, emotion fidelity of what it writes,
+diversity, and the gate that decides whether a child becomes its emotion's champion.
+
+* Perplexity: exp of the mean next-token NLL over `bos + poem + eos` of each test poem, the
+  framing the models were trained on; every poem is scored on its own (no packing, so no
+  context leaks in from a neighbouring poem), pads never count.
+* Fidelity: K poems sampled from a fixed seed in one batched `generate` call, labelled by the
+  same rule the partitions were tagged with (min_hits, min_margin, lemmatize from their
+  manifest); fidelity is the share labelled with the model's own emotion, lift that share
+  minus the base model's share for the same emotion.
+* Diversity: distinct-1 and distinct-2 over the K poems.
+
+Plain functions over paths, like `models.stages`: a Prefect task, a test or a notebook calls
+them. Results are cached in `<model_dir>/evaluation.json`.
+"""
+
+import hashlib
+import json
+import math
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from emoverse.atomic import atomic_path
+from emoverse.emotions import LABELS, NEUTRAL, check_label
+from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
+from models.data import IGNORE_INDEX, fingerprint, load_partition
+from models.generate import generate_poems
+from models.modeling import load_model
+from models.train import pick_device
+
+EVALUATION_FILE = "evaluation.json"
+# Bump whenever the same model, data and config could give different numbers.
+EVAL_VERSION = "1"
+SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: int = 16  # K poems generated per model
+    seed: int = 0  # fixed seed: the same poems (and test subset) on every run
+    max_new_tokens: int = 80
+    max_test_poems: int | None = None  # per label: a seeded sample of big test splits
+    batch_size: int = 8  # poems per forward pass when scoring perplexity
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, got {self.samples}")
+        if self.max_test_poems is not None and self.max_test_poems < 1:
+            raise ValueError(f"max_test_poems must be at least 1, got {self.max_test_poems}")
+
+    def key(self) -> str:
+        """Names the settings that change results (batch size does not)."""
+        settings = asdict(self)
+        del settings["batch_size"]
+        blob = json.dumps([EVAL_VERSION, settings], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    emotion: str  # the model's emotion (neutral for the base)
+    perplexity: dict[str, float | None]  # label -> on its test split; None: no test poems
+    test_poems: dict[str, int]  # label -> poems scored
+    label_shares: dict[str, float]  # all nine labels -> share of the K poems; sums to 1
+    fidelity: float  # label_shares[emotion]
+    lift: float | None  # fidelity - the base's share for this emotion; None without a base
+    distinct_1: float
+    distinct_2: float
+    samples: list[str]  # the first SAMPLES_KEPT generated poems
+    config_key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Evaluation":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+# --- the measures -----------------------------------------------------------------------------
+
+
+def perplexity(model_dir: str | Path, texts: Sequence[str], *, batch_size: int = 8) -> float:
+    """exp(mean NLL per predicted token) of `bos + text + eos` for every text, each scored on
+    its own. A poem longer than the model's context is cut into windows that overlap by one
+    token, so every token after bos is predicted exactly once. NaN without texts."""
+    if not texts:
+        return math.nan
+    model, tokenizer = load_model(model_dir)
+    return score_perplexity(model, tokenizer, texts, batch_size=batch_size)
+
+
+@torch.no_grad()
+def score_perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> float:
+    """`perplexity` with a model already loaded (one load for several test splits)."""
+    if not texts:
+        return math.nan
+    device = pick_device()
+    model.to(device).eval()
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows: list[list[int]] = []
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        seq = [bos, *ids, eos]
+        stride = context - 1  # the window's first token is context for its second, no target
+        rows.extend(seq[i : i + context] for i in range(0, max(1, len(seq) - 1), stride))
+    rows.sort(key=len)  # similar lengths together: little padding
+    total_nll, total_targets = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        width = max(map(len, batch))
+        x = torch.tensor([r + [pad] * (width - len(r)) for r in batch], device=device)
+        y = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in batch], device=device)
+        logits = model(input_ids=x, attention_mask=(y != IGNORE_INDEX).long()).logits
+        # Position t predicts token t+1; pads carry IGNORE_INDEX and add nothing.
+        total_nll += float(
+            F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                y[:, 1:].flatten(),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+        )
+        total_targets += int((y[:, 1:] != IGNORE_INDEX).sum())
+    return math.exp(total_nll / total_targets)
+
+
+_WORD = re.compile(r"[\w']+")
+
+
+def words(text: str) -> list[str]:
+    """Lowercased word tokens (runs of letters, digits, `_` and apostrophes); punctuation
+    dropped, so "Night," and "night" are one word."""
+    return _WORD.findall(text.lower())
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al., 2016): unique n-grams / all n-grams, pooled over `texts`; n-grams
+    never span two texts. Tokens: `words`. 0.0 when there are no n-grams."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    grams = [
+        tuple(tokens[i : i + n]) for tokens in map(words, texts) for i in range(len(tokens) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def label_shares(labels: Sequence[str]) -> dict[str, float]:
+    """Share of each of the nine labels (all present, in LABELS order)."""
+    return {label: labels.count(label) / len(labels) if labels else 0.0 for label in LABELS}
+
+
+# --- one model --------------------------------------------------------------------------------
+
+
+def _test_texts(
+    partitions_dir: Path, label: str, config: EvalConfig, cache_dir: Path | None
+) -> tuple[list[str], str]:
+    """The label's test poems (a seeded sample when capped) and their fingerprint. The sample
+    depends on the label and seed only, so the base and a child score the same poems."""
+    ds = load_partition(partitions_dir, label, "test", cache_dir)
+    if config.max_test_poems is not None and len(ds) > config.max_test_poems:
+        picked = random.Random(f"{config.seed}:{label}").sample(
+            range(len(ds)), config.max_test_poems
+        )
+        ds = ds.select(sorted(picked))
+    return list(ds["text"]), fingerprint(ds)
+
+
+def _tag_rule(partitions_dir: Path) -> dict[str, Any]:
+    """The rule the partitions were labelled with: fidelity must judge by the same one."""
+    options = (read_manifest(partitions_dir) or {}).get("options", {})
+    return {
+        "min_hits": int(options.get("min_hits", 1)),
+        "min_margin": int(options.get("min_margin", 1)),
+        "lemmatize": bool(options.get("lemmatize", False)),
+    }
+
+
+def _with_lift(evaluation: Evaluation, base: Evaluation | None) -> Evaluation:
+    if base is None or evaluation.emotion == NEUTRAL:
+        lift = None
+    else:
+        lift = evaluation.fidelity - base.label_shares[evaluation.emotion]
+    return Evaluation.from_dict({**evaluation.to_dict(), "lift": lift})
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    emotion: str,
+    partitions_dir: Path,
+    *,
+    labels_for_perplexity: Sequence[str] | None = None,
+    base: Evaluation | None = None,
+    config: EvalConfig = EvalConfig(),
+    cache_dir: Path | None = None,
+) -> Evaluation:
+    """Evaluate the model in `model_dir`, trained for `emotion`.
+
+    Perplexity is measured on the test split of each of `labels_for_perplexity` (default: all
+    nine for the neutral base, so every child can be compared with it on its own emotion;
+    the emotion and neutral for a child); a label without test poems gets None. With `base`
+    (the neutral base's evaluation) the lift is filled in.
+
+    The result is kept in `<model_dir>/evaluation.json` with what it was computed from (config,
+    test poems, tagging rule, tagger version); a rerun with the same inputs reads it back
+    without generating or scoring anything (a different `base` only recomputes the lift).
+    """
+    check_label(emotion)
+    model_dir, partitions_dir = Path(model_dir), Path(partitions_dir)
+    if labels_for_perplexity is None:
+        labels_for_perplexity = LABELS if emotion == NEUTRAL else (emotion, NEUTRAL)
+    wanted = {check_label(lb) for lb in labels_for_perplexity}
+    labels = [lb for lb in LABELS if lb in wanted]
+    tests = {lb: _test_texts(partitions_dir, lb, config, cache_dir) for lb in labels}
+    rule = _tag_rule(partitions_dir)
+    inputs = {
+        "config": config.key(),
+        "emotion": emotion,
+        "test_fingerprints": {lb: fp for lb, (_, fp) in tests.items()},
+        "tag_rule": rule,
+        "tagger_version": TAGGER_VERSION,
+    }
+
+    cache = model_dir / EVALUATION_FILE
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("inputs") == inputs:
+            cached = Evaluation.from_dict(stored["evaluation"])
+            evaluation = _with_lift(cached, base)
+            if evaluation != cached:
+                _write(cache, evaluation, inputs)
+            return evaluation
+
+    model, tokenizer = load_model(model_dir)
+    ppl: dict[str, float | None] = {
+        lb: score_perplexity(model, tokenizer, texts, batch_size=config.batch_size)
+        if texts
+        else None
+        for lb, (texts, _) in tests.items()
+    }
+    del model  # generation loads its own copy
+    # One batched call from a fixed seed: the same K poems on every run.
+    poems = generate_poems(
+        model_dir, n=config.samples, seed=config.seed, max_new_tokens=config.max_new_tokens
+    )
+    shares = label_shares(label_texts(poems, **rule))
+    evaluation = Evaluation(
+        emotion=emotion,
+        perplexity=ppl,
+        test_poems={lb: len(texts) for lb, (texts, _) in tests.items()},
+        label_shares=shares,
+        fidelity=shares[emotion],
+        lift=None,
+        distinct_1=distinct_n(poems, 1),
+        distinct_2=distinct_n(poems, 2),
+        samples=poems[:SAMPLES_KEPT],
+        config_key=config.key(),
+    )
+    evaluation = _with_lift(evaluation, base)
+    _write(cache, evaluation, inputs)
+    return evaluation
+
+
+def _write(path: Path, evaluation: Evaluation, inputs: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"inputs": inputs, "evaluation": evaluation.to_dict()}, indent=2))
+
+
+# --- the family -------------------------------------------------------------------------------
+
+
+def promotion_decision(child: Evaluation, base: Evaluation) -> tuple[bool, str]:
+    """(promote, reason): a child becomes champion only if its fidelity beats the base's share
+    for its emotion and its perplexity on its emotion's test poems is below the base's. The
+    reason names the numbers either way."""
+    emotion = child.emotion
+    base_share = base.label_shares[emotion]
+    child_ppl, base_ppl = child.perplexity.get(emotion), base.perplexity.get(emotion)
+    fidelity_ok = child.fidelity > base_share
+    fidelity_text = (
+        f"fidelity {child.fidelity:.2f} > base {base_share:.2f}"
+        if fidelity_ok
+        else f"fidelity {child.fidelity:.2f} does not beat base {base_share:.2f}"
+    )
+    if child_ppl is None or base_ppl is None:
+        whose = "child" if child_ppl is None else "base"
+        return False, (
+            f"not promoted: no {emotion} test perplexity for the {whose} to compare "
+            f"(no test poems); {fidelity_text}"
+        )
+    ppl_ok = child_ppl < base_ppl
+    ppl_text = (
+        f"perplexity {child_ppl:.1f} < base {base_ppl:.1f}"
+        if ppl_ok
+        else f"perplexity {child_ppl:.1f} is not below base {base_ppl:.1f}"
+    )
+    if fidelity_ok and ppl_ok:
+        return True, f"{fidelity_text} and {ppl_text}"
+    failed = [text for ok, text in ((fidelity_ok, fidelity_text), (ppl_ok, ppl_text)) if not ok]
+    return False, "not promoted: " + "; ".join(failed)
+
+
+def confusion_matrix(
+    evaluations: Mapping[str, Evaluation],
+) -> tuple[list[str], list[list[float]]]:
+    """(rows, matrix): one row per model present (by emotion, in LABELS order), one column per
+    label (LABELS order); a cell is the share of that model's poems tagged with that label."""
+    rows = [label for label in LABELS if label in evaluations]
+    return rows, [[evaluations[row].label_shares[col] for col in LABELS] for row in rows]
