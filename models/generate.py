@@ -15,6 +15,7 @@ import torch
 
 from emoverse.errors import EmoverseError, GenerationSettingError
 from models.modeling import ADAPTER_CONFIG, load_model
+from models.train import pick_device
 
 # (lowest, highest) allowed value of every numeric option, in one place: the CLI's parsers
 # and the server's request model read their bounds from here.
@@ -129,7 +130,7 @@ class PoemGenerator:
         if Path(model_dir).exists():  # a local folder (a hub id loads safetensors only anyway)
             check_safetensors_only(Path(model_dir))
         self.model, self.tokenizer = load_model(model_dir)
-        self.model.eval()
+        self.model.to(pick_device()).eval()  # the GPU where there is one (evaluation, serving)
         config = self.model.config
         self.context: int | None = getattr(config, "n_positions", None) or getattr(
             config, "max_position_embeddings", None

@@ -2,13 +2,15 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
+from prefect.exceptions import ObjectNotFound
 
 from emoverse.settings import RunPaths
 from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
@@ -27,9 +29,31 @@ GPU_LIMIT = "gpu"
 
 @contextmanager
 def gpu_slot() -> Iterator[None]:
+    """Hold a slot of the `gpu` limit for the block, where the limit exists."""
+    if not _gpu_limit_exists():
+        yield
+        return
     # Training outlives the 5-minute lease; a missed renewal must not kill a day of training.
     with concurrency(GPU_LIMIT, occupy=1, raise_on_lease_renewal_failure=False):
         yield
+
+
+@cache
+def _gpu_limit_exists() -> bool:
+    """Asked once per process: asking for a slot of a limit that does not exist costs about
+    2 s on 2 cores each time, which would dominate a rerun where every stage is reused."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            get_run_logger().info(
+                "no global concurrency limit %r: training is not gated "
+                "(`prefect gcl create %s --limit <GPUs>` gates it)",
+                GPU_LIMIT,
+                GPU_LIMIT,
+            )
+            return False
+    return True
 
 
 @task(name="prepare-foundation")

@@ -134,14 +134,17 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     assert again == init
     assert not list((tmp_path / "models" / "foundation").glob(".checkpoint-*"))
 
-    joy = train_emotion_model(
-        "joy",
-        init,
-        partitions_dir=tmp_path / "partitions",
-        models_dir=tmp_path / "models",
-        config=QUICK.with_overrides(max_steps=2),
-        parent="scratch:tiny",
-    )
+    def train_joy() -> TrainedModel | SkippedModel:
+        return train_emotion_model(
+            "joy",
+            init,
+            partitions_dir=tmp_path / "partitions",
+            models_dir=tmp_path / "models",
+            config=QUICK.with_overrides(max_steps=2),
+            parent="scratch:tiny",
+        )
+
+    joy = train_joy()
     assert isinstance(joy, TrainedModel)
     assert (
         len(load_partition(tmp_path / "partitions", "joy", "train")) == joy.metrics["train_poems"]
@@ -149,14 +152,7 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     assert read_card_metadata(joy.path)["data_fingerprint"] == joy.data_fingerprint
     assert not joy.cached
     # The same start, data and settings again: the folder is reused, nothing is trained.
-    joy_again = train_emotion_model(
-        "joy",
-        init,
-        partitions_dir=tmp_path / "partitions",
-        models_dir=tmp_path / "models",
-        config=QUICK.with_overrides(max_steps=2),
-        parent="scratch:tiny",
-    )
+    joy_again = train_joy()
     assert joy_again.cached and joy_again.path == joy.path
     assert joy_again.metrics == joy.metrics
 
