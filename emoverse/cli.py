@@ -402,21 +402,14 @@ def _print_training(result: dict) -> None:
 def _generate(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion)
     from emoverse.errors import GenerationSettingError
-    from models.generate import GenerationRequest, PoemGenerator, SamplingSettings
+    from models.generate import GenerationRequest, PoemGenerator
     from models.registry import ModelRegistry
 
-    request = GenerationRequest(
-        prompt=args.prompt,
-        n=args.n,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        sampling=SamplingSettings(
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            no_repeat_ngram_size=args.no_repeat_ngram_size,
-        ),
+    options = (
+        *("prompt", "n", "seed", "max_new_tokens"),
+        *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
     )
+    request = GenerationRequest.from_options(**{name: getattr(args, name) for name in options})
     record, warning = ModelRegistry.for_data_dir(data_dir).current(emotion)
     if warning:
         print(f"emoverse: warning: {warning}", file=sys.stderr)

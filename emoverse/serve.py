@@ -76,17 +76,8 @@ class GenerateBody(BaseModel):
     )
 
     def to_request(self, seed: int) -> GenerationRequest:
-        return GenerationRequest(
-            prompt=self.prompt,
-            n=self.n,
-            seed=seed,
-            max_new_tokens=self.max_new_tokens,
-            sampling=SamplingSettings(
-                temperature=self.temperature,
-                top_k=self.top_k,
-                top_p=self.top_p,
-                no_repeat_ngram_size=self.no_repeat_ngram_size,
-            ),
+        return GenerationRequest.from_options(
+            **self.model_dump(exclude={"emotion", "seed"}), seed=seed
         )
 
 

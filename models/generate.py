@@ -86,6 +86,13 @@ class GenerationRequest:
     min_new_tokens: int = 8
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
+    @classmethod
+    def from_options(cls, **options: Any) -> "GenerationRequest":
+        """A request from flat options, as CLI flags and HTTP bodies give them (`prompt`, `n`,
+        `seed`, `max_new_tokens`, `temperature`, `top_k`, `top_p`, `no_repeat_ngram_size`)."""
+        sampling = {f.name: options.pop(f.name) for f in fields(SamplingSettings)}
+        return cls(**options, sampling=SamplingSettings(**sampling))
+
     def validate(self) -> "GenerationRequest":
         """Return self, or raise GenerationSettingError naming the option and its range.
         The model's context is checked by `PoemGenerator.generate`, which knows it."""
