@@ -1323,19 +1323,17 @@ def write_ingest_record(poems_dir: Path, record: dict) -> None:
 
 def write_poems(table: pa.Table, poems_dir: Path) -> Path:
     """Write poems_dir/poems.parquet atomically with POEM_SCHEMA; return its path."""
-    final = Path(poems_dir) / "poems.parquet"
-    table = table.select(POEM_SCHEMA.names).cast(POEM_SCHEMA)
-    with atomic_path(final) as tmp:
-        pq.write_table(table, tmp)
-    return final
+    return _write_table(table, POEM_SCHEMA, Path(poems_dir) / "poems.parquet")
 
 
 def write_rejects(table: pa.Table, poems_dir: Path) -> Path:
     """Write poems_dir/rejects.parquet atomically with REJECT_SCHEMA; return its path."""
-    final = Path(poems_dir) / "rejects.parquet"
-    table = table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
+    return _write_table(table, REJECT_SCHEMA, Path(poems_dir) / "rejects.parquet")
+
+
+def _write_table(table: pa.Table, schema: pa.Schema, final: Path) -> Path:
     with atomic_path(final) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table.select(schema.names).cast(schema), tmp)
     return final
 
 

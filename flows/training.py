@@ -60,7 +60,7 @@ def train_emotion(
             f"emoverse-{NEUTRAL} v{base.version} has no evaluation to compare children with; "
             "train the family with the `train` flow"
         )
-    base_eval = {**base.metrics["evaluation"], "samples": []}
+    base_eval = base.metrics["evaluation"]
     _, _, child_config = settings.stage_configs()
     trained = train_model_task(
         emotion,

@@ -32,7 +32,7 @@ from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS, NEUTRAL, check_label
 from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
 from models.data import IGNORE_INDEX, fingerprint, load_partition
-from models.generate import generate_poems
+from models.generate import GenerationRequest, PoemGenerator
 from models.modeling import load_model
 from models.train import pick_device
 
@@ -82,7 +82,8 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Evaluation":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        """From `to_dict`'s output; `samples` may be left out (the registry keeps none)."""
+        return cls(**{"samples": [], **{k: d[k] for k in cls.__dataclass_fields__ if k in d}})
 
 
 # --- the measures -----------------------------------------------------------------------------
@@ -247,17 +248,18 @@ def evaluate_model(
                 _write(cache, evaluation, inputs)
             return evaluation
 
-    model, tokenizer = load_model(model_dir)
+    generator = PoemGenerator(model_dir)  # one load serves both scoring and sampling
     ppl: dict[str, float | None] = {
-        lb: score_perplexity(model, tokenizer, texts, batch_size=config.batch_size)
+        lb: score_perplexity(
+            generator.model, generator.tokenizer, texts, batch_size=config.batch_size
+        )
         if texts
         else None
         for lb, (texts, _) in tests.items()
     }
-    del model  # generation loads its own copy
     # One batched call from a fixed seed: the same K poems on every run.
-    poems = generate_poems(
-        model_dir, n=config.samples, seed=config.seed, max_new_tokens=config.max_new_tokens
+    poems = generator.generate(
+        GenerationRequest(n=config.samples, seed=config.seed, max_new_tokens=config.max_new_tokens)
     )
     shares = label_shares(label_texts(poems, **rule))
     evaluation = Evaluation(

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
 from emoverse.emotions import check_label
 from models.card import read_card_metadata, save_model
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
@@ -62,27 +64,59 @@ def prepare_init(
         build_scratch_model(base_model, train["text"], random_init, seed=config.seed)
     run_key = _run_key(random_init, corpus_fp, config)
     out = Path(models_dir) / "foundation" / f"{name}-{run_key}"
-    if (out / "config.json").exists():
-        return str(out)
-    checkpoint_dir = Path(models_dir) / "foundation" / f".checkpoint-{run_key}"
+    if not (out / "config.json").exists():
+        _train_into(
+            out,
+            run_key,
+            random_init,
+            train,
+            val,
+            config,
+            on_step=on_step,
+            emotion="foundation",
+            parent=base_model,
+            data_fingerprint=corpus_fp,
+        )
+    return str(out)
+
+
+def _train_into(
+    out: Path,
+    run_key: str,
+    init: str | Path,
+    train: Dataset,
+    val: Dataset,
+    config: TrainConfig,
+    *,
+    on_step: StepCallback | None,
+    emotion: str,
+    parent: str,
+    data_fingerprint: str,
+) -> dict[str, Any]:
+    """Fine-tune `init` and save it as the model folder `out`; its metrics. Checkpoints go
+    beside `out` under the run key, so a rerun after a crash resumes, and are removed once the
+    folder is whole. Under data parallelism only rank 0 saves (the others hold the same
+    weights)."""
+    checkpoint_dir = out.parent / f".checkpoint-{run_key}"
     tuned = fine_tune(
-        random_init,
+        init,
         list(train["text"]),
         list(val["text"]),
         config,
         on_step=on_step,
         checkpoint_dir=checkpoint_dir,
     )
-    save_model(
-        tuned,
-        out,
-        emotion="foundation",
-        parent=base_model,
-        data_fingerprint=corpus_fp,
-        config=config,
-    )
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return str(out)
+    if is_main_process():
+        save_model(
+            tuned,
+            out,
+            emotion=emotion,
+            parent=parent,
+            data_fingerprint=data_fingerprint,
+            config=config,
+        )
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return tuned.metrics
 
 
 def _run_key(init: str | Path, data_fp: str, config: TrainConfig) -> str:
@@ -128,20 +162,20 @@ def train_emotion_model(
         meta = read_card_metadata(out)
         return TrainedModel(emotion, str(out), parent, data_fp, meta["metrics"], cached=True)
     val = load_partition(partitions_dir, emotion, "validation", cache_dir)
-    checkpoint_dir = Path(models_dir) / emotion / f".checkpoint-{run_key}"
-    tuned = fine_tune(
+    metrics = _train_into(
+        out,
+        run_key,
         init,
-        list(train["text"]),
-        list(val["text"]),
+        train,
+        val,
         config,
         on_step=on_step,
-        checkpoint_dir=checkpoint_dir,
+        emotion=emotion,
+        parent=parent,
+        data_fingerprint=data_fp,
     )
-    if not is_main_process():  # data-parallel: the other processes hold the same weights
-        return TrainedModel(emotion, "", parent, data_fp, tuned.metrics)
-    save_model(tuned, out, emotion=emotion, parent=parent, data_fingerprint=data_fp, config=config)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only once the model folder is whole
-    return TrainedModel(emotion, str(out), parent, data_fp, tuned.metrics)
+    path = str(out) if is_main_process() else ""  # only rank 0 wrote the folder
+    return TrainedModel(emotion, path, parent, data_fp, metrics)
 
 
 def main(argv: list[str] | None = None) -> None:

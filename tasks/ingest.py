@@ -73,7 +73,10 @@ def ingest_books_task(
         "from_cache": result.from_cache,
         "reused": False,
     }
-    # Keyed after the run: by now every ingested book (and RDF record) is in the cache.
-    if (key := ingest_key(ids, raw_cache, catalog=metadata)) is not None:
+    # A run that fetched has changed the cache: key it again, now that every ingested book
+    # (and RDF record) is in it.
+    if key is None or result.fetched:
+        key = ingest_key(ids, raw_cache, catalog=metadata)
+    if key is not None:
         write_ingest_record(paths.poems, {"key": key, "summary": summary})
     return summary

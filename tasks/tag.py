@@ -8,11 +8,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
-from emoverse.emotions import LABELS
+from emoverse.emotions import EMOTIONS, LABELS
 from emoverse.errors import MissingStageOutputError
 from emoverse.report import plot_label_distribution
 from emoverse.settings import RunPaths
-from emoverse.tagging import SPLITS, tag_poems
+from emoverse.tagging import SPLITS, read_partition, tag_poems
 from tasks.progress import StageProgress, publish_image
 
 
@@ -98,9 +98,6 @@ def tag_poems_task(
 
 def _partition_samples(partitions_dir: Path, per_label: int = 3) -> list[dict]:
     """A few poems per label, first line and counts: what a label looks like in practice."""
-    from emoverse.emotions import EMOTIONS
-    from emoverse.tagging import read_partition
-
     rows = []
     for label in LABELS:
         table = read_partition(partitions_dir, label).slice(0, per_label)

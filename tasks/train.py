@@ -1,5 +1,6 @@
 """Train, evaluate, register: the foundation, the neutral base, one child per emotion."""
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -7,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_client, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
+from emoverse.emotions import LABELS
+from emoverse.report import plot_confusion_matrix
 from emoverse.settings import RunPaths
 from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.config import TrainConfig
-from models.evaluate import EvalConfig, Evaluation, evaluate_model
+from models.evaluate import EvalConfig, Evaluation, confusion_matrix, evaluate_model
 from models.registry import ModelRegistry
 from models.stages import SkippedModel, prepare_init, train_emotion_model
 from models.train import StepCallback
@@ -212,13 +215,6 @@ def publish_family_task(
 ) -> None:
     """The run's registry versions, the family's evaluation table, and its 9x9 confusion
     matrix (model x label of the poems it wrote) as Prefect artifacts."""
-    import tempfile
-
-    from prefect.artifacts import create_table_artifact
-
-    from emoverse.report import plot_confusion_matrix
-    from models.evaluate import confusion_matrix
-
     rows = [
         {
             "emotion": r["emotion"],
@@ -260,10 +256,8 @@ def publish_family_task(
         description="Perplexity, emotion fidelity and diversity per model",
     )
     model_rows, matrix = confusion_matrix(
-        {k: Evaluation.from_dict({**v, "samples": []}) for k, v in evaluations.items()}
+        {k: Evaluation.from_dict(v) for k, v in evaluations.items()}
     )
-    from emoverse.emotions import LABELS
-
     with tempfile.TemporaryDirectory() as tmp:
         chart = plot_confusion_matrix(matrix, model_rows, list(LABELS), Path(tmp) / "cm.png")
         publish_image(

@@ -208,17 +208,17 @@ def test_evaluate_model_reuses_its_record_and_is_deterministic(
     joy_eval, model_dir, partitions, monkeypatch
 ):
     first = joy_eval[1]
-    real_generate, real_score = ev.generate_poems, ev.score_perplexity
+    real_generate, real_score = ev.PoemGenerator.generate, ev.score_perplexity
     calls: list[int] = []
 
-    def counting_generate(*args, **kwargs):
-        calls.append(kwargs["n"])
-        return real_generate(*args, **kwargs)
+    def counting_generate(self, request):
+        calls.append(request.n)
+        return real_generate(self, request)
 
     def no_scoring(*args, **kwargs):
         raise AssertionError("perplexity scored again")
 
-    monkeypatch.setattr(ev, "generate_poems", counting_generate)
+    monkeypatch.setattr(ev.PoemGenerator, "generate", counting_generate)
     monkeypatch.setattr(ev, "score_perplexity", no_scoring)
     assert evaluate_model(model_dir, "joy", partitions, config=FAST) == first
     # A base only changes the lift: still nothing generated or scored, and the record updated.
