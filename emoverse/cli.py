@@ -194,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument(
         "--lemmatize",
         action="store_true",
-        help="look words up by their WordNet noun lemma (needs NLTK's wordnet data)",
+        help="look words up by their noun lemma ('tears' as 'tear'), as NRCLex's "
+        "load_raw_text does",
+    )
+    tag.add_argument(
+        "--negation",
+        action="store_true",
+        help="a hit up to three words after a negator on its line ('not happy') does not count",
     )
     tag.add_argument(
         "--workers",
@@ -292,11 +298,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(tag_report(RunPaths(data_dir).partitions))
         return 0
-    if args.command == "tag":
-        from emoverse.tagging import lemmatizer_for
-
-        lemmatizer_for(args.lemmatize)  # a missing WordNet fails here, not mid-run
-
     from emoverse.gutenberg import check_mirror
     from models.config import is_scratch, scratch_preset
 
@@ -353,6 +354,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     min_hits=args.min_hits,
                     min_margin=args.min_margin,
                     lemmatize=args.lemmatize,
+                    negation=args.negation,
                     workers=args.workers,
                 )
             )

@@ -2,8 +2,8 @@
 
 Semantics:
 
-* Tokens: `emoverse.tokenize` (lowercased words split like NLTK's Treebank word tokenizer,
-  punctuation stripped as TextBlob does, line by line; no NLTK data needed). NRCLex's lookup
+* Tokens: `emoverse.tokenize` (lowercased words as TextBlob's `words` gives them: NLTK's
+  word tokenizer, punctuation stripped, line by line; no NLTK data needed). NRCLex's lookup
   is case-sensitive, so a capitalised line-initial "Death" counts only because we lowercase.
 * Counts: the ten raw counts (eight emotions, positive, negative) equal
   `NRCLex().load_token_list(tokens).raw_emotion_scores` over the lexicon file that the nrclex
@@ -12,8 +12,11 @@ Semantics:
   no hits or a tie at the top. `min_hits` (the top count must reach it) and `min_margin` (the
   top count must beat the runner-up by it) tighten the rule; their defaults, 1 and 1, are
   the rule itself.
-* Optional noun lemmatization (NLTK's WordNet lemmatizer, where its data is installed): the
-  lexicon is looked up by each token's noun lemma; tokens and `n_tokens` stay surface forms.
+* Optional noun lemmatization (`lemmatize`; lemminflect, whose data ships on PyPI): the
+  lexicon is looked up by each token's noun lemma ("tears" as "tear"), as NRCLex's own
+  `load_raw_text` does with WordNet; tokens and `n_tokens` stay surface forms.
+* Optional negation (`negation`): a hit preceded within three tokens on its line by a negator
+  ("not happy") does not count. Off by default, like lemmas: the default is NRCLex's counts.
 * Split: train/validation/test from a hash of `poem_id`, 90/5/5, stable across runs.
 
 Partitions: `<partitions>` is a symlink to `<partitions>.versions/vNNNNNN/`, which holds
@@ -53,7 +56,10 @@ from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import EmoverseError, MissingStageOutputError
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA, TAGGED_SCHEMA
 from emoverse.tokenize import (
+    BOL,
+    EOL,
     chunk_tokens,
+    line_tokens,
     marked_chunks,
     needs_exact_path,
     plain_chunk_words,
@@ -63,6 +69,7 @@ from emoverse.tokenize import (
 __all__ = [
     "KEEP_VERSIONS",
     "MANIFEST_NAME",
+    "NEGATORS",
     "SPLITS",
     "TAGGER_VERSION",
     "Lexicon",
@@ -73,9 +80,9 @@ __all__ = [
     "label_for",
     "label_texts",
     "labels_for",
-    "lemmatizer_for",
     "list_versions",
     "load_lexicon",
+    "noun_lemmatizer",
     "read_manifest",
     "read_partition",
     "split_for",
@@ -84,18 +91,28 @@ __all__ = [
     "tag_table",
     "tokenize",
     "versions_dir",
-    "wordnet_lemmatizer",
     "write_partitions",
     "write_version",
 ]
 
 # Bump whenever the same poems and options could give different rows.
-TAGGER_VERSION = "2"
+TAGGER_VERSION = "3"  # 3: NLTKWordTokenizer (splits ’ “ ” —); lemminflect lemmas; negation
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MANIFEST_NAME = "_manifest.json"  # a leading "_": pyarrow's dataset discovery skips it
 KEEP_VERSIONS = 3
 TOKENS_SURFACE = "surface"
-TOKENS_LEMMAS = "wordnet-noun-lemmas"
+TOKENS_LEMMAS = "lemminflect-noun-lemmas"
+
+# Tokens that negate a hit up to three tokens after them on the same line. "n't" is how the
+# tokenizer splits "don't", and "cannot" arrives as "can" "not"; "don’t" (a typographic
+# apostrophe) arrives as "don" "’" "t", so a "t" right after "’" negates too.
+NEGATORS = frozenset(
+    [
+        *("not", "no", "never", "nor", "n't", "without", "none", "nothing", "neither"),
+        *("nobody", "nowhere", "ne'er", "naught", "nought"),
+    ]
+)
+NEGATION_WINDOW = 3
 
 # Below this many lines, worker processes cost more than they save: measured on 2 cores, the
 # mirror's 600k lines take ~2.5 s in one process and no less in two (each starts an
@@ -135,32 +152,18 @@ def load_lexicon() -> Lexicon:
     return Lexicon(str(source), hashlib.sha256(raw).hexdigest(), index, matrix)
 
 
-def wordnet_lemmatizer() -> Callable[[str], str] | None:
-    """NLTK's WordNet noun lemmatizer, or None where WordNet's data is not installed (it is
-    never downloaded from here)."""
-    try:
-        from nltk.corpus import wordnet
-        from nltk.stem import WordNetLemmatizer
+@lru_cache(maxsize=1)
+def noun_lemmatizer() -> Callable[[str], str]:
+    """A word's noun lemma by lemminflect (its dictionary and rules ship in the wheel, so it
+    runs offline, unlike NLTK's WordNet data). Chosen over simplemma and WordNet's morphy
+    rules by `bench/lemmas.py`: see bench/RESULTS.md."""
+    from lemminflect import getLemma
 
-        wordnet.ensure_loaded()
-    except (LookupError, ImportError, OSError):
-        return None
-    lemmatizer = WordNetLemmatizer()
-    return lemmatizer.lemmatize  # pos defaults to noun, as TextBlob's Word.lemmatize
+    def lemma(word: str) -> str:
+        found = getLemma(word, upos="NOUN")
+        return found[0] if found else word
 
-
-def lemmatizer_for(lemmatize: bool) -> Callable[[str], str] | None:
-    """The lemmatizer a run asks for (None without `lemmatize`); a clear error where WordNet's
-    data is missing, so a CLI can check before any work starts."""
-    if not lemmatize:
-        return None
-    lemmatizer = wordnet_lemmatizer()
-    if lemmatizer is None:
-        raise EmoverseError(
-            "lemmatization needs NLTK's WordNet data, which is not installed "
-            "(python -m nltk.downloader wordnet); tag without it or install it first"
-        )
-    return lemmatizer
+    return lemma
 
 
 # --- counting ---------------------------------------------------------------------------------
@@ -201,16 +204,38 @@ class Tagger:
     punctuation, most of them) get their word and lexicon row in bulk, and the rest are
     tokenized in Python once per tagger (cached); numpy then sums per poem."""
 
-    def __init__(self, lemmatize: bool = False):
+    def __init__(self, lemmatize: bool = False, negation: bool = False):
         self.lexicon = load_lexicon()
         self.token_mode = TOKENS_LEMMAS if lemmatize else TOKENS_SURFACE
-        self._rows = _LexiconRows(self.lexicon.index, lemmatizer_for(lemmatize))
+        self.negation = negation
+        self._rows = _LexiconRows(self.lexicon.index, noun_lemmatizer() if lemmatize else None)
         self._other = _OtherChunks()
         self._other_n_tokens = np.zeros(0, dtype=np.int32)
         self._other_counts = np.zeros((0, len(COUNT_COLUMNS)), dtype=np.int32)
 
     def _token_counts(self, tokens: Iterable[str]) -> np.ndarray:
         rows = [row for row in map(self._rows.__getitem__, tokens) if row >= 0]
+        return self.lexicon.matrix[rows].sum(axis=0, dtype=np.int32)
+
+    def _negated_counts(self, text: str) -> np.ndarray:
+        """The counts of one poem without the hits that a negator shortly before them on the
+        same line cancels. Lines as in `chunked_tokens` (or `tokenize` for odd text)."""
+        if needs_exact_path(pa.array([text])).to_pylist()[0]:
+            lines = [line_tokens(line) for line in text.splitlines()]
+        else:
+            lines = [
+                [t for c in (BOL + line.rstrip(" ") + EOL).split() for t in _chunk_tokens(c)]
+                for line in text.split("\n")
+            ]
+        rows = []
+        for tokens in lines:
+            negator = [
+                t in NEGATORS or (t == "t" and j > 0 and tokens[j - 1] == "’")
+                for j, t in enumerate(tokens)
+            ]
+            for i, row in enumerate(map(self._rows.__getitem__, tokens)):
+                if row >= 0 and not any(negator[max(0, i - NEGATION_WINDOW) : i]):
+                    rows.append(row)
         return self.lexicon.matrix[rows].sum(axis=0, dtype=np.int32)
 
     def _count_pending(self) -> None:
@@ -281,17 +306,36 @@ class Tagger:
             tokens = tokenize(texts[int(i)].as_py())
             n_tokens[i] = len(tokens)
             counts[i] = self._token_counts(tokens)
+        if self.negation:
+            # Negation breaks the independence of chunks: recount, line by line, the poems
+            # that have a negator and a hit (token counts are unchanged).
+            negated = pc.match_substring_regex(texts, _NEGATOR_TEXT, ignore_case=True)
+            candidates = negated.to_numpy(zero_copy_only=False) & counts.any(axis=1)
+            for i in np.flatnonzero(candidates):
+                counts[i] = self._negated_counts(texts[int(i)].as_py())
         return counts, n_tokens
 
 
-@lru_cache(maxsize=2)
-def _tagger(lemmatize: bool) -> Tagger:
+# Any text in which a negator could appear as a token (more than needed, never fewer).
+_NEGATOR_TEXT = (
+    r"\b(?:not|cannot|no|never|nor|without|none|nothing|neither|nobody|nowhere|naught|nought)\b"
+    r"|n't|ne'er|’t\b"
+)
+
+# Chunk tokens, cached across poems for the negation recount.
+_chunk_tokens = lru_cache(maxsize=1 << 18)(chunk_tokens)
+
+
+@lru_cache(maxsize=4)
+def _tagger(lemmatize: bool, negation: bool) -> Tagger:
     """One tagger per process and mode, so its chunk cache carries over between batches."""
-    return Tagger(lemmatize)
+    return Tagger(lemmatize, negation)
 
 
-def _count_batch(texts: pa.Array, lemmatize: bool) -> tuple[np.ndarray, np.ndarray]:
-    return _tagger(lemmatize).count(texts)
+def _count_batch(
+    texts: pa.Array, lemmatize: bool, negation: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    return _tagger(lemmatize, negation).count(texts)
 
 
 def _batches(texts: pa.Array, pieces: int) -> list[pa.Array]:
@@ -309,6 +353,7 @@ def count_texts(
     texts: pa.Array | pa.ChunkedArray,
     *,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -316,7 +361,6 @@ def count_texts(
     per CPU) when there are enough lines to be worth starting them."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    lemmatizer_for(lemmatize)  # fail here, not in a worker
     if len(texts) == 0:
         return np.zeros((0, len(COUNT_COLUMNS)), np.int32), np.zeros(0, np.int32)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -331,15 +375,14 @@ def count_texts(
         # (Prefect's own threads), so no lock can be copied in a held state.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(batches)), mp_context=context) as pool:
-            for batch, result in zip(
-                batches, pool.map(_count_batch, batches, repeat(lemmatize)), strict=True
-            ):
+            counted = pool.map(_count_batch, batches, repeat(lemmatize), repeat(negation))
+            for batch, result in zip(batches, counted, strict=True):
                 results.append(result)
                 if on_progress is not None:
                     on_progress(len(batch))
     else:
         for batch in batches:
-            results.append(_count_batch(batch, lemmatize))
+            results.append(_count_batch(batch, lemmatize, negation))
             if on_progress is not None:
                 on_progress(len(batch))
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
@@ -386,11 +429,18 @@ def labels_for(counts: np.ndarray, min_hits: int = 1, min_margin: int = 1) -> np
 
 
 def label_texts(
-    texts: list[str], *, min_hits: int = 1, min_margin: int = 1, lemmatize: bool = False
+    texts: list[str],
+    *,
+    min_hits: int = 1,
+    min_margin: int = 1,
+    lemmatize: bool = False,
+    negation: bool = False,
 ) -> list[str]:
     """The label of each text by the rule partitions are tagged with (in this process: meant
     for a few generated poems, not a corpus)."""
-    counts, _ = count_texts(pa.array(texts, pa.string()), lemmatize=lemmatize, workers=1)
+    counts, _ = count_texts(
+        pa.array(texts, pa.string()), lemmatize=lemmatize, negation=negation, workers=1
+    )
     return [LABELS[i] for i in labels_for(counts, min_hits, min_margin)]
 
 
@@ -407,13 +457,18 @@ def tag_table(
     min_hits: int = 1,
     min_margin: int = 1,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> pa.Table:
     """Add the ten counts, `n_tokens`, `label` and `split` to a table of poems."""
     _check_rule(min_hits, min_margin)
     counts, n_tokens = count_texts(
-        poems.column("text"), lemmatize=lemmatize, workers=workers, on_progress=on_progress
+        poems.column("text"),
+        lemmatize=lemmatize,
+        negation=negation,
+        workers=workers,
+        on_progress=on_progress,
     )
     labels = np.asarray(LABELS, dtype=object)[labels_for(counts, min_hits, min_margin)]
     columns: dict[str, Any] = {name: poems.column(name) for name in POEM_SCHEMA.names}
@@ -616,6 +671,7 @@ def tag_poems(
     min_hits: int = 1,
     min_margin: int = 1,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     keep: int = KEEP_VERSIONS,
     force: bool = False,
@@ -623,13 +679,18 @@ def tag_poems(
 ) -> TagResult:
     """Tag the poems in `poems_file` into a new version of `partitions_dir`, unless the
     current version was made from the same file with the same tagger, lexicon and options
-    (then it is kept, `skipped` is True, and nothing is read or written)."""
+    (then it is kept, `skipped` is True, and nothing is read or written). The new manifest
+    says how many poems changed label against the version it replaces."""
     _check_rule(min_hits, min_margin)
     poems_file = Path(poems_file)
     if not poems_file.is_file():
         raise MissingStageOutputError(f"no poems at {poems_file}; run `emoverse ingest` first")
-    lemmatizer_for(lemmatize)
-    options = {"min_hits": min_hits, "min_margin": min_margin, "lemmatize": lemmatize}
+    options = {
+        "min_hits": min_hits,
+        "min_margin": min_margin,
+        "lemmatize": lemmatize,
+        "negation": negation,
+    }
     input_sha = _sha256_file(poems_file)
     fingerprint = hashlib.sha256(
         json.dumps(
@@ -653,10 +714,12 @@ def tag_poems(
         min_hits=min_hits,
         min_margin=min_margin,
         lemmatize=lemmatize,
+        negation=negation,
         workers=workers,
         on_progress=on_progress,
     )
     elapsed = time.perf_counter() - started
+    changes = label_changes(partitions_dir, tagged) if current is not None else None
     n_lines = int(pc.sum(poems.column("n_lines")).as_py() or 0)
     manifest = write_version(
         tagged,
@@ -670,9 +733,42 @@ def tag_poems(
             "lines": n_lines,
             "n_tokens": int(pc.sum(tagged.column("n_tokens")).as_py() or 0),
             "tag_seconds": round(elapsed, 3),
+            "label_changes": changes,
         },
     )
     return TagResult(manifest["counts"], manifest["version"], False, manifest)
+
+
+def label_changes(partitions_dir: Path, tagged: pa.Table) -> dict[str, Any] | None:
+    """How the labels of `tagged` differ from the current version's, poem by poem: the
+    version compared with, poems in both, how many changed, and the most common moves."""
+    manifest = read_manifest(partitions_dir)
+    if manifest is None:
+        return None
+    before: dict[str, str] = {}
+    for label in LABELS:
+        try:
+            old = pq.read_table(
+                Path(partitions_dir) / f"emotion={label}", columns=["poem_id"]
+            ).column("poem_id")
+        except (OSError, pa.ArrowInvalid):
+            return None  # an unreadable old version: nothing to compare with
+        before.update(dict.fromkeys(old.to_pylist(), label))
+    moves: dict[str, int] = {}
+    compared = changed = 0
+    for poem_id, label in zip(
+        tagged.column("poem_id").to_pylist(), tagged.column("label").to_pylist(), strict=True
+    ):
+        old_label = before.get(poem_id)
+        if old_label is None:
+            continue
+        compared += 1
+        if old_label != label:
+            changed += 1
+            move = f"{old_label}->{label}"
+            moves[move] = moves.get(move, 0) + 1
+    top = dict(sorted(moves.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
+    return {"against": manifest["version"], "compared": compared, "changed": changed, "moves": top}
 
 
 def tag_report(partitions_dir: Path) -> str:
@@ -688,7 +784,8 @@ def tag_report(partitions_dir: Path) -> str:
     lines = [
         f"partitions {manifest['version']} ({manifest.get('created', '?')}): {total} poems, "
         f"tagger {manifest['tagger_version']}, {manifest.get('tokens', TOKENS_SURFACE)} tokens, "
-        f"min_hits {options.get('min_hits', 1)}, min_margin {options.get('min_margin', 1)}",
+        f"min_hits {options.get('min_hits', 1)}, min_margin {options.get('min_margin', 1)}, "
+        f"negation {'on' if options.get('negation') else 'off'}",
         f"lexicon sha256 {manifest['lexicon']['sha256'][:16]}",
         "",
         f"{'label':<13}{'poems':>8}{'share':>8}" + "".join(f"{s:>12}" for s in SPLITS),
@@ -703,4 +800,15 @@ def tag_report(partitions_dir: Path) -> str:
         f"{'total':<13}{total:>8}{1 if total else 0:>8.1%}"
         + "".join(f"{sum(splits[label][s] for label in LABELS):>12}" for s in SPLITS)
     )
+    changes = manifest.get("label_changes")
+    if changes:
+        share = changes["changed"] / changes["compared"] if changes["compared"] else 0.0
+        moves = ", ".join(f"{move} {n}" for move, n in list(changes["moves"].items())[:5])
+        lines += [
+            "",
+            f"labels changed against {changes['against']}: {changes['changed']} of "
+            f"{changes['compared']} poems ({share:.1%})" + (f"; most: {moves}" if moves else ""),
+        ]
+    elif "label_changes" in manifest:
+        lines += ["", "labels changed: no earlier version to compare with"]
     return "\n".join(lines)

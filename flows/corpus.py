@@ -44,6 +44,7 @@ def tag(
     min_hits: int = 1,
     min_margin: int = 1,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     training_follows: bool = False,
 ) -> dict[str, int]:
@@ -54,7 +55,9 @@ def tag(
         data_dir: The run's data folder.
         min_hits: The top emotion needs at least this many lexicon hits, else neutral.
         min_margin: The top emotion must beat the runner-up by this many hits, else neutral.
-        lemmatize: Look words up by their WordNet noun lemma (needs NLTK's wordnet data).
+        lemmatize: Look words up by their noun lemma ("tears" as "tear").
+        negation: A hit up to three words after a negator on its line ("not happy") does
+            not count.
         workers: Processes for corpora of a million lines or more (default: one per CPU).
         training_follows: Set by `pipeline`, which trains right after: the
             `emoverse.partitions.updated` event then starts no `train` deployment.
@@ -64,6 +67,7 @@ def tag(
         min_hits=min_hits,
         min_margin=min_margin,
         lemmatize=lemmatize,
+        negation=negation,
         workers=workers,
         training_follows=training_follows,
     )

@@ -190,6 +190,7 @@ def _tag_rule(partitions_dir: Path) -> dict[str, Any]:
         "min_hits": int(options.get("min_hits", 1)),
         "min_margin": int(options.get("min_margin", 1)),
         "lemmatize": bool(options.get("lemmatize", False)),
+        "negation": bool(options.get("negation", False)),
     }
 
 

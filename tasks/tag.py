@@ -22,6 +22,7 @@ def tag_poems_task(
     min_hits: int = 1,
     min_margin: int = 1,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     training_follows: bool = False,
 ) -> dict[str, int]:
@@ -42,6 +43,7 @@ def tag_poems_task(
             min_hits=min_hits,
             min_margin=min_margin,
             lemmatize=lemmatize,
+            negation=negation,
             workers=workers,
             on_progress=progress.update,
         )
@@ -61,6 +63,14 @@ def tag_poems_task(
             manifest["tokens"],
             manifest["lines"] / seconds,
         )
+        changes = manifest.get("label_changes")
+        if changes:
+            logger.info(
+                "labels changed against %s: %d of %d poems",
+                changes["against"],
+                changes["changed"],
+                changes["compared"],
+            )
         emit_event(
             event="emoverse.partitions.updated",
             resource={
