@@ -68,6 +68,7 @@ from emoverse.tokenize import (
 
 __all__ = [
     "KEEP_VERSIONS",
+    "LEXICONS",
     "MANIFEST_NAME",
     "NEGATORS",
     "SPLITS",
@@ -77,6 +78,7 @@ __all__ = [
     "Tagger",
     "count_emotions",
     "count_texts",
+    "judge_agreement",
     "label_for",
     "label_texts",
     "labels_for",
@@ -137,11 +139,32 @@ class Lexicon:
     matrix: np.ndarray = field(repr=False)
 
 
-@lru_cache(maxsize=1)
-def load_lexicon() -> Lexicon:
-    source = resources.files("nrclex.data").joinpath("nrc_en.json")
-    raw = source.read_bytes()
-    entries: dict[str, list[str]] = json.loads(raw)
+# The lexicons a poem can be judged by: `nrc`, what the partitions are tagged with, and
+# `empath`, the eight Plutchik categories of Empath (Fast et al., 2016), built from fiction
+# with word embeddings and crowd checks, independently of the NRC lexicon: a second judge of
+# generated poems that the models were not trained to please.
+LEXICONS = ("nrc", "empath")
+
+
+@lru_cache(maxsize=2)
+def load_lexicon(name: str = "nrc") -> Lexicon:
+    """A lexicon as a word -> row index and a (words x 10) matrix in COUNT_COLUMNS order
+    (Empath has no polarity: its last two columns are zero)."""
+    if name == "nrc":
+        source = resources.files("nrclex.data").joinpath("nrc_en.json")
+        raw = source.read_bytes()
+        entries: dict[str, list[str]] = json.loads(raw)
+    elif name == "empath":
+        source = resources.files("empath").joinpath("data", "categories.tsv")
+        raw = source.read_bytes()
+        entries = {}
+        for line in raw.decode("utf-8").splitlines():
+            category, *terms = line.split("\t")
+            if category in EMOTIONS:
+                for term in dict.fromkeys(terms):  # Empath counts a term once per category
+                    entries.setdefault(term, []).append(category)
+    else:
+        raise EmoverseError(f"unknown lexicon {name!r}; valid: {', '.join(LEXICONS)}")
     column = {name: j for j, name in enumerate(COUNT_COLUMNS)}
     matrix = np.zeros((len(entries), len(COUNT_COLUMNS)), dtype=np.int32)
     index: dict[str, int] = {}
@@ -204,8 +227,8 @@ class Tagger:
     punctuation, most of them) get their word and lexicon row in bulk, and the rest are
     tokenized in Python once per tagger (cached); numpy then sums per poem."""
 
-    def __init__(self, lemmatize: bool = False, negation: bool = False):
-        self.lexicon = load_lexicon()
+    def __init__(self, lemmatize: bool = False, negation: bool = False, lexicon: str = "nrc"):
+        self.lexicon = load_lexicon(lexicon)
         self.token_mode = TOKENS_LEMMAS if lemmatize else TOKENS_SURFACE
         self.negation = negation
         self._rows = _LexiconRows(self.lexicon.index, noun_lemmatizer() if lemmatize else None)
@@ -326,16 +349,16 @@ _NEGATOR_TEXT = (
 _chunk_tokens = lru_cache(maxsize=1 << 18)(chunk_tokens)
 
 
-@lru_cache(maxsize=4)
-def _tagger(lemmatize: bool, negation: bool) -> Tagger:
+@lru_cache(maxsize=8)
+def _tagger(lemmatize: bool, negation: bool, lexicon: str) -> Tagger:
     """One tagger per process and mode, so its chunk cache carries over between batches."""
-    return Tagger(lemmatize, negation)
+    return Tagger(lemmatize, negation, lexicon)
 
 
 def _count_batch(
-    texts: pa.Array, lemmatize: bool, negation: bool
+    texts: pa.Array, lemmatize: bool, negation: bool, lexicon: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    return _tagger(lemmatize, negation).count(texts)
+    return _tagger(lemmatize, negation, lexicon).count(texts)
 
 
 def _batches(texts: pa.Array, pieces: int) -> list[pa.Array]:
@@ -354,11 +377,13 @@ def count_texts(
     *,
     lemmatize: bool = False,
     negation: bool = False,
+    lexicon: str = "nrc",
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(counts [n, 10], n_tokens [n]) for poem texts, over `workers` processes (default: one
-    per CPU) when there are enough lines to be worth starting them."""
+    """(counts [n, 10], n_tokens [n]) for poem texts by `lexicon`, over `workers` processes
+    (default: one per CPU) when there are enough lines to be worth starting them."""
+    load_lexicon(lexicon)  # an unknown name fails here, not in a worker
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if len(texts) == 0:
@@ -375,14 +400,16 @@ def count_texts(
         # (Prefect's own threads), so no lock can be copied in a held state.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(batches)), mp_context=context) as pool:
-            counted = pool.map(_count_batch, batches, repeat(lemmatize), repeat(negation))
+            counted = pool.map(
+                _count_batch, batches, repeat(lemmatize), repeat(negation), repeat(lexicon)
+            )
             for batch, result in zip(batches, counted, strict=True):
                 results.append(result)
                 if on_progress is not None:
                     on_progress(len(batch))
     else:
         for batch in batches:
-            results.append(_count_batch(batch, lemmatize, negation))
+            results.append(_count_batch(batch, lemmatize, negation, lexicon))
             if on_progress is not None:
                 on_progress(len(batch))
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
@@ -435,13 +462,53 @@ def label_texts(
     min_margin: int = 1,
     lemmatize: bool = False,
     negation: bool = False,
+    lexicon: str = "nrc",
 ) -> list[str]:
-    """The label of each text by the rule partitions are tagged with (in this process: meant
-    for a few generated poems, not a corpus)."""
+    """The label of each text by the rule partitions are tagged with, judged by `lexicon`
+    (in this process: meant for generated poems, not a corpus)."""
     counts, _ = count_texts(
-        pa.array(texts, pa.string()), lemmatize=lemmatize, negation=negation, workers=1
+        pa.array(texts, pa.string()),
+        lemmatize=lemmatize,
+        negation=negation,
+        lexicon=lexicon,
+        workers=1,
     )
     return [LABELS[i] for i in labels_for(counts, min_hits, min_margin)]
+
+
+def judge_agreement(texts: list[str], nrc_labels: list[str]) -> dict[str, Any]:
+    """How often Empath, with the default rule, gives real poems the label the NRC lexicon
+    gave them: overall, on poems NRC gives an emotion, per NRC label, and Cohen's kappa. The
+    ceiling against which a model's Empath fidelity reads: a perfect NRC child would score
+    about this under Empath."""
+    counts, _ = count_texts(pa.array(texts, pa.string()), lexicon="empath")
+    empath = [LABELS[i] for i in labels_for(counts)]
+    n = len(texts)
+    agree = sum(a == b for a, b in zip(nrc_labels, empath, strict=True))
+    emotional = [(a, b) for a, b in zip(nrc_labels, empath, strict=True) if a != NEUTRAL]
+    per_label = {}
+    for label in LABELS:
+        pairs = [b for a, b in zip(nrc_labels, empath, strict=True) if a == label]
+        per_label[label] = {
+            "poems": len(pairs),
+            "empath_agrees": sum(b == label for b in pairs),
+        }
+    # Cohen's kappa: agreement beyond what the two label distributions give by chance.
+    chance = sum(
+        (nrc_labels.count(label) / n) * (empath.count(label) / n) for label in LABELS
+    ) if n else 0.0
+    observed = agree / n if n else 0.0
+    return {
+        "poems": n,
+        "agreement": observed,
+        "agreement_on_emotional": (
+            sum(a == b for a, b in emotional) / len(emotional) if emotional else 0.0
+        ),
+        "emotional_poems": len(emotional),
+        "empath_neutral": empath.count(NEUTRAL) / n if n else 0.0,
+        "kappa": (observed - chance) / (1 - chance) if chance < 1 else 0.0,
+        "per_label": per_label,
+    }
 
 
 def split_for(poem_id: str) -> str:

@@ -127,6 +127,11 @@ def add_evaluation_to_card(
             "lift",
             "distinct_1",
             "distinct_2",
+            "n_samples",
+            "label_counts",
+            "judges",
+            "sample_perplexity",
+            "base_distinct_2",
             "config_key",
         )
         if key in evaluation
@@ -175,6 +180,28 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             if evaluation.get("lift") is not None
             else []
         ),
+        *(
+            [
+                {
+                    "type": "emotion-fidelity",
+                    "value": judge["fidelity"]["share"],
+                    "name": f"fidelity judged by {name}",
+                }
+                for name, judge in evaluation.get("judges", {}).items()
+                if name != "nrc"
+            ]
+        ),
+        *(
+            [
+                {
+                    "type": "perplexity",
+                    "value": evaluation["sample_perplexity"],
+                    "name": "perplexity of its poems under the neutral base",
+                }
+            ]
+            if evaluation.get("sample_perplexity") is not None
+            else []
+        ),
         {"type": "distinct-1", "value": evaluation["distinct_1"], "name": "distinct-1"},
         {"type": "distinct-2", "value": evaluation["distinct_2"], "name": "distinct-2"},
     ]
@@ -204,15 +231,45 @@ def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bo
         decision = f"registered, not promoted: {promotion.removeprefix('not promoted: ')}"
     else:
         decision = f"promotion: {promotion}"
+    judges = "".join(
+        f"- fidelity judged by {name}: {_share_text(judge['fidelity'])} of sampled poems "
+        f"labelled **{emotion}**"
+        + (
+            f"; the base's share {_share_text(judge['base'])}, lift {judge['lift']:+.1%}, "
+            f"one-sided Fisher exact p={judge['p_value']:.3g}"
+            if judge.get("base")
+            else ""
+        )
+        + "\n"
+        for name, judge in evaluation.get("judges", {}).items()
+    )
+    if not judges:  # a record from before intervals
+        judges = (
+            f"- fidelity: {evaluation['fidelity']:.1%} of sampled poems tagged **{emotion}**"
+            + (f" (lift over the base: {lift:+.1%})" if lift is not None else "")
+            + "\n"
+        )
+    fluency = evaluation.get("sample_perplexity")
+    base_d2 = evaluation.get("base_distinct_2")
     return (
         f"{EVALUATION_START}\n"
         "## Evaluation\n\n"
         f"- test perplexity: {ppl}\n"
-        f"- fidelity: {evaluation['fidelity']:.1%} of sampled poems tagged **{emotion}**"
-        + (f" (lift over the base: {lift:+.1%})" if lift is not None else "")
-        + "\n"
+        f"{judges}"
         f"- diversity: distinct-1 {evaluation['distinct_1']:.3f}, "
-        f"distinct-2 {evaluation['distinct_2']:.3f}\n"
-        f"- {decision}\n"
+        f"distinct-2 {evaluation['distinct_2']:.3f}"
+        + (f" (the base's {base_d2:.3f})" if base_d2 is not None else "")
+        + "\n"
+        + (
+            f"- fluency: its poems' perplexity under the neutral base {fluency:.1f}\n"
+            if fluency is not None
+            else ""
+        )
+        + f"- {decision}\n"
         f"{EVALUATION_END}\n"
     )
+
+
+def _share_text(share: dict[str, Any]) -> str:
+    """`31.2% [20.9%, 43.4%] of 64`: a share with its 95% Wilson interval and n."""
+    return f"{share['share']:.1%} [{share['low']:.1%}, {share['high']:.1%}] of {share['n']}"
