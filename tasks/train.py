@@ -259,7 +259,8 @@ def publish_family_task(
         {k: Evaluation.from_dict(v) for k, v in evaluations.items()}
     )
     with tempfile.TemporaryDirectory() as tmp:
-        chart = plot_confusion_matrix(matrix, model_rows, list(LABELS), Path(tmp) / "cm.png")
+        shares = [[cell.share for cell in row] for row in matrix]
+        chart = plot_confusion_matrix(shares, model_rows, list(LABELS), Path(tmp) / "cm.png")
         publish_image(
             chart,
             key="family-confusion-matrix",
