@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.tag import DEFAULT_MIRROR, mirror_poems  # noqa: E402
 from emoverse.tagging import load_lexicon, noun_lemmatizer  # noqa: E402
-from emoverse.tokenize import tokenize  # noqa: E402
+from emoverse.tagging.tokenize import tokenize  # noqa: E402
 
 
 def _simplemma() -> Callable[[str], str]:

@@ -9,7 +9,7 @@ timed). Then, each timed from a fresh start:
 
 * the tagger, end to end: tokenize, count, label (and split), `tag_table(..., workers=N)`;
 * the reference: NLTK's NLTKWordTokenizer (what `nltk.word_tokenize` and TextBlob's `words`
-  use) per line with TextBlob's word filter (`emoverse.tokenize.reference_tokens`), then
+  use) per line with TextBlob's word filter (`emoverse.tagging.tokenize.reference_tokens`), then
   `NRCLex().load_token_list(tokens)` per poem.
 
 `--options` also tags with `lemmatize` and with `negation` and prints, per mode, the speed,
@@ -38,7 +38,7 @@ from emoverse.emotions import EMOTIONS, LABELS  # noqa: E402
 from emoverse.gutenberg import book_to_rows  # noqa: E402
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA  # noqa: E402
 from emoverse.tagging import PARALLEL_MIN_LINES, count_emotions, label_for, tag_table  # noqa: E402
-from emoverse.tokenize import reference_tokens  # noqa: E402
+from emoverse.tagging.tokenize import reference_tokens  # noqa: E402
 
 DEFAULT_MIRROR = REPO.parent / "shared" / "gutenberg"
 

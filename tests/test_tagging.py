@@ -19,7 +19,7 @@ import pytest
 from nltk.tokenize import NLTKWordTokenizer
 from nrclex import NRCLex
 
-from emoverse import tagging, tokenize
+from emoverse import tagging
 from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import EmoverseError, MissingStageOutputError
 from emoverse.gutenberg import book_to_rows
@@ -28,6 +28,7 @@ from emoverse.tagging import (
     Tagger,
     count_emotions,
     count_texts,
+    counting,
     label_for,
     label_texts,
     labels_for,
@@ -38,9 +39,10 @@ from emoverse.tagging import (
     tag_poems,
     tag_report,
     tag_table,
+    tokenize,
     write_partitions,
 )
-from emoverse.tokenize import chunked_tokens, reference_tokens
+from emoverse.tagging.tokenize import chunked_tokens, reference_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -209,8 +211,8 @@ def test_counts_equal_the_reference_over_the_whole_mirror(gutenberg_dir):
 
 
 def test_worker_processes_give_the_same_rows(blake_poems, blake_tagged, monkeypatch):
-    monkeypatch.setattr(tagging, "PARALLEL_MIN_LINES", 0)  # spread even a small book
-    monkeypatch.setattr(tagging, "BATCH_CHARS", 10_000)
+    monkeypatch.setattr(counting, "PARALLEL_MIN_LINES", 0)  # spread even a small book
+    monkeypatch.setattr(counting, "BATCH_CHARS", 10_000)
     seen = []
     assert tag_table(blake_poems, workers=2, on_progress=seen.append).equals(blake_tagged)
     assert len(seen) > 2 and sum(seen) == blake_poems.num_rows
