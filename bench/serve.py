@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
 
-from emoverse.gutenberg import book_to_rows  # noqa: E402
+from emoverse.corpus import book_to_rows  # noqa: E402
 from models.generate import GenerationRequest, PoemGenerator  # noqa: E402
 from models.modeling import build_scratch_model  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402

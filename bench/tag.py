@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
 import pyarrow as pa  # noqa: E402
 from nrclex import NRCLex  # noqa: E402
 
-from emoverse.gutenberg import book_to_rows  # noqa: E402
+from emoverse.corpus import book_to_rows  # noqa: E402
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA  # noqa: E402
 from emoverse.tagging import PARALLEL_MIN_LINES, label_for, tag_table  # noqa: E402
 from emoverse.tokenize import reference_tokens  # noqa: E402

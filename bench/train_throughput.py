@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emoverse.gutenberg import book_to_rows  # noqa: E402
+from emoverse.corpus import book_to_rows  # noqa: E402
 from models.config import BASE_TRAIN, scratch_preset  # noqa: E402
 from models.modeling import build_scratch_model, load_model  # noqa: E402
 from models.train import fine_tune, pick_device  # noqa: E402

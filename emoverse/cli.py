@@ -12,15 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from emoverse import settings as env
 from emoverse.emotions import LABELS, check_label
 from emoverse.errors import EmoverseError
-from emoverse.settings import (
-    DEFAULT_BASE_MODEL,
-    curated_ids,
-    default_data_dir,
-    default_mirror,
-    parse_ids,
-)
+from emoverse.settings import DEFAULT_BASE_MODEL, curated_ids, parse_ids
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -279,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    data_dir = (args.data_dir or default_data_dir()).resolve()
+    data_dir = (args.data_dir or env.data_dir()).resolve()
     if args.command == "generate":
         return _generate(args, data_dir)
     if args.command == "serve":
@@ -287,7 +282,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _models(args, data_dir)
     if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
-        from emoverse.settings import RunPaths
+        from emoverse.paths import RunPaths
         from emoverse.tagging import tag_report
 
         print(tag_report(RunPaths(data_dir).partitions))
@@ -297,17 +292,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         lemmatizer_for(args.lemmatize)  # a missing WordNet fails here, not mid-run
 
-    from emoverse.gutenberg import check_mirror
+    from emoverse.corpus import check_mirror
     from models.config import is_scratch, scratch_preset
 
-    mirror = args.mirror or default_mirror()
+    mirror = args.mirror or env.mirror()
     catalog = getattr(args, "catalog", None)
     if catalog is not None and not catalog.is_file():
         raise EmoverseError(f"catalog file {catalog} does not exist")
     if args.ids:
         ids = parse_ids(args.ids)
     elif catalog is not None:
-        from emoverse.gutenberg import poetry_ids_from_catalog
+        from emoverse.corpus import poetry_ids_from_catalog
 
         ids = poetry_ids_from_catalog(catalog)
     else:
@@ -343,7 +338,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             result = ingest(data, mirror, ids, _str(catalog), args.max_parallel)
             _print_ingest(result)
             if args.report:
-                from emoverse.gutenberg import ingest_report
+                from emoverse.corpus import ingest_report
 
                 print(ingest_report(Path(result["path"]).parent))
         elif args.command == "tag":

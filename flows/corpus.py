@@ -6,8 +6,9 @@ from typing import Any
 
 from prefect import flow
 
-from emoverse.gutenberg import poetry_ids_from_catalog
-from emoverse.settings import curated_ids, default_mirror
+from emoverse.corpus import poetry_ids_from_catalog
+from emoverse.settings import curated_ids
+from emoverse.settings import mirror as default_mirror
 from flows.params import DEFAULT_DATA_DIR
 from tasks.ingest import ingest_books_task
 from tasks.tag import tag_poems_task

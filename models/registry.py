@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from emoverse.emotions import LABELS, check_label
 from emoverse.errors import NoModelError
+from emoverse.paths import RunPaths
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
@@ -44,7 +45,7 @@ def registry_uri(data_dir: Path) -> str:
     """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    db = Path(data_dir).resolve() / "registry" / "mlflow.db"
+    db = RunPaths(Path(data_dir)).registry_db
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch.distributed as dist
 
     from emoverse.emotions import NEUTRAL
-    from emoverse.settings import RunPaths
+    from emoverse.paths import RunPaths
     from models.config import BASE_TRAIN, CHILD_TRAIN
 
     parser = argparse.ArgumentParser(prog="python -m models.stages", description=main.__doc__)

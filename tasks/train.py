@@ -14,8 +14,8 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
 from emoverse.emotions import LABELS
+from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
-from emoverse.settings import RunPaths
 from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.config import TrainConfig
 from models.evaluate import EvalConfig, Evaluation, confusion_matrix, evaluate_model
@@ -63,11 +63,11 @@ def _gpu_limit_exists() -> bool:
 def prepare_init_task(base_model: str, data_dir: str, config: dict[str, Any]) -> str:
     """The folder or hub id the base stage starts from (a trained foundation for scratch
     presets, cached per corpus and settings)."""
-    paths = RunPaths(Path(data_dir))
+    paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress("training foundation", unit="step") as progress:
         return prepare_init(
             base_model,
-            paths.poems / "poems.parquet",
+            paths.poems_file,
             paths.models,
             TrainConfig(**config),
             cache_dir=paths.hf_cache,
@@ -95,7 +95,7 @@ def train_model_task(
     """Fine-tune one emotion's model (or reuse the folder of an identical earlier run).
     Returns the trained model's record, or, for a partition too small to train,
     `{"emotion": ..., "reason": ...}`."""
-    paths = RunPaths(Path(data_dir))
+    paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress(f"training {emotion}", unit="step") as progress:
         result = train_emotion_model(
             emotion,
@@ -135,7 +135,7 @@ def evaluate_model_task(
 ) -> dict[str, Any]:
     """Perplexity, emotion fidelity (and lift over `base`, the neutral base's evaluation) and
     diversity of a trained model; cached in its folder. Publishes its sample poems."""
-    paths = RunPaths(Path(data_dir))
+    paths = RunPaths.at(data_dir)
     emotion = trained["emotion"]
     with gpu_slot():
         evaluation = evaluate_model(

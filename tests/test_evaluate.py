@@ -14,9 +14,9 @@ import torch
 import yaml
 
 import models.evaluate as ev
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS, NEUTRAL
 from emoverse.errors import UnknownEmotionError
-from emoverse.gutenberg import book_to_rows
 from emoverse.report import plot_confusion_matrix
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import label_texts, tag_table, write_version

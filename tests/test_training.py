@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from emoverse.gutenberg import book_to_rows, write_poems
+from emoverse.corpus import book_to_rows, write_poems
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import split_for, tag_table, write_partitions
 from models.card import CARD_FILE, LOSS_PLOT_FILE, read_card_metadata, save_model
