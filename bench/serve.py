@@ -121,7 +121,7 @@ def start_server(data_dir: Path, torch_threads: int) -> tuple[subprocess.Popen, 
     with socket.socket() as s:  # a free loopback port for the server to take
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "emoverse.cli", "serve", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "apps.cli", "serve", "--data-dir", str(data_dir)]
     server = subprocess.Popen(
         [*command, "--port", str(port)],
         cwd=REPO,

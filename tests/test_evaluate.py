@@ -27,14 +27,13 @@ from models.evaluate import (
     EVALUATION_FILE,
     EvalConfig,
     Evaluation,
-    confusion_matrix,
     distinct_n,
     evaluate_model,
     perplexity,
-    promotion_decision,
 )
 from models.generate import generate_poems
 from models.modeling import build_scratch_model, load_model
+from models.records import confusion_matrix, promotion_decision
 from models.train import fine_tune
 
 QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2, max_steps=4)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import torch
 
-from emoverse import cli
+from apps import cli
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
 from emoverse.serve import SERVER_MAX_N, create_app, is_loopback, running_app
