@@ -70,7 +70,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         if field.annotation in (bool, bool | None):
             parser.add_argument(flag, action="store_true", default=None, help=field.description)
         elif choices := [
-            c for arg in get_args(field.annotation) if get_origin(arg) is Literal
+            c
+            for arg in get_args(field.annotation)
+            if get_origin(arg) is Literal
             for c in get_args(arg)
         ]:
             parser.add_argument(flag, choices=choices, default=None, help=field.description)

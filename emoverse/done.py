@@ -1,4 +1,4 @@
-""""Already done?": a stage records the key of what it read beside what it wrote; a later run
+"""Already done? A stage records the key of what it read beside what it wrote; a later run
 with the same key finds the work done and reuses it."""
 
 import json

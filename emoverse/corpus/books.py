@@ -28,11 +28,7 @@ from emoverse.corpus.fetch import (
 from emoverse.corpus.reasons import DUPLICATES, NOT_FOUND, BookRejectedError
 from emoverse.corpus.rows import book_rows_and_rejects, dedupe_into, reject_row
 from emoverse.corpus.text import decode_book, parse_metadata
-from emoverse.errors import (
-    BookNotFoundError,
-    EmoverseError,
-    MirrorNotFoundError,
-)
+from emoverse.errors import BookNotFoundError, EmoverseError, MirrorNotFoundError
 from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 
 

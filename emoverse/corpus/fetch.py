@@ -23,11 +23,7 @@ import httpx
 from emoverse import __version__
 from emoverse.atomic import atomic_path
 from emoverse.corpus.reasons import FETCH_FAILED, HTML_PAGE, BookRejectedError
-from emoverse.errors import (
-    BookNotFoundError,
-    EmoverseError,
-    MirrorNotFoundError,
-)
+from emoverse.errors import BookNotFoundError, EmoverseError, MirrorNotFoundError
 
 USER_AGENT = "emoverse/" + ".".join(__version__.split(".")[:2])  # "emoverse/0.1"
 # Polite by default: the site asks robots not to hammer it.

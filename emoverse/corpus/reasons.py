@@ -1,10 +1,6 @@
 """Why a book or a passage is left out of the corpus: the reasons in the rejects table."""
 
-
-
-from emoverse.errors import (
-    EmoverseError,
-)
+from emoverse.errors import EmoverseError
 
 # Reasons in the rejects table. Book level: the whole book is left out.
 NOT_FOUND = "not found"

@@ -14,15 +14,10 @@ import pyarrow.parquet as pq
 from emoverse.atomic import atomic_path
 from emoverse.corpus.books import ingest_books
 from emoverse.corpus.catalog import catalog_metadata
-from emoverse.corpus.fetch import (
-    DEFAULT_PARALLEL,
-    cached_file,
-)
+from emoverse.corpus.fetch import DEFAULT_PARALLEL, cached_file
 from emoverse.corpus.reasons import BOOK_REJECTS
 from emoverse.done import already_done, read_record, write_record
-from emoverse.errors import (
-    MissingStageOutputError,
-)
+from emoverse.errors import MissingStageOutputError
 from emoverse.paths import INGEST_RECORD, POEMS_FILE, REJECTS_FILE, RunPaths
 from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 

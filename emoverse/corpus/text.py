@@ -132,6 +132,7 @@ def strip_boilerplate(text: str) -> str:
         body = body[i:]
     return "\n".join(body).strip("\n")
 
+
 def normalize_for_dedup(text: str) -> str:
     """Lowercase letters and digits only, single spaces: the same poem from two editions
     (different quotes, dashes, indents, line ends) normalises to the same string."""
