@@ -70,7 +70,8 @@ def baseline_tokens_per_second(init: Path, texts: list[str], steps: int, device:
 
 def project_tokens_per_second(init: Path, texts: list[str], steps: int):
     """The project's trainer, as the pipeline runs it (packed blocks, bf16 on GPUs, fused AdamW)."""
-    config = BASE_TRAIN.with_overrides(max_steps=steps + 2, epochs=10**6, warmup_steps=2)
+    # As many epochs as allowed: max_steps ends the run.
+    config = BASE_TRAIN.with_overrides(max_steps=steps + 2, epochs=1000, warmup_steps=2)
     times: list[float] = []
 
     def on_step(step: int, total: int, loss: float) -> None:
