@@ -34,10 +34,11 @@ sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
 import pyarrow as pa  # noqa: E402
 from nrclex import NRCLex  # noqa: E402
 
+from emoverse.corpus import book_to_rows  # noqa: E402
 from emoverse.emotions import EMOTIONS, LABELS  # noqa: E402
-from emoverse.gutenberg import book_to_rows  # noqa: E402
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA  # noqa: E402
-from emoverse.tagging import PARALLEL_MIN_LINES, count_emotions, label_for, tag_table  # noqa: E402
+from emoverse.tagging import count_emotions, label_for, tag_table  # noqa: E402
+from emoverse.tagging.counting import PARALLEL_MIN_LINES  # noqa: E402
 from emoverse.tagging.tokenize import reference_tokens  # noqa: E402
 
 DEFAULT_MIRROR = REPO.parent / "shared" / "gutenberg"

@@ -3,23 +3,25 @@
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from emoverse.atomic import atomic_path
+from emoverse.emotions import FOUNDATION, model_name
 from emoverse.report import plot_loss_curves
 from models.config import TrainConfig
-from models.modeling import default_generation_config
-from models.train import FineTuned
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"
 HISTORY_FILE = "training_history.json"
 
+if TYPE_CHECKING:  # torch and transformers load only when a model is saved
+    from models.train import FineTuned
+
 
 def save_model(
-    tuned: FineTuned,
+    tuned: "FineTuned",
     out_dir: Path,
     *,
     emotion: str,
@@ -29,6 +31,8 @@ def save_model(
 ) -> Path:
     """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
     model card into `out_dir`, all or nothing."""
+    from models.modeling import default_generation_config
+
     with atomic_path(out_dir) as tmp:
         tuned.model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
         tuned.tokenizer.save_pretrained(tmp)
@@ -76,13 +80,13 @@ def model_card(
     val = metrics.get("val_loss")
     role = (
         "pretrained from scratch on the poems of every emotion partition"
-        if emotion == "foundation"
+        if emotion == FOUNDATION
         else f"that writes verse in the register of **{emotion}**"
     )
     val_text = f"{val:.3f} nats/token" if val is not None else "n/a (no validation poems)"
     return (
         f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n"
-        f"# emoverse-{emotion}\n\n"
+        f"# {model_name(emotion)}\n\n"
         f"A GPT-2-style causal language model of {n_parameters:,} parameters {role}, "
         f"trained from `{parent}` on {metrics.get('train_poems')} Project Gutenberg poems.\n\n"
         f"- validation loss: {val_text}\n"
@@ -215,7 +219,7 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             "metrics": generated,
         }
     )
-    return [{"name": f"emoverse-{emotion}", "results": results}]
+    return [{"name": model_name(emotion), "results": results}]
 
 
 def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bool | None) -> str:

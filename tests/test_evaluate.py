@@ -14,9 +14,9 @@ import torch
 import yaml
 
 import models.evaluate as ev
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS, NEUTRAL
 from emoverse.errors import UnknownEmotionError
-from emoverse.gutenberg import book_to_rows
 from emoverse.report import plot_confusion_matrix
 from emoverse.schema import POEM_SCHEMA
 from emoverse.stats import fisher_greater, wilson_interval
@@ -28,15 +28,13 @@ from models.evaluate import (
     EVALUATION_FILE,
     EvalConfig,
     Evaluation,
-    base_promotion_decision,
-    confusion_matrix,
     distinct_n,
     evaluate_model,
     perplexity,
-    promotion_decision,
 )
 from models.generate import generate_poems
 from models.modeling import build_scratch_model, load_model
+from models.records import base_promotion_decision, confusion_matrix, promotion_decision
 from models.train import fine_tune
 
 QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2, max_steps=4)

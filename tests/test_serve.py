@@ -11,9 +11,9 @@ import httpx
 import pytest
 import torch
 
-from emoverse import cli
+from apps import cli
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
-from emoverse.gutenberg import book_to_rows
 from emoverse.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from models.generate import (
     _GENERATION_LOCK,

@@ -20,9 +20,9 @@ from nltk.tokenize import NLTKWordTokenizer
 from nrclex import NRCLex
 
 from emoverse import tagging
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import EmoverseError, MissingStageOutputError
-from emoverse.gutenberg import book_to_rows
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA, TAGGED_SCHEMA
 from emoverse.tagging import (
     Tagger,
