@@ -21,6 +21,7 @@ from emoverse.errors import EmoverseError
 from emoverse.paths import RunPaths
 from emoverse.settings import parse_ids
 from models.config import TrainingSettings, one_line
+from models.records import JUDGES, Evaluation
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -234,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="give the champion back to the version before (needs --emotion)",
     )
+    report = sub.add_parser(
+        "report",
+        parents=[data],
+        help="write the family report: does each child carry its emotion? (markdown, figures)",
+    )
+    report.add_argument(
+        "--out", type=Path, default=None, help="folder for report.md (default: <data-dir>/report)"
+    )
     return parser
 
 
@@ -259,6 +268,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(args, data_dir)
     if args.command == "models":
         return _models(args, data_dir)
+    if args.command == "report":
+        return _report(args, paths)
     if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
         from emoverse.tagging import tag_report
 
@@ -403,18 +414,60 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         )
         print(f"{model_name(emotion)} champion is now v{record.version} ({record.path})")
         return 0
+    from emoverse.judgements import JudgementStore
+
     records = registry.list(emotion)
+    human = JudgementStore(RunPaths(data_dir).judgements_db).accuracy()
     if args.json:
-        print(json.dumps([r.to_dict() for r in records], indent=2))
+        listed = []
+        for r in records:
+            share = human.get((r.emotion, r.version))
+            listed.append({**r.to_dict(), "human_accuracy": share.to_dict() if share else None})
+        print(json.dumps(listed, indent=2))
         return 0
     if not records:
         print(f"the registry under {data_dir} holds no models yet")
         return 0
-    print(f"{'emotion':<13}{'version':>8}  {'aliases':<10}{'val_loss':>9}  path")
+    print(
+        f"{'emotion':<13}{'version':>7}  {'aliases':<9}{'family':<22}{'fidelity NRC':<26}"
+        f"{'fidelity Empath':<26}{'human':<26}"
+    )
     for r in records:
-        val = r.metrics.get("val_loss")
-        val_text = f"{val:.3f}" if isinstance(val, int | float) else "-"
-        print(f"{r.emotion:<13}{r.version:>8}  {','.join(r.aliases):<10}{val_text:>9}  {r.path}")
+        stored = r.metrics.get("evaluation")
+        evaluation = Evaluation.from_dict(stored) if stored else None
+        shares = [
+            str(evaluation.fidelity_of(judge)) if evaluation and evaluation.n_samples else "-"
+            for judge in JUDGES
+        ]
+        family = r.parent if r.emotion != "neutral" else f"base of v{r.version}'s family"
+        human_share = human.get((r.emotion, r.version))
+        print(
+            f"{r.emotion:<13}{r.version:>7}  {','.join(r.aliases) or '-':<9}{family:<22}"
+            f"{shares[0]:<26}{shares[1]:<26}{str(human_share) if human_share else '-':<26}"
+        )
+        if r.promotion:
+            print(f"{'':<22}{r.promotion}")
+    print(
+        "shares: fidelity [95% Wilson interval] of n sampled poems (human: of n readers' "
+        "guesses); `emoverse report` explains them"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace, paths: RunPaths) -> int:
+    from emoverse.judgements import JudgementStore
+    from models.family_report import write_family_report
+    from models.registry import ModelRegistry
+
+    if not paths.data_dir.is_dir():
+        raise EmoverseError(f"data dir {paths.data_dir} does not exist; run `emoverse run` first")
+    report = write_family_report(
+        ModelRegistry.for_data_dir(paths.data_dir),
+        JudgementStore(paths.judgements_db),
+        paths.partitions,
+        args.out or paths.report,
+    )
+    print(report)
     return 0
 
 

@@ -21,6 +21,8 @@ class RunPaths:
         <data_dir>/models/<emotion>/       run-<key>/ model folders (train)
         <data_dir>/models/foundation/      pretrained foundations of scratch presets
         <data_dir>/registry/mlflow.db      the model registry (unless MLFLOW_TRACKING_URI)
+        <data_dir>/judgements/judgements.db  readers' blind guesses (emoverse serve's /judge)
+        <data_dir>/report/                 report.md and its figures (emoverse report)
         <data_dir>/cache/datasets/         the `datasets` cache
     """
 
@@ -59,6 +61,14 @@ class RunPaths:
     @property
     def registry_db(self) -> Path:
         return self.data_dir.resolve() / "registry" / "mlflow.db"
+
+    @property
+    def judgements_db(self) -> Path:
+        return self.data_dir / "judgements" / "judgements.db"
+
+    @property
+    def report(self) -> Path:
+        return self.data_dir / "report"
 
     @property
     def hf_cache(self) -> Path:

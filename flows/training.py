@@ -15,9 +15,10 @@ from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TrainingSettings
 from models.records import EvalConfig, Evaluation, FailedModel, SkippedModel, promotion_decision
-from models.registry import ModelRecord, ModelRegistry
+from models.registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_model_task,
+    gate_base_task,
     prepare_foundation_task,
     publish_family_task,
     register_model_task,
@@ -32,8 +33,9 @@ def train_emotion(
     base_version: int | None = None,
     settings: TrainingSettings = TrainingSettings(),
 ) -> ModelRecord | SkippedModel:
-    """Fine-tune one emotion's child from the neutral base, evaluate it against the base, and
-    register it: as champion only if it passes the promotion gate.
+    """Fine-tune one emotion's child from the neutral base, evaluate it against that base, and
+    register it: as champion only if it passes the promotion gate and its base is the
+    neutral champion (a family is one base and its children).
 
     Args:
         emotion: The emotion to train.
@@ -59,9 +61,19 @@ def train_emotion(
     if isinstance(trained, SkippedModel):
         return trained
     evaluation = evaluate_model_task(
-        trained, data_dir, EvalConfig(samples=settings.eval_samples), base=base_eval
+        trained,
+        data_dir,
+        EvalConfig(samples=settings.eval_samples),
+        base=base_eval,
+        base_dir=base.path,
     )
     promote, reason = promotion_decision(evaluation, base_eval)
+    if promote and CHAMPION not in base.aliases:
+        promote = False
+        reason = (
+            f"not promoted: its base {parent} is not the neutral champion (passed the gate "
+            f"against it: {reason})"
+        )
     get_run_logger().info("%s: %s", emotion, reason)
     return register_model_task(trained, data_dir, evaluation, promote=promote, promotion=reason)
 
@@ -88,10 +100,11 @@ def train(
     )
     if isinstance(base, SkippedModel):
         raise EmoverseError(f"cannot train the neutral base model: {base.reason}")
-    base_eval = evaluate_model_task(base, data_dir, EvalConfig(samples=settings.eval_samples))
-    base_record = register_model_task(
-        base, data_dir, base_eval, promotion="the neutral base: the reference children must beat"
-    )
+    eval_config = EvalConfig(samples=settings.eval_samples)
+    base_eval = evaluate_model_task(base, data_dir, eval_config)
+    promote, reason = gate_base_task(base, base_eval, data_dir, eval_config)
+    get_run_logger().info("%s: %s", NEUTRAL, reason)
+    base_record = register_model_task(base, data_dir, base_eval, promote=promote, promotion=reason)
 
     children = fan_out(
         train_emotion,
@@ -103,7 +116,7 @@ def train(
     registered = [base_record, *(c for c in children.values() if isinstance(c, ModelRecord))]
     skipped = [c for c in children.values() if isinstance(c, SkippedModel)]
     failed = [c for c in children.values() if isinstance(c, FailedModel)]
-    publish_family_task(registered, skipped, failed)
+    publish_family_task(registered, skipped, failed, data_dir)
     if failed:
         details = "; ".join(f"{f.emotion}: {f.reason}" for f in failed)
         names = ", ".join(f.emotion for f in failed)

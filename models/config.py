@@ -135,7 +135,9 @@ class TrainingSettings(BaseModel):
         description='Any other training setting for every stage, e.g. {"warmup_steps": 20}.',
     )
     eval_samples: EvalSamples = Field(
-        16, description="Poems generated per model to measure emotion fidelity."
+        64,
+        description="Poems generated per model to measure emotion fidelity (shares move in "
+        "steps of 1/n; the promotion gate needs enough of them to see a difference).",
     )
 
     @field_validator("base_model")

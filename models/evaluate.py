@@ -37,10 +37,9 @@ from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
 from models.data import IGNORE_INDEX, fingerprint, load_partition
 from models.generate import GenerationRequest, PoemGenerator
 from models.modeling import load_model
-from models.records import GATE_JUDGE, JUDGES, EvalConfig, Evaluation
+from models.records import EVALUATION_FILE, GATE_JUDGE, JUDGES, EvalConfig, Evaluation
 from models.train import pick_device
 
-EVALUATION_FILE = "evaluation.json"
 SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
 
 

@@ -20,7 +20,7 @@ from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
 from emoverse.tagging import judge_agreement, read_partition
 from models.card import LOSS_PLOT_FILE
-from models.evaluate import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
+from models.records import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
 from models.registry import ModelRecord, ModelRegistry
 
 REPORT_FILE = "report.md"

@@ -16,6 +16,7 @@ from models.config import EvalSamples, PositiveInt
 
 # Bump whenever the same model, data and config could give different numbers.
 EVAL_VERSION = "2"
+EVALUATION_FILE = "evaluation.json"  # a model folder's cached evaluation
 # The judges of a generated poem's emotion: the lexicons of `emoverse.tagging` (named here,
 # not imported, to keep this module light). "nrc" labelled the training poems and is the
 # gate's judge; "empath" is independent of it.

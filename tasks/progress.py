@@ -2,6 +2,7 @@
 a Prefect progress artifact on the run's page in the UI."""
 
 import base64
+import re
 from pathlib import Path
 from types import TracebackType
 
@@ -53,6 +54,23 @@ class StageProgress:
         if exc_type is None and self._reported < 100.0:
             update_progress_artifact(self._artifact, 100.0)
         self._bar.close()
+
+
+def publish_markdown(markdown_file: Path, *, key: str, description: str) -> None:
+    """A markdown file as an artifact, the PNGs it links beside it inlined (the UI has no
+    file server), except loss curves, which each model's own artifact already shows."""
+    folder = Path(markdown_file).parent
+
+    def inline(match: re.Match[str]) -> str:
+        alt, name = match.group(1), match.group(2)
+        png = folder / name
+        if name.startswith("loss-") or not png.is_file():
+            return f"*({alt}: {name} in the report folder)*"
+        data = base64.b64encode(png.read_bytes()).decode()
+        return f"![{alt}](data:image/png;base64,{data})"
+
+    text = re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", inline, Path(markdown_file).read_text())
+    create_markdown_artifact(text, key=key, description=description)
 
 
 def publish_image(png: Path, *, key: str, title: str, extra_markdown: str = "") -> None:

@@ -16,7 +16,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from emoverse.emotions import LABELS, model_name
+from emoverse.emotions import LABELS, NEUTRAL, model_name
+from emoverse.errors import NoModelError
 from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
 from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
@@ -27,10 +28,11 @@ from models.records import (
     FailedModel,
     SkippedModel,
     TrainedModel,
+    base_promotion_decision,
     confusion_matrix,
 )
 from models.registry import ModelRecord, ModelRegistry
-from tasks.progress import StageProgress, publish_image
+from tasks.progress import StageProgress, publish_image, publish_markdown
 
 # The global concurrency limit every training and evaluation holds a slot of, wherever it runs
 # (in-process or on a `gpu` worker): create it with as many slots as there are GPUs,
@@ -147,9 +149,11 @@ def evaluate_model_task(
     data_dir: str,
     config: EvalConfig,
     base: Evaluation | None = None,
+    base_dir: str | None = None,
 ) -> Evaluation:
-    """Perplexity, emotion fidelity (and lift over `base`, the neutral base's evaluation) and
-    diversity of a trained model; cached in its folder. Publishes its sample poems."""
+    """Perplexity, emotion fidelity under both judges (and lift over `base`, the neutral base's
+    evaluation), diversity, and the fluency of its poems under the base in `base_dir`;
+    cached in its folder. Publishes its sample poems."""
     from models.evaluate import evaluate_model
 
     paths = RunPaths.at(data_dir)
@@ -160,6 +164,7 @@ def evaluate_model_task(
             emotion,
             paths.partitions,
             base=base,
+            base_dir=base_dir,
             config=config,
             cache_dir=paths.hf_cache,
         )
@@ -167,9 +172,15 @@ def evaluate_model_task(
         "\n".join(f"> {line}" if line else ">" for line in poem.splitlines())
         for poem in evaluation.samples
     )
+    judged = "; ".join(
+        f"{judge}: {evaluation.fidelity_of(judge)}"
+        + (f", p={entry['p_value']:.2g} against the base" if entry.get("p_value") else "")
+        for judge, entry in evaluation.judges.items()
+    )
     create_markdown_artifact(
         f"## {model_name(emotion)}: sample poems\n\n"
-        f"fidelity **{evaluation.fidelity:.0%}** of {config.samples} poems tagged {emotion}"
+        f"Share of {evaluation.n_samples} sampled poems labelled **{emotion}** "
+        f"[95% interval] by each judge: {judged}"
         + (f" (lift {evaluation.lift:+.0%} over the base)" if evaluation.lift is not None else "")
         + f"; distinct-1 {evaluation.distinct_1:.2f}, distinct-2 {evaluation.distinct_2:.2f}\n\n"
         + poems,
@@ -219,6 +230,33 @@ def register_model_task(
     return record
 
 
+@task(name="gate-base")
+def gate_base_task(
+    base: TrainedModel, evaluation: Evaluation, data_dir: str, config: EvalConfig
+) -> tuple[bool, str]:
+    """Whether a new neutral base may become champion: no worse than the current champion on
+    the neutral test split, which is measured on the same poems (its evaluation is reused
+    when nothing changed)."""
+    from models.evaluate import evaluate_model
+
+    paths = RunPaths.at(data_dir)
+    registry = ModelRegistry.for_data_dir(paths.data_dir)
+    try:
+        champion = registry.get(NEUTRAL)
+    except NoModelError:
+        return base_promotion_decision(evaluation, None)
+    if Path(champion.path).resolve() == Path(base.path).resolve():
+        return True, champion.promotion or "the neutral champion, retrained unchanged"
+    if not Path(champion.path).is_dir():
+        return True, f"the champion v{champion.version}'s folder is gone"
+    with gpu_slot():
+        current = evaluate_model(
+            champion.path, NEUTRAL, paths.partitions, config=config, cache_dir=paths.hf_cache
+        )
+    promote, reason = base_promotion_decision(evaluation, current)
+    return promote, f"{reason} (v{champion.version})"
+
+
 def _headline(evaluation: Evaluation) -> dict[str, Any]:
     """The evaluation without its sample poems: what the registry keeps."""
     return {k: v for k, v in evaluation.to_dict().items() if k != "samples"}
@@ -229,9 +267,10 @@ def publish_family_task(
     registered: list[ModelRecord],
     skipped: list[SkippedModel],
     failed: list[FailedModel],
+    data_dir: str,
 ) -> None:
-    """The run's registry versions, the family's evaluation table, and its 9x9 confusion
-    matrix (model x label of the poems it wrote) as Prefect artifacts."""
+    """The run's registry versions, the family's evaluation table, its 9x9 confusion matrix
+    (model x label of the poems it wrote) and the family report as Prefect artifacts."""
     rows = [
         {
             "emotion": r.emotion,
@@ -252,29 +291,20 @@ def publish_family_task(
     create_table_artifact(rows, key="registry-versions", description="Models this run registered")
 
     evaluations = {
-        r.emotion: r.metrics["evaluation"] for r in registered if "evaluation" in r.metrics
+        r.emotion: Evaluation.from_dict(r.metrics["evaluation"])
+        for r in registered
+        if "evaluation" in r.metrics
     }
     if not evaluations:
         return
     create_table_artifact(
-        [
-            {
-                "emotion": emotion,
-                "fidelity": e["fidelity"],
-                "lift": e["lift"],
-                "perplexity (own)": e["perplexity"].get(emotion),
-                "perplexity (neutral)": e["perplexity"].get("neutral"),
-                "distinct-1": e["distinct_1"],
-                "distinct-2": e["distinct_2"],
-            }
-            for emotion, e in evaluations.items()
-        ],
+        [_evaluation_row(emotion, e) for emotion, e in evaluations.items()],
         key="family-evaluation",
-        description="Perplexity, emotion fidelity and diversity per model",
+        description="Per model: the share of its sampled poems each judge labels with its "
+        "emotion [95% interval], the base's share, perplexities and diversity; n/a where there "
+        "is nothing to measure (no test poems, or no base for the base itself)",
     )
-    model_rows, matrix = confusion_matrix(
-        {k: Evaluation.from_dict(v) for k, v in evaluations.items()}
-    )
+    model_rows, matrix = confusion_matrix(evaluations)
     with tempfile.TemporaryDirectory() as tmp:
         shares = [[cell.share for cell in row] for row in matrix]
         chart = plot_confusion_matrix(shares, model_rows, list(LABELS), Path(tmp) / "cm.png")
@@ -283,3 +313,45 @@ def publish_family_task(
             key="family-confusion-matrix",
             title="Which labels each model's poems get (rows: models, columns: labels)",
         )
+    _publish_report(data_dir)
+
+
+def _evaluation_row(emotion: str, e: Evaluation) -> dict[str, str]:
+    """One row of the family table, rounded for people."""
+
+    def share(judge: str, key: str) -> str:
+        got = e.judges.get(judge, {}).get(key)
+        return "n/a" if not got else f"{got['share']:.0%} [{got['low']:.0%}–{got['high']:.0%}]"
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.1f}"
+
+    p = e.judges.get("nrc", {}).get("p_value")
+    return {
+        "emotion": emotion,
+        "n": str(e.n_samples),
+        "fidelity (NRC)": share("nrc", "fidelity"),
+        "base (NRC)": share("nrc", "base"),
+        "p": "n/a" if p is None else f"{p:.2g}",
+        "fidelity (Empath)": share("empath", "fidelity"),
+        "base (Empath)": share("empath", "base"),
+        "ppl own": number(e.perplexity.get(emotion)),
+        "ppl under base": number(e.sample_perplexity),
+        "distinct-2": f"{e.distinct_2:.2f}",
+    }
+
+
+def _publish_report(data_dir: str) -> Path:
+    """`emoverse report` as a Prefect markdown artifact, its figures inlined."""
+    from emoverse.judgements import JudgementStore
+    from models.family_report import write_family_report
+
+    paths = RunPaths.at(data_dir)
+    report = write_family_report(
+        ModelRegistry.for_data_dir(paths.data_dir),
+        JudgementStore(paths.judgements_db),
+        paths.partitions,
+        paths.report,
+    )
+    publish_markdown(report, key="family-report", description="Does each child carry its emotion?")
+    return report

@@ -56,7 +56,16 @@ def test_pipeline_writes_nine_partitions_and_nine_champions(pipeline_run):
         if label != "neutral":
             promoted = label in result["champions"]
             assert record.promotion.startswith("not promoted: ") != promoted
-            assert "fidelity" in record.promotion
+            checks = ("fidelity", "perplexity", "distinct")
+            assert any(check in record.promotion for check in checks)
+            # Every share carries its interval and n; both judges are recorded.
+            judges = record.metrics["evaluation"]["judges"]
+            assert set(judges) == {"nrc", "empath"}
+            assert judges["nrc"]["fidelity"]["n"] == SETTINGS.eval_samples
+            assert judges["nrc"]["base"]["n"] == SETTINGS.eval_samples
+            assert 0 <= judges["empath"]["p_value"] <= 1
+        else:
+            assert record.promotion == "the first neutral base"
         meta = read_card_metadata(record.path)
         assert meta["evaluation"]["fidelity"] == record.metrics["evaluation"]["fidelity"]
         assert meta["emotion"] == label
@@ -190,12 +199,20 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     assert smallest not in out["registered"]
     # The skipped emotion keeps its versions; the others got a new one.
     assert [r.version for r in registry.list(smallest)] == before[smallest]
-    base = registry.get("neutral")
+    base = registry.list("neutral")[-1]
     assert base.version == before["neutral"][-1] + 1
     joy = registry.list("joy")[-1]
     assert (
         joy.version == before["joy"][-1] + 1 and joy.parent == f"emoverse-neutral v{base.version}"
     )
+    # One step per stage made a worse base: the gate keeps the champion base, and this base's
+    # children cannot become champions (a family is one base and its children).
+    champion = registry.get("neutral")
+    assert champion.version < base.version and "champion" not in base.aliases
+    assert base.promotion.startswith("not promoted: neutral perplexity ")
+    assert "worse than the champion's" in base.promotion
+    assert "champion" not in joy.aliases
+    assert joy.promotion.startswith("not promoted")
     # This run's children are LoRA adapters on the new base; the base is a full model.
     assert (Path(joy.path) / "adapter_config.json").exists()
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
@@ -272,8 +289,10 @@ def test_generate_before_any_run_says_what_to_do(tmp_path):
 def test_the_run_publishes_its_artifacts(pipeline_run):
     from prefect import get_client
 
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
+    artifacts = []
+    with get_client(sync_client=True) as client:  # every page: the API answers 200 at most
+        while page := client.read_artifacts(limit=200, offset=len(artifacts)):
+            artifacts += page
     by_key = {a.key: a for a in artifacts if a.key}
     distribution = by_key["label-distribution"]
     assert distribution.type == "table"
@@ -285,3 +304,34 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     finished = {a.description for a in artifacts if a.type == "progress" and float(a.data) == 100}
     stages = {"fetching and splitting books", "tagging poems"}
     assert stages | {f"training {label}" for label in LABELS} <= finished
+    report = by_key["family-report"]
+    assert report.type == "markdown" and "does each child carry its emotion" in report.data
+    assert report.data.count("data:image/png;base64,") >= 3  # fidelity and two matrices
+    evaluation = by_key["family-evaluation"]
+    rows = json.loads(evaluation.data)
+    assert {"fidelity (NRC)", "base (NRC)", "p", "fidelity (Empath)"} <= set(rows[0])
+
+
+def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsys, tmp_path):
+    data_dir, _ = pipeline_run
+    out = tmp_path / "report"
+    assert cli.main(["report", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    report = (out / "report.md").read_text()
+    for figure in ("fidelity.png", "confusion-nrc.png", "confusion-empath.png"):
+        assert f"]({figure})" in report
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    registry = ModelRegistry.for_data_dir(data_dir)
+    for emotion in LABELS[:-1]:
+        record, _ = registry.current(emotion)
+        row = next(line for line in report.splitlines() if line.startswith(f"| {emotion} |"))
+        assert f"v{record.version}" in row and "n=" in row  # shares with their n
+    assert "Empath gives the NRC label to" in report  # the ceiling for the second judge
+    assert report.count("### ") == len(LABELS)  # loss curve and samples per model
+    assert cli.main(["models", "--data-dir", str(data_dir)]) == 0
+    listing = capsys.readouterr().out
+    assert "fidelity NRC" in listing and "family" in listing and "of 4" in listing
+    # A data dir that does not exist: one line, nothing created.
+    missing = tmp_path / "nothing-here"
+    assert cli.main(["report", "--data-dir", str(missing)]) == cli.EXIT_BAD_INPUT
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()
