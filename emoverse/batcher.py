@@ -3,8 +3,10 @@
 Requests wait in a bounded queue; a worker thread (torch work off the event loop) admits
 those that arrived within `window_ms` of the oldest, up to `max_batch` poems in flight, and
 steps every running cohort (`models.sampling.Cohort`, one per prompt length) one token at a
-time, so requests admitted later join between steps rather than waiting for a whole batch.
-Finished, cancelled (client gone) and timed-out rows leave the batch at once. Events go back
+time. Requests that arrive while a batch runs wait for it to end (a cohort cannot take rows
+in mid-poem without padding, which would change their poems), unless they are enough to
+fill half the batch: then they start a cohort of their own beside it. Finished, cancelled
+(client gone) and timed-out rows leave the batch at once. Events go back
 to each request's asyncio queue on its event loop: token deltas (streaming requests only),
 then `done` with the poems, or `error` with an HTTP status and message.
 """
@@ -85,8 +87,50 @@ class Job:
             self.cancel()
 
 
+class Worker:
+    """The thread that does the torch work of batchers, in turn: admit, then one step of each
+    batcher that has work. One thread for every model of a server (rather than one each)
+    keeps them from fighting over the GIL between their many short torch calls, which on a
+    small CPU costs more than stepping them one after the other."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()  # guards every batcher's queue too
+        self.batchers: list[Batcher] = []
+        self._thread = threading.Thread(target=self._run, name="emoverse-worker", daemon=True)
+        self._thread.start()
+
+    def add(self, batcher: Batcher) -> None:
+        with self.cond:
+            self.batchers.append(batcher)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while True:
+                    for batcher in [b for b in self.batchers if b._closed and not b._cohorts]:
+                        self.batchers.remove(batcher)
+                        batcher._refuse_pending()
+                    ready = [b for b in self.batchers if b._cohorts or b._ready()]
+                    if ready:
+                        break
+                    waits = [b._window_left() for b in self.batchers if b._pending]
+                    self.cond.wait(max(0.0, min(waits)) if waits else None)
+            for batcher in ready:
+                with batcher._gate:
+                    try:
+                        batcher._admit()
+                        batcher._step()
+                    except Exception as exc:  # one bad batch must not stop the worker
+                        log.exception("generation failed")
+                        batcher._fail_all(f"generation failed: {exc}")
+
+
 class Batcher:
-    def __init__(self, generator: PoemGenerator, settings: BatchSettings):
+    """One model's queue and running cohorts; a `Worker` does its torch work."""
+
+    def __init__(
+        self, generator: PoemGenerator, settings: BatchSettings, worker: Worker | None = None
+    ):
         self.generator = generator
         self.settings = settings
         self.batch_sizes: Counter[int] = Counter()  # rows per cohort started (tests, bench)
@@ -94,11 +138,11 @@ class Batcher:
         self.tokens = 0  # tokens written
         self._pending: deque[Job] = deque()
         self._cohorts: list[Cohort] = []
-        self._cond = threading.Condition()
+        self._worker = worker or Worker()
+        self._cond = self._worker.cond
         self._gate = threading.Lock()  # held by the worker while it admits and steps
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name="emoverse-batcher", daemon=True)
-        self._thread.start()
+        self._worker.add(self)
 
     # --- the event loop's side -------------------------------------------------------------
 
@@ -143,28 +187,16 @@ class Batcher:
 
     # --- the worker thread ---------------------------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._cohorts and not self._closed:
-                    self._cond.wait()
-                if self._closed and not self._cohorts:
-                    for job in self._pending:
-                        job.emit("error", 503, "the model was unloaded; retry")
-                    self._pending.clear()
-                    return
-                if not self._cohorts:  # idle: let the first request's window fill
-                    wait = self._window_left()
-                    while wait > 0 and self._room_wanted() < self._room():
-                        self._cond.wait(wait)
-                        wait = self._window_left()
-            with self._gate:
-                try:
-                    self._admit()
-                    self._step()
-                except Exception as exc:  # never let one bad batch stop the model's worker
-                    log.exception("generation failed")
-                    self._fail_all(f"generation failed: {exc}")
+    def _ready(self) -> bool:
+        """Idle with requests waiting: their window has closed, or they fill the batch."""
+        return bool(self._pending) and (
+            self._window_left() <= 0 or self._room_wanted() >= self._room()
+        )
+
+    def _refuse_pending(self) -> None:
+        for job in self._pending:
+            job.emit("error", 503, "the model was unloaded; retry")
+        self._pending.clear()
 
     def _window_left(self) -> float:
         if not self._pending:
@@ -185,11 +217,17 @@ class Batcher:
                 if job.cancelled or now > job.deadline:
                     self._pending.remove(job)
                     self._end(job, timed_out=not job.cancelled)
-            if not self._pending or (
-                self._cohorts and self._window_left() > 0 and self._room_wanted() < self._room()
-            ):
-                return  # a running batch: newcomers join together, once their window closes
             room = self._room()
+            if not self._pending or (
+                # While a batch runs, newcomers wait for it to end and then go in together,
+                # unless they fill at least half the batch: every cohort costs a forward pass
+                # per step, so a few large ones beat many small ones.
+                self._cohorts
+                and not (
+                    room >= max(1, self.settings.max_batch // 2) and self._room_wanted() >= room
+                )
+            ):
+                return
             while self._pending and (
                 len(self._pending[0].rows) <= room
                 or not (self._cohorts or taken)  # more poems than --max-batch: alone

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -37,7 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from emoverse.batcher import Batcher, BatchSettings, Job, QueueFull
+from emoverse.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, GenerationSettingError, NoModelError
 from models.generate import (
@@ -56,6 +57,7 @@ log = logging.getLogger("emoverse.serve")
 SERVER_MAX_N = 8
 DEFAULT_CACHE_SIZE = 4  # loaded models kept; nine GPT-2-124M children would take ~4.5 GB
 DEFAULT_REGISTRY_TTL_S = 2.0  # how stale a "which version is current" answer may be
+SWITCH_INTERVAL_S = 0.0005  # the server process's GIL slice (Python's default: 0.005)
 DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
 
 _DEFAULT_REQUEST = GenerationRequest()
@@ -110,6 +112,7 @@ class ModelCache:
         self.loads = 0  # models loaded so far (tests and the bench read it)
         self._current: dict[str, tuple[float, ModelRecord, str | None]] = {}
         self._batchers: OrderedDict[tuple[str, int, str], Batcher] = OrderedDict()
+        self._worker = Worker()  # one thread steps every loaded model's batches
         self._registry_lock = threading.Lock()  # one sqlite session, one query at a time
         self._load_lock = threading.Lock()  # concurrent first requests load a model once
 
@@ -126,6 +129,26 @@ class ModelCache:
             self._current[emotion] = (now, record, warning)
             return record, warning
 
+    def cached(self, emotion: str) -> tuple[ModelRecord, str | None, Batcher] | None:
+        """The emotion's current record, warning and loaded batcher when all three are at
+        hand without blocking (no registry query, no load, no lock waited for); else None.
+        The event loop tries this before it sends the blocking path to a thread."""
+        now = time.monotonic()
+        cached = self._current.get(emotion)
+        if cached is None or now - cached[0] >= self.ttl_s:
+            return None
+        record, warning = cached[1], cached[2]
+        batcher = self._batchers.get((record.emotion, record.version, record.path))
+        if batcher is None:
+            return None
+        if self._load_lock.acquire(blocking=False):  # keep the LRU order when we can
+            try:
+                if batcher is self._batchers.get((record.emotion, record.version, record.path)):
+                    self._batchers.move_to_end((record.emotion, record.version, record.path))
+            finally:
+                self._load_lock.release()
+        return record, warning, batcher
+
     def batcher(self, record: ModelRecord) -> Batcher:
         """The record's loaded model and its batcher (loaded on first use)."""
         key = (record.emotion, record.version, record.path)
@@ -133,7 +156,7 @@ class ModelCache:
             if key in self._batchers:
                 self._batchers.move_to_end(key)
                 return self._batchers[key]
-            batcher = Batcher(PoemGenerator(record.path), self.batching)
+            batcher = Batcher(PoemGenerator(record.path), self.batching, self._worker)
             self.loads += 1
             self._batchers[key] = batcher
             while len(self._batchers) > self.size:
@@ -248,9 +271,12 @@ def create_app(
         seed = body.seed if body.seed is not None else secrets.randbelow(BOUNDS["seed"][1] + 1)
         wanted = body.to_request(seed)
         wanted.validate()  # before a model load, so bad input never costs one
-        # The registry (sqlite) and a first load block: off the event loop.
-        record, warning = await run_in_threadpool(models.current, body.emotion)
-        batcher = await run_in_threadpool(models.batcher, record)
+        found = models.cached(body.emotion)
+        if found is not None:
+            record, warning, batcher = found
+        else:  # the registry (sqlite) and a first load block: off the event loop
+            record, warning = await run_in_threadpool(models.current, body.emotion)
+            batcher = await run_in_threadpool(models.batcher, record)
         rows = batcher.generator.rows(wanted)  # the model's own bounds (context): a 422
         job = batcher.submit(wanted, rows, stream=stream)  # a full queue: a 503
         answer = {
@@ -336,6 +362,9 @@ def serve(
     if not is_loopback(host):
         log.warning("serving on %s: anyone who can reach it may generate; there is no auth", host)
     app = create_app(data_dir, batching=batching)
+    # Short GIL slices: the worker thread's many short torch calls then wait less for the
+    # event loop (on 2 CPU cores, 16% more requests/s at 32 clients with scratch:tiny).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

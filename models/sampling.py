@@ -87,13 +87,16 @@ def sample_next(
     row's own settings and generator. Row-wise ops only, so a row's token does not depend on
     its neighbours."""
     logits = logits.detach().to("cpu", torch.float32).clone()
+    at_rows: list[int] = []
+    at_tokens: list[int] = []
     for r, row in enumerate(rows):
-        banned = set(row.banned())
+        banned = row.banned() | set(suppress)
         if row.new_tokens < row.spec.min_new_tokens and eos_id is not None:
             banned.add(eos_id)
-        banned.update(suppress)
-        if banned:
-            logits[r, list(banned)] = float("-inf")
+        at_rows += [r] * len(banned)
+        at_tokens += banned
+    if at_rows:
+        logits[at_rows, at_tokens] = float("-inf")
     tokens = [0] * len(rows)
     vocab = logits.shape[-1]
     # Rows are filtered in groups of one top-k, so the candidates of a row (and their order,
@@ -174,7 +177,7 @@ class Cohort:
             ids = torch.tensor(self._padded([[row.tokens[-1]] for row in self.rows]), device=device)
         with torch.inference_mode():
             out = self.model(input_ids=ids, cache=self.cache, use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+        self.cache = out.cache
         rows = list(self.rows)
         tokens = sample_next(out.logits[: len(rows), -1], rows, self.eos_id, self.suppress)
         for row, token in zip(rows, tokens, strict=True):
