@@ -8,6 +8,7 @@ same seed: poem `i` of a request with seed `s` draws from its own generator, see
 """
 
 import json
+import threading
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ class PoemGenerator:
             config, "max_position_embeddings", None
         )
         self.eos_id: int | None = self.tokenizer.eos_token_id
+        # A fast tokenizer may refuse ("Already borrowed") to encode in one thread while it
+        # decodes in another (the server's event loop and its worker): one at a time.
+        self._tokenizer_lock = threading.Lock()
         # The saved generation config suppresses the pad token where it is its own token.
         self.suppress: tuple[int, ...] = tuple(
             getattr(self.model.generation_config, "suppress_tokens", None) or ()
@@ -150,10 +154,9 @@ class PoemGenerator:
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # Poems were trained as `bos + text + eos`, so a bos starts a fresh poem.
-        return [
-            self.tokenizer.bos_token_id,
-            *self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
-        ]
+        with self._tokenizer_lock:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.bos_token_id, *ids]
 
     def check(self, request: GenerationRequest) -> list[int]:
         """Validate `request` against the option bounds and this model's context; return the
@@ -204,7 +207,8 @@ class PoemGenerator:
 
     def text(self, row: Row, *, strip: bool = True) -> str:
         """The poem a row has written so far (its prompt included, special tokens left out)."""
-        text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
+        with self._tokenizer_lock:
+            text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
         return text.strip() if strip else text
 
     def generate(self, request: GenerationRequest) -> list[str]:
