@@ -16,9 +16,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
+sys.path.insert(0, str(REPO / "tests"))  # the loopback mirror server lives with the tests
 
-from emoverse.gutenberg import BOOK_REJECTS, DEFAULT_PARALLEL, IngestResult, ingest_books  # noqa: E402
-from emoverse.mirror_server import serve_mirror  # noqa: E402
+from mirror_server import serve_mirror  # noqa: E402
+
+from emoverse.corpus import BOOK_REJECTS, DEFAULT_PARALLEL, IngestResult, ingest_books  # noqa: E402
 
 DEFAULT_MIRROR = REPO.parent / "shared" / "gutenberg"
 

@@ -37,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
 
-from emoverse.gutenberg import book_to_rows  # noqa: E402
+from emoverse.corpus import book_to_rows  # noqa: E402
 from models.generate import GenerationRequest, PoemGenerator  # noqa: E402
 from models.modeling import build_scratch_model  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402
@@ -172,7 +172,7 @@ def start_server(
     with socket.socket() as s:  # a free loopback port for the server to take
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "emoverse.cli", "serve", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "apps.cli", "serve", "--data-dir", str(data_dir)]
     server = subprocess.Popen(
         [*command, "--port", str(port), *options],
         cwd=source,

@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emoverse.gutenberg import book_to_rows  # noqa: E402
+from emoverse.corpus import book_to_rows  # noqa: E402
 from models.config import BASE_TRAIN, scratch_preset  # noqa: E402
 from models.modeling import build_scratch_model, load_model  # noqa: E402
 from models.train import fine_tune, pick_device  # noqa: E402
@@ -70,7 +70,8 @@ def baseline_tokens_per_second(init: Path, texts: list[str], steps: int, device:
 
 def project_tokens_per_second(init: Path, texts: list[str], steps: int):
     """The project's trainer, as the pipeline runs it (packed blocks, bf16 on GPUs, fused AdamW)."""
-    config = BASE_TRAIN.with_overrides(max_steps=steps + 2, epochs=10**6, warmup_steps=2)
+    # As many epochs as allowed: max_steps ends the run.
+    config = BASE_TRAIN.with_overrides(max_steps=steps + 2, epochs=1000, warmup_steps=2)
     times: list[float] = []
 
     def on_step(step: int, total: int, loss: float) -> None:

@@ -16,6 +16,9 @@ EMOTIONS: tuple[str, ...] = (
     "trust",
 )
 NEUTRAL = "neutral"
+# Not a label: what the neutral base of a from-scratch preset starts from (models/foundation/).
+FOUNDATION = "foundation"
+MODEL_PREFIX = "emoverse-"
 
 
 class Emotion(StrEnum):
@@ -41,6 +44,11 @@ def check_label(name: str) -> str:
     if name not in LABELS:
         raise UnknownEmotionError(f"unknown emotion {name!r}; valid emotions: {', '.join(LABELS)}")
     return name
+
+
+def model_name(emotion: str) -> str:
+    """The registered (and displayed) name of an emotion's model: `emoverse-joy`."""
+    return MODEL_PREFIX + emotion
 
 
 assert tuple(Emotion) == EMOTIONS, "Emotion must list EMOTIONS, in order"

@@ -6,7 +6,7 @@ from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS
 
 
-def _pyplot():  # matplotlib.pyplot, imported only when a chart is drawn (slow import)
+def pyplot():  # matplotlib.pyplot, imported only when a chart is drawn (slow import)
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and workers
@@ -17,7 +17,7 @@ def _pyplot():  # matplotlib.pyplot, imported only when a chart is drawn (slow i
 
 def plot_label_distribution(counts: dict[str, int], path: Path) -> Path:
     """A horizontal bar chart of poems per label, largest on top."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = sorted(LABELS, key=lambda label: counts.get(label, 0))
     values = [counts.get(label, 0) for label in labels]
     total = max(1, sum(values))
@@ -42,7 +42,7 @@ def plot_label_distribution(counts: dict[str, int], path: Path) -> Path:
 
 def plot_loss_curves(histories: dict[str, dict[str, list]], path: Path) -> Path:
     """One panel of training (thin) and validation (dots) loss per model."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for name, history in histories.items():
         if history["train"]:
@@ -66,7 +66,7 @@ def plot_confusion_matrix(
 ) -> Path:
     """A heatmap of shares (rows: models, columns: labels of their poems), each cell annotated,
     written to a temporary sibling and renamed into place."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(cols), 1.0 + 0.45 * len(rows)), dpi=100)
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     for i, row in enumerate(matrix):

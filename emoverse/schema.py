@@ -43,7 +43,7 @@ REJECT_SCHEMA = pa.schema(
         pa.field("gutenberg_id", pa.int32(), nullable=False),
         pa.field("poem_title", pa.string()),
         pa.field("passage_index", pa.int16()),
-        pa.field("reason", pa.string(), nullable=False),  # one of gutenberg.REJECT_REASONS
+        pa.field("reason", pa.string(), nullable=False),  # one of emoverse.corpus.REJECT_REASONS
         pa.field("detail", pa.string(), nullable=False),
     ]
 )

@@ -1,23 +1,42 @@
-"""Defaults a run resolves its options against: data dir, mirror, book ids, base model."""
+"""What a run reads from its environment, in one place, and the defaults it falls back to.
+
+    EMOVERSE_DATA_DIR            the data dir of the CLI and of every flow (default data/run)
+    EMOVERSE_GUTENBERG_MIRROR    the Gutenberg mirror (default the public site)
+    EMOVERSE_PARALLEL_TRAININGS  children trained at once in one process (default 1)
+    EMOVERSE_POLL_SECONDS        how often `train` polls the children's runs (default 2)
+    MLFLOW_TRACKING_URI          a shared registry instead of <data_dir>/registry/ (models.registry)
+
+Each is read when asked for, not at import: a worker's environment is the one that counts.
+"""
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from emoverse.errors import EmoverseError
-from emoverse.gutenberg import GUTENBERG_URL
 
+GUTENBERG_URL = "https://www.gutenberg.org"  # the public site, production default
+DEFAULT_DATA_DIR = "data/run"  # relative to the working directory: the checkout, for workers
+DEFAULT_BASE_MODEL = "scratch:tiny"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CURATED_IDS_FILE = REPO_ROOT / "data" / "curated_ids.txt"
-DEFAULT_BASE_MODEL = "scratch:tiny"
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("EMOVERSE_DATA_DIR", "data/run"))
+def data_dir() -> Path:
+    return Path(os.environ.get("EMOVERSE_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-def default_mirror() -> str:
-    return os.environ.get("EMOVERSE_GUTENBERG_MIRROR", GUTENBERG_URL)
+def mirror() -> str:
+    return os.environ.get("EMOVERSE_GUTENBERG_MIRROR") or GUTENBERG_URL
+
+
+def parallel_trainings() -> int:
+    """In-process children trained at once. One by default: on a CPU they share the same
+    cores, on one GPU its memory; more GPUs mean more `gpu` workers, not threads."""
+    return int(os.environ.get("EMOVERSE_PARALLEL_TRAININGS", "1"))
+
+
+def poll_seconds() -> float:
+    return float(os.environ.get("EMOVERSE_POLL_SECONDS", "2"))
 
 
 def curated_ids() -> list[int]:
@@ -39,26 +58,3 @@ def parse_ids(text: str) -> list[int]:
     if not ids:
         raise EmoverseError("no Gutenberg ids given")
     return ids
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where each stage writes under one data dir."""
-
-    data_dir: Path
-
-    @property
-    def poems(self) -> Path:
-        return self.data_dir / "poems"
-
-    @property
-    def partitions(self) -> Path:
-        return self.data_dir / "partitions"
-
-    @property
-    def models(self) -> Path:
-        return self.data_dir / "models"
-
-    @property
-    def hf_cache(self) -> Path:
-        return self.data_dir / "cache" / "datasets"

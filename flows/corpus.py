@@ -6,16 +6,16 @@ from typing import Any
 
 from prefect import flow
 
-from emoverse.gutenberg import poetry_ids_from_catalog
-from emoverse.settings import curated_ids, default_mirror
-from flows.params import DEFAULT_DATA_DIR
+from emoverse import settings as env
+from emoverse.corpus import poetry_ids_from_catalog
+from emoverse.paths import RunPaths
 from tasks.ingest import ingest_books_task
 from tasks.tag import tag_poems_task
 
 
 @flow(name="ingest")
 def ingest(
-    data_dir: str = DEFAULT_DATA_DIR,
+    data_dir: str | None = None,
     mirror: str | None = None,
     ids: list[int] | None = None,
     catalog: str | None = None,
@@ -24,26 +24,29 @@ def ingest(
     """Fetch Gutenberg books and write `<data_dir>/poems/` (poems and rejects).
 
     Args:
-        data_dir: The run's data folder (relative paths are from the working directory).
+        data_dir: The run's data folder (relative paths are from the working directory);
+            default `$EMOVERSE_DATA_DIR`, else data/run.
         mirror: A Gutenberg mirror URL or local folder; default the public site
             (or `$EMOVERSE_GUTENBERG_MIRROR`).
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv); also supplies titles and authors.
         max_parallel: Downloads at a time.
     """
+    data_dir = str(RunPaths.at(data_dir).data_dir)
     if not ids:
-        ids = poetry_ids_from_catalog(Path(catalog)) if catalog else curated_ids()
+        ids = poetry_ids_from_catalog(Path(catalog)) if catalog else env.curated_ids()
     return ingest_books_task(
-        mirror or default_mirror(), ids, data_dir, catalog_csv=catalog, max_parallel=max_parallel
+        mirror or env.mirror(), ids, data_dir, catalog_csv=catalog, max_parallel=max_parallel
     )
 
 
 @flow(name="tag")
 def tag(
-    data_dir: str = DEFAULT_DATA_DIR,
+    data_dir: str | None = None,
     min_hits: int = 1,
     min_margin: int = 1,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     training_follows: bool = False,
 ) -> dict[str, int]:
@@ -51,19 +54,22 @@ def tag(
     version (skipped when the poems and options are unchanged).
 
     Args:
-        data_dir: The run's data folder.
+        data_dir: The run's data folder; default `$EMOVERSE_DATA_DIR`, else data/run.
         min_hits: The top emotion needs at least this many lexicon hits, else neutral.
         min_margin: The top emotion must beat the runner-up by this many hits, else neutral.
-        lemmatize: Look words up by their WordNet noun lemma (needs NLTK's wordnet data).
+        lemmatize: Look words up by their noun lemma ("tears" as "tear").
+        negation: A hit up to three words after a negator on its line ("not happy") does
+            not count.
         workers: Processes for corpora of a million lines or more (default: one per CPU).
         training_follows: Set by `pipeline`, which trains right after: the
             `emoverse.partitions.updated` event then starts no `train` deployment.
     """
     return tag_poems_task(
-        data_dir,
+        str(RunPaths.at(data_dir).data_dir),
         min_hits=min_hits,
         min_margin=min_margin,
         lemmatize=lemmatize,
+        negation=negation,
         workers=workers,
         training_follows=training_follows,
     )
@@ -71,7 +77,7 @@ def tag(
 
 @flow(name="refresh-corpus")
 def refresh_corpus(
-    data_dir: str = DEFAULT_DATA_DIR,
+    data_dir: str | None = None,
     mirror: str | None = None,
     ids: list[int] | None = None,
     catalog: str | None = None,
@@ -80,10 +86,11 @@ def refresh_corpus(
     `train` deployment (see prefect.yaml).
 
     Args:
-        data_dir: The run's data folder.
+        data_dir: The run's data folder; default `$EMOVERSE_DATA_DIR`, else data/run.
         mirror: A Gutenberg mirror URL or local folder; default the public site.
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv).
     """
+    data_dir = str(RunPaths.at(data_dir).data_dir)
     ingested = ingest(data_dir, mirror, ids, catalog)
     return {"ingest": ingested, "partitions": tag(data_dir)}

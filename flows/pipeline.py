@@ -6,25 +6,27 @@ from typing import Any
 
 from prefect import flow
 
+from emoverse.paths import RunPaths
 from flows.corpus import ingest, tag
-from flows.params import DEFAULT_DATA_DIR, TrainingSettings
 from flows.training import train
+from models.config import TrainingSettings
 
 
 @flow(name="pipeline")
 def pipeline(
-    data_dir: str = DEFAULT_DATA_DIR,
+    data_dir: str | None = None,
     mirror: str | None = None,
     ids: list[int] | None = None,
     catalog: str | None = None,
     max_parallel: int = 2,
-    settings: TrainingSettings = TrainingSettings(),  # noqa: B008 - an immutable default
+    settings: TrainingSettings = TrainingSettings(),
 ) -> dict[str, Any]:
     """Fetch, tag, train, evaluate and register the whole family on one data folder. Stages
     whose inputs did not change since the last run are reused, not redone.
 
     Args:
-        data_dir: The run's data folder (relative paths are from the working directory).
+        data_dir: The run's data folder (relative paths are from the working directory);
+            default `$EMOVERSE_DATA_DIR`, else data/run.
         mirror: A Gutenberg mirror URL or local folder; default the public site
             (or `$EMOVERSE_GUTENBERG_MIRROR`).
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
@@ -32,6 +34,7 @@ def pipeline(
         max_parallel: Downloads at a time.
         settings: Training and evaluation settings.
     """
+    data_dir = str(RunPaths.at(data_dir).data_dir)
     ingested = ingest(data_dir, mirror, ids, catalog, max_parallel)
     counts = tag(data_dir, training_follows=True)
     return {"ingest": ingested, "partitions": counts, **train(data_dir, settings)}

@@ -3,23 +3,25 @@
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from emoverse.atomic import atomic_path
+from emoverse.emotions import FOUNDATION, model_name
 from emoverse.report import plot_loss_curves
 from models.config import TrainConfig
-from models.modeling import default_generation_config
-from models.train import FineTuned
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"
 HISTORY_FILE = "training_history.json"
 
+if TYPE_CHECKING:  # torch and transformers load only when a model is saved
+    from models.train import FineTuned
+
 
 def save_model(
-    tuned: FineTuned,
+    tuned: "FineTuned",
     out_dir: Path,
     *,
     emotion: str,
@@ -29,6 +31,8 @@ def save_model(
 ) -> Path:
     """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
     model card into `out_dir`, all or nothing."""
+    from models.modeling import default_generation_config
+
     with atomic_path(out_dir) as tmp:
         tuned.model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
         tuned.tokenizer.save_pretrained(tmp)
@@ -76,13 +80,13 @@ def model_card(
     val = metrics.get("val_loss")
     role = (
         "pretrained from scratch on the poems of every emotion partition"
-        if emotion == "foundation"
+        if emotion == FOUNDATION
         else f"that writes verse in the register of **{emotion}**"
     )
     val_text = f"{val:.3f} nats/token" if val is not None else "n/a (no validation poems)"
     return (
         f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n"
-        f"# emoverse-{emotion}\n\n"
+        f"# {model_name(emotion)}\n\n"
         f"A GPT-2-style causal language model of {n_parameters:,} parameters {role}, "
         f"trained from `{parent}` on {metrics.get('train_poems')} Project Gutenberg poems.\n\n"
         f"- validation loss: {val_text}\n"
@@ -127,6 +131,11 @@ def add_evaluation_to_card(
             "lift",
             "distinct_1",
             "distinct_2",
+            "n_samples",
+            "label_counts",
+            "judges",
+            "sample_perplexity",
+            "base_distinct_2",
             "config_key",
         )
         if key in evaluation
@@ -175,6 +184,28 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             if evaluation.get("lift") is not None
             else []
         ),
+        *(
+            [
+                {
+                    "type": "emotion-fidelity",
+                    "value": judge["fidelity"]["share"],
+                    "name": f"fidelity judged by {name}",
+                }
+                for name, judge in evaluation.get("judges", {}).items()
+                if name != "nrc"
+            ]
+        ),
+        *(
+            [
+                {
+                    "type": "perplexity",
+                    "value": evaluation["sample_perplexity"],
+                    "name": "perplexity of its poems under the neutral base",
+                }
+            ]
+            if evaluation.get("sample_perplexity") is not None
+            else []
+        ),
         {"type": "distinct-1", "value": evaluation["distinct_1"], "name": "distinct-1"},
         {"type": "distinct-2", "value": evaluation["distinct_2"], "name": "distinct-2"},
     ]
@@ -188,7 +219,7 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             "metrics": generated,
         }
     )
-    return [{"name": f"emoverse-{emotion}", "results": results}]
+    return [{"name": model_name(emotion), "results": results}]
 
 
 def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bool | None) -> str:
@@ -204,15 +235,45 @@ def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bo
         decision = f"registered, not promoted: {promotion.removeprefix('not promoted: ')}"
     else:
         decision = f"promotion: {promotion}"
+    judges = "".join(
+        f"- fidelity judged by {name}: {_share_text(judge['fidelity'])} of sampled poems "
+        f"labelled **{emotion}**"
+        + (
+            f"; the base's share {_share_text(judge['base'])}, lift {judge['lift']:+.1%}, "
+            f"one-sided Fisher exact p={judge['p_value']:.3g}"
+            if judge.get("base")
+            else ""
+        )
+        + "\n"
+        for name, judge in evaluation.get("judges", {}).items()
+    )
+    if not judges:  # a record from before intervals
+        judges = (
+            f"- fidelity: {evaluation['fidelity']:.1%} of sampled poems tagged **{emotion}**"
+            + (f" (lift over the base: {lift:+.1%})" if lift is not None else "")
+            + "\n"
+        )
+    fluency = evaluation.get("sample_perplexity")
+    base_d2 = evaluation.get("base_distinct_2")
     return (
         f"{EVALUATION_START}\n"
         "## Evaluation\n\n"
         f"- test perplexity: {ppl}\n"
-        f"- fidelity: {evaluation['fidelity']:.1%} of sampled poems tagged **{emotion}**"
-        + (f" (lift over the base: {lift:+.1%})" if lift is not None else "")
-        + "\n"
+        f"{judges}"
         f"- diversity: distinct-1 {evaluation['distinct_1']:.3f}, "
-        f"distinct-2 {evaluation['distinct_2']:.3f}\n"
-        f"- {decision}\n"
+        f"distinct-2 {evaluation['distinct_2']:.3f}"
+        + (f" (the base's {base_d2:.3f})" if base_d2 is not None else "")
+        + "\n"
+        + (
+            f"- fluency: its poems' perplexity under the neutral base {fluency:.1f}\n"
+            if fluency is not None
+            else ""
+        )
+        + f"- {decision}\n"
         f"{EVALUATION_END}\n"
     )
+
+
+def _share_text(share: dict[str, Any]) -> str:
+    """`31.2% [20.9%, 43.4%] of 64`: a share with its 95% Wilson interval and n."""
+    return f"{share['share']:.1%} [{share['low']:.1%}, {share['high']:.1%}] of {share['n']}"

@@ -1,10 +1,32 @@
-"""Model presets and the training configuration, in one place."""
+"""Model presets, the bounds of every training and evaluation setting, the per-stage training
+configuration and `TrainingSettings`, the one settings object that the CLI's flags, the flows'
+parameters and the stages' configurations all come from. No torch here: flows import it."""
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, fields, replace
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as validated
+
+from emoverse.errors import EmoverseError
+from emoverse.settings import DEFAULT_BASE_MODEL
 
 SCRATCH_PREFIX = "scratch:"
 ADAPTERS = (None, "lora")
+
+# The bounds of every setting, once: TrainConfig, EvalConfig and TrainingSettings use them, and
+# the CLI's flags are made from TrainingSettings.
+PositiveInt = Annotated[int, Field(ge=1)]
+Epochs = Annotated[int, Field(ge=1, le=1000)]
+Steps = Annotated[int, Field(ge=1, le=10**7)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+BlockSize = Annotated[int, Field(ge=8, le=8192)]
+LearningRate = Annotated[float, Field(gt=0, le=1)]
+Share = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+MinPoems = Annotated[int, Field(ge=1, le=10**6)]
+EvalSamples = Annotated[int, Field(ge=1, le=256)]
+Adapter = Literal["lora"]
 
 # GPT-2-shaped configurations trained from scratch, for when no pretrained model can be had
 # (offline, tests, CPU demos). Sizes in parameters with the preset's vocabulary.
@@ -24,8 +46,6 @@ def is_scratch(base_model: str) -> bool:
 
 def scratch_preset(base_model: str) -> dict[str, Any]:
     """The GPT2Config keyword arguments of a `scratch:<name>` base model."""
-    from emoverse.errors import EmoverseError
-
     name = base_model.removeprefix(SCRATCH_PREFIX)
     if name not in SCRATCH_PRESETS:
         raise EmoverseError(
@@ -35,24 +55,24 @@ def scratch_preset(base_model: str) -> dict[str, Any]:
     return dict(SCRATCH_PRESETS[name])
 
 
-@dataclass(frozen=True)
+@validated(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one fine-tuning stage. Defaults suit `scratch:tiny` on a CPU."""
 
-    epochs: int = 4
-    batch_size: int = 16
-    block_size: int = 128  # tokens per packed training block
-    learning_rate: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine decay floor, as a share of learning_rate
-    warmup_steps: int = 10
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_steps: int | None = None  # cap on optimizer steps, over all epochs
-    patience: int = 1  # epochs without a better validation loss before stopping
-    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
+    epochs: Epochs = 4
+    batch_size: BatchSize = 16
+    block_size: BlockSize = 128  # tokens per packed training block
+    learning_rate: LearningRate = 1e-3
+    min_lr_ratio: Share = 0.1  # cosine decay floor, as a share of learning_rate
+    warmup_steps: Annotated[int, Field(ge=0)] = 10
+    weight_decay: NonNegative = 0.01
+    grad_clip: NonNegative = 1.0
+    max_steps: Steps | None = None  # cap on optimizer steps, over all epochs
+    patience: PositiveInt = 1  # epochs without a better validation loss before stopping
+    checkpoint_every: PositiveInt = 50  # optimizer steps between resumable checkpoints
     compile: bool = False  # torch.compile the model: faster steps on GPUs after a warm-up
-    adapter: str | None = None  # "lora": train a PEFT LoRA adapter instead of every weight
-    lora_rank: int = 8
+    adapter: Adapter | None = None  # "lora": train a PEFT LoRA adapter instead of every weight
+    lora_rank: PositiveInt = 8
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,18 +80,16 @@ class TrainConfig:
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
         """A copy with the non-None overrides applied (CLI options and flow parameters)."""
-        from emoverse.errors import EmoverseError
-
         unknown = sorted(set(overrides) - {f.name for f in fields(self)})
         if unknown:
             raise EmoverseError(
                 f"unknown training setting(s) {', '.join(unknown)}; valid: "
                 + ", ".join(f.name for f in fields(self))
             )
-        config = replace(self, **{k: v for k, v in overrides.items() if v is not None})
-        if config.adapter not in ADAPTERS:
-            raise EmoverseError(f"unknown adapter {config.adapter!r}; valid: lora")
-        return config
+        try:
+            return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            raise EmoverseError(one_line(exc)) from None
 
 
 # Per-stage defaults. The foundation (scratch presets only) learns verse from every poem;
@@ -79,3 +97,79 @@ class TrainConfig:
 FOUNDATION_TRAIN = TrainConfig(epochs=8, learning_rate=2e-3, patience=2)
 BASE_TRAIN = TrainConfig(epochs=6, learning_rate=1e-3)
 CHILD_TRAIN = TrainConfig(epochs=4, learning_rate=5e-4)
+
+
+class TrainingSettings(BaseModel):
+    """How the model family is trained and evaluated: the `settings` parameter of the training
+    flows and the training flags of the CLI. Unset fields keep each stage's defaults above."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL,
+        description="What the neutral base starts from: a Hugging Face hub id (gpt2), a local "
+        "model folder, or a from-scratch preset (scratch:tiny, scratch:small, scratch:gpt2).",
+    )
+    min_poems: MinPoems = Field(
+        1, description="Skip an emotion whose partition has fewer training poems."
+    )
+    foundation_epochs: Epochs | None = Field(
+        None, description="Epochs of the foundation (scratch presets only)."
+    )
+    base_epochs: Epochs | None = Field(None, description="Epochs of the neutral base.")
+    child_epochs: Epochs | None = Field(None, description="Epochs of each emotion child.")
+    max_steps: Steps | None = Field(
+        None, description="Cap on optimizer steps per stage (smoke runs)."
+    )
+    batch_size: BatchSize | None = Field(None, description="Blocks per step.")
+    block_size: BlockSize | None = Field(None, description="Tokens per packed training block.")
+    learning_rate: LearningRate | None = Field(
+        None, description="Peak learning rate of every stage."
+    )
+    compile: bool | None = Field(None, description="torch.compile the model (GPUs).")
+    adapter: Adapter | None = Field(
+        None, description="Train the children as LoRA adapters on the base."
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Any other training setting for every stage, e.g. {"warmup_steps": 20}.',
+    )
+    eval_samples: EvalSamples = Field(
+        16, description="Poems generated per model to measure emotion fidelity."
+    )
+
+    @field_validator("base_model")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if is_scratch(value):
+            try:
+                scratch_preset(value)
+            except EmoverseError as exc:  # pydantic reports ValueErrors against the field
+                raise ValueError(str(exc)) from None
+        return value
+
+    def stage_configs(self) -> tuple[TrainConfig, TrainConfig, TrainConfig]:
+        """The foundation's, the neutral base's and the children's training settings."""
+        named = ("max_steps", "batch_size", "block_size", "learning_rate", "compile")
+        common = {
+            **self.overrides,
+            **{k: v for k in named if (v := getattr(self, k)) is not None},
+        }
+        return (
+            FOUNDATION_TRAIN.with_overrides(**common, epochs=self.foundation_epochs),
+            BASE_TRAIN.with_overrides(**common, epochs=self.base_epochs),
+            CHILD_TRAIN.with_overrides(**common, epochs=self.child_epochs, adapter=self.adapter),
+        )
+
+
+def one_line(error: ValidationError, flag_names: bool = False) -> str:
+    """A pydantic error as one line: `batch_size: must be ... (got 0)`, or `--batch-size: ...`
+    with `flag_names`; a validator's own message (an unknown preset) as it is."""
+    first = error.errors()[0]
+    message = first["msg"]
+    if first["type"] == "value_error":
+        return message.removeprefix("Value error, ")
+    name = ".".join(str(part) for part in first["loc"]) or "value"
+    if flag_names:
+        name = "--" + name.replace("_", "-")
+    return f"{name}: {message[:1].lower()}{message[1:]}, got {first.get('input')!r}"

@@ -4,23 +4,25 @@ diversity, and the gate that decides whether a child becomes its emotion's champ
 * Perplexity: exp of the mean next-token NLL over `bos + poem + eos` of each test poem, the
   framing the models were trained on; every poem is scored on its own (no packing, so no
   context leaks in from a neighbouring poem), pads never count.
-* Fidelity: K poems sampled from a fixed seed in one batched `generate` call, labelled by the
-  same rule the partitions were tagged with (min_hits, min_margin, lemmatize from their
-  manifest); fidelity is the share labelled with the model's own emotion, lift that share
-  minus the base model's share for the same emotion.
-* Diversity: distinct-1 and distinct-2 over the K poems.
+* Fidelity: K poems sampled from a fixed seed in one batched `generate` call, labelled by two
+  judges with the rule the partitions were tagged with (min_hits, min_margin, lemmatize,
+  negation from their manifest): `nrc`, the lexicon the training poems were labelled with,
+  and `empath`, an independent lexicon the models were not trained to please. Fidelity is
+  the share of the K labelled with the model's own emotion, with its 95% Wilson interval
+  and `n`; lift is that share minus the base model's share for the same emotion, and
+  `p_value` Fisher's one-sided exact test that the child's share is greater.
+* Fluency guard: the K poems' perplexity under the neutral base (a child cannot win by piling
+  up emotion words in broken verse), and distinct-1 and distinct-2 over the K poems.
 
 Plain functions over paths, like `models.stages`: a Prefect task, a test or a notebook calls
 them. Results are cached in `<model_dir>/evaluation.json`.
 """
 
-import hashlib
 import json
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,60 +32,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS, NEUTRAL, check_label
+from emoverse.stats import fisher_greater
 from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
 from models.data import IGNORE_INDEX, fingerprint, load_partition
 from models.generate import GenerationRequest, PoemGenerator
 from models.modeling import load_model
+from models.records import GATE_JUDGE, JUDGES, EvalConfig, Evaluation
 from models.train import pick_device
 
 EVALUATION_FILE = "evaluation.json"
-# Bump whenever the same model, data and config could give different numbers.
-EVAL_VERSION = "1"
 SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    samples: int = 16  # K poems generated per model
-    seed: int = 0  # fixed seed: the same poems (and test subset) on every run
-    max_new_tokens: int = 80
-    max_test_poems: int | None = None  # per label: a seeded sample of big test splits
-    batch_size: int = 8  # poems per forward pass when scoring perplexity
-
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ValueError(f"samples must be at least 1, got {self.samples}")
-        if self.max_test_poems is not None and self.max_test_poems < 1:
-            raise ValueError(f"max_test_poems must be at least 1, got {self.max_test_poems}")
-
-    def key(self) -> str:
-        """Names the settings that change results (batch size does not)."""
-        settings = asdict(self)
-        del settings["batch_size"]
-        blob = json.dumps([EVAL_VERSION, settings], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    emotion: str  # the model's emotion (neutral for the base)
-    perplexity: dict[str, float | None]  # label -> on its test split; None: no test poems
-    test_poems: dict[str, int]  # label -> poems scored
-    label_shares: dict[str, float]  # all nine labels -> share of the K poems; sums to 1
-    fidelity: float  # label_shares[emotion]
-    lift: float | None  # fidelity - the base's share for this emotion; None without a base
-    distinct_1: float
-    distinct_2: float
-    samples: list[str]  # the first SAMPLES_KEPT generated poems
-    config_key: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Evaluation":
-        """From `to_dict`'s output; `samples` may be left out (the registry keeps none)."""
-        return cls(**{"samples": [], **{k: d[k] for k in cls.__dataclass_fields__ if k in d}})
 
 
 # --- the measures -----------------------------------------------------------------------------
@@ -190,15 +148,39 @@ def _tag_rule(partitions_dir: Path) -> dict[str, Any]:
         "min_hits": int(options.get("min_hits", 1)),
         "min_margin": int(options.get("min_margin", 1)),
         "lemmatize": bool(options.get("lemmatize", False)),
+        "negation": bool(options.get("negation", False)),
     }
 
 
-def _with_lift(evaluation: Evaluation, base: Evaluation | None) -> Evaluation:
-    if base is None or evaluation.emotion == NEUTRAL:
-        lift = None
-    else:
-        lift = evaluation.fidelity - base.label_shares[evaluation.emotion]
-    return Evaluation.from_dict({**evaluation.to_dict(), "lift": lift})
+def _with_base(evaluation: Evaluation, base: Evaluation | None) -> Evaluation:
+    """Fill in what compares the model with the base: per judge the base's share for the
+    model's emotion, the lift and the one-sided p-value; the base's distinct-2."""
+    emotion = evaluation.emotion
+    compared = base is not None and emotion != NEUTRAL and base.n_samples > 0
+    judges = {}
+    for judge in evaluation.label_counts:
+        own = evaluation.fidelity_of(judge)
+        entry: dict[str, Any] = {"fidelity": own.to_dict(), "base": None, "lift": None}
+        entry["p_value"] = None
+        if compared:
+            theirs = base.share(emotion, judge)
+            entry.update(
+                base=theirs.to_dict(),
+                lift=own.share - theirs.share,
+                p_value=fisher_greater(own.k, own.n, theirs.k, theirs.n),
+            )
+        judges[judge] = entry
+    lift = None
+    if base is not None and emotion != NEUTRAL:
+        lift = evaluation.fidelity - base.label_shares[emotion]
+    return Evaluation.from_dict(
+        {
+            **evaluation.to_dict(),
+            "lift": lift,
+            "judges": judges,
+            "base_distinct_2": base.distinct_2 if base is not None else None,
+        }
+    )
 
 
 def evaluate_model(
@@ -208,15 +190,18 @@ def evaluate_model(
     *,
     labels_for_perplexity: Sequence[str] | None = None,
     base: Evaluation | None = None,
+    base_dir: str | Path | None = None,
     config: EvalConfig = EvalConfig(),
     cache_dir: Path | None = None,
 ) -> Evaluation:
-    """Evaluate the model in `model_dir`, trained for `emotion`.
+    """Evaluate the model in `model_dir`, trained for `emotion`; `base_dir` is the neutral
+    base's folder, whose perplexity of the model's samples is the fluency guard (the base
+    itself, `base_dir` None, is scored by itself).
 
     Perplexity is measured on the test split of each of `labels_for_perplexity` (default: all
     nine for the neutral base, so every child can be compared with it on its own emotion;
     the emotion and neutral for a child); a label without test poems gets None. With `base`
-    (the neutral base's evaluation) the lift is filled in.
+    (the neutral base's evaluation) the lift, the base's shares and the p-values are filled in.
 
     The result is kept in `<model_dir>/evaluation.json` with what it was computed from (config,
     test poems, tagging rule, tagger version); a rerun with the same inputs reads it back
@@ -236,6 +221,7 @@ def evaluate_model(
         "test_fingerprints": {lb: fp for lb, (_, fp) in tests.items()},
         "tag_rule": rule,
         "tagger_version": TAGGER_VERSION,
+        "fluency_judge": str(Path(base_dir).resolve()) if base_dir is not None else None,
     }
 
     cache = model_dir / EVALUATION_FILE
@@ -243,7 +229,7 @@ def evaluate_model(
         stored = json.loads(cache.read_text())
         if stored.get("inputs") == inputs:
             cached = Evaluation.from_dict(stored["evaluation"])
-            evaluation = _with_lift(cached, base)
+            evaluation = _with_base(cached, base)
             if evaluation != cached:
                 _write(cache, evaluation, inputs)
             return evaluation
@@ -261,7 +247,14 @@ def evaluate_model(
     poems = generator.generate(
         GenerationRequest(n=config.samples, seed=config.seed, max_new_tokens=config.max_new_tokens)
     )
-    shares = label_shares(label_texts(poems, **rule))
+    labels = {judge: label_texts(poems, **rule, lexicon=judge) for judge in JUDGES}
+    shares = label_shares(labels[GATE_JUDGE])
+    if base_dir is None:
+        fluency = score_perplexity(generator.model, generator.tokenizer, poems)
+    else:
+        base_model, base_tokenizer = load_model(base_dir)
+        fluency = score_perplexity(base_model, base_tokenizer, poems)
+        del base_model
     evaluation = Evaluation(
         emotion=emotion,
         perplexity=ppl,
@@ -273,8 +266,11 @@ def evaluate_model(
         distinct_2=distinct_n(poems, 2),
         samples=poems[:SAMPLES_KEPT],
         config_key=config.key(),
+        n_samples=len(poems),
+        label_counts={j: {lb: got.count(lb) for lb in LABELS} for j, got in labels.items()},
+        sample_perplexity=None if math.isnan(fluency) else fluency,
     )
-    evaluation = _with_lift(evaluation, base)
+    evaluation = _with_base(evaluation, base)
     _write(cache, evaluation, inputs)
     return evaluation
 
@@ -285,43 +281,3 @@ def _write(path: Path, evaluation: Evaluation, inputs: dict[str, Any]) -> None:
 
 
 # --- the family -------------------------------------------------------------------------------
-
-
-def promotion_decision(child: Evaluation, base: Evaluation) -> tuple[bool, str]:
-    """(promote, reason): a child becomes champion only if its fidelity beats the base's share
-    for its emotion and its perplexity on its emotion's test poems is below the base's. The
-    reason names the numbers either way."""
-    emotion = child.emotion
-    base_share = base.label_shares[emotion]
-    child_ppl, base_ppl = child.perplexity.get(emotion), base.perplexity.get(emotion)
-    fidelity_ok = child.fidelity > base_share
-    fidelity_text = (
-        f"fidelity {child.fidelity:.2f} > base {base_share:.2f}"
-        if fidelity_ok
-        else f"fidelity {child.fidelity:.2f} does not beat base {base_share:.2f}"
-    )
-    if child_ppl is None or base_ppl is None:
-        whose = "child" if child_ppl is None else "base"
-        return False, (
-            f"not promoted: no {emotion} test perplexity for the {whose} to compare "
-            f"(no test poems); {fidelity_text}"
-        )
-    ppl_ok = child_ppl < base_ppl
-    ppl_text = (
-        f"perplexity {child_ppl:.1f} < base {base_ppl:.1f}"
-        if ppl_ok
-        else f"perplexity {child_ppl:.1f} is not below base {base_ppl:.1f}"
-    )
-    if fidelity_ok and ppl_ok:
-        return True, f"{fidelity_text} and {ppl_text}"
-    failed = [text for ok, text in ((fidelity_ok, fidelity_text), (ppl_ok, ppl_text)) if not ok]
-    return False, "not promoted: " + "; ".join(failed)
-
-
-def confusion_matrix(
-    evaluations: Mapping[str, Evaluation],
-) -> tuple[list[str], list[list[float]]]:
-    """(rows, matrix): one row per model present (by emotion, in LABELS order), one column per
-    label (LABELS order); a cell is the share of that model's poems tagged with that label."""
-    rows = [label for label in LABELS if label in evaluations]
-    return rows, [[evaluations[row].label_shares[col] for col in LABELS] for row in rows]

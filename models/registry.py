@@ -15,13 +15,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from emoverse.emotions import LABELS, check_label
+from emoverse.emotions import LABELS, MODEL_PREFIX, check_label, model_name
 from emoverse.errors import NoModelError
+from emoverse.paths import RunPaths
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
-MODEL_PREFIX = "emoverse-"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def registry_uri(data_dir: Path) -> str:
     """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    db = Path(data_dir).resolve() / "registry" / "mlflow.db"
+    db = RunPaths(Path(data_dir)).registry_db
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 
@@ -84,7 +84,7 @@ class ModelRegistry:
         rollback)."""
         from mlflow.exceptions import MlflowException
 
-        name = MODEL_PREFIX + check_label(emotion)
+        name = model_name(check_label(emotion))
         source = str(Path(model_dir).resolve())
         with self._write_lock():
             if existing := self._version_with_source(name, source):
@@ -119,12 +119,12 @@ class ModelRegistry:
         """Make `version` the emotion's champion."""
         self.get(emotion, version=version)  # a clear error for a version that does not exist
         with self._write_lock():
-            self._set_champion(MODEL_PREFIX + emotion, version)
+            self._set_champion(model_name(emotion), version)
         return self.get(emotion)
 
     def rollback(self, emotion: str) -> ModelRecord:
         """Give the champion alias back to the version that held it before."""
-        name = MODEL_PREFIX + check_label(emotion)
+        name = model_name(check_label(emotion))
         with self._write_lock():
             history = self._champion_history(name)
             if len(history) < 2:
@@ -155,7 +155,7 @@ class ModelRegistry:
         """The version under `alias` (or the exact `version`) of the emotion's model."""
         from mlflow.exceptions import MlflowException
 
-        name = MODEL_PREFIX + check_label(emotion)
+        name = model_name(check_label(emotion))
         try:
             if version is not None:
                 mv = self._client.get_model_version(name, str(version))
@@ -181,7 +181,7 @@ class ModelRegistry:
         newest = versions[-1]
         reason = f" ({newest.promotion})" if newest.promotion else ""
         return newest, (
-            f"emoverse-{emotion} has no champion; using its newest version "
+            f"{model_name(emotion)} has no champion; using its newest version "
             f"v{newest.version}, which was not promoted{reason}"
         )
 
@@ -190,7 +190,7 @@ class ModelRegistry:
         emotions = [check_label(emotion)] if emotion else list(LABELS)
         records: list[ModelRecord] = []
         for e in emotions:
-            name = MODEL_PREFIX + e
+            name = model_name(e)
             found = self._client.search_model_versions(f"name = '{name}'")
             if not found:
                 continue

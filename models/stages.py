@@ -4,43 +4,21 @@ notebook calls. Each returns a small record, never a model object."""
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from emoverse.emotions import check_label
+from emoverse.emotions import FOUNDATION, check_label
 from models.card import read_card_metadata, save_model
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
 from models.data import fingerprint, load_partition, load_poems
 from models.modeling import build_scratch_model
+from models.records import SkippedModel, TrainedModel
 from models.train import StepCallback, fine_tune, is_main_process
 
 
-@dataclass(frozen=True)
-class TrainedModel:
-    emotion: str
-    path: str
-    parent: str
-    data_fingerprint: str
-    metrics: dict[str, Any]
-    cached: bool = False  # an earlier run trained exactly this; its folder was reused
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SkippedModel:
-    emotion: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def prepare_init(
+def prepare_foundation(
     base_model: str,
     poems_file: Path,
     models_dir: Path,
@@ -60,11 +38,11 @@ def prepare_init(
     corpus_fp = fingerprint(train)
     name = base_model.replace(":", "-")
     random_init = Path(models_dir) / "init" / f"{name}-{corpus_fp[:12]}"
-    if not (random_init / "config.json").exists():
+    if not _saved(random_init):
         build_scratch_model(base_model, train["text"], random_init, seed=config.seed)
     run_key = _run_key(random_init, corpus_fp, config)
     out = Path(models_dir) / "foundation" / f"{name}-{run_key}"
-    if not (out / "config.json").exists():
+    if not _saved(out):
         _train_into(
             out,
             run_key,
@@ -73,11 +51,17 @@ def prepare_init(
             val,
             config,
             on_step=on_step,
-            emotion="foundation",
+            emotion=FOUNDATION,
             parent=base_model,
             data_fingerprint=corpus_fp,
         )
     return str(out)
+
+
+def _saved(model_dir: Path) -> bool:
+    """"Already done?" for a model folder: it is named by its run key and renamed into place
+    only when whole, so one that has its config is a finished run of exactly this."""
+    return (model_dir / "config.json").exists()
 
 
 def _train_into(
@@ -158,7 +142,7 @@ def train_emotion_model(
     data_fp = fingerprint(train)
     run_key = _run_key(init, data_fp, config)
     out = Path(models_dir) / emotion / f"run-{run_key}"
-    if (out / "config.json").exists():
+    if _saved(out):
         meta = read_card_metadata(out)
         return TrainedModel(emotion, str(out), parent, data_fp, meta["metrics"], cached=True)
     val = load_partition(partitions_dir, emotion, "validation", cache_dir)
@@ -194,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch.distributed as dist
 
     from emoverse.emotions import NEUTRAL
-    from emoverse.settings import RunPaths
+    from emoverse.paths import RunPaths
     from models.config import BASE_TRAIN, CHILD_TRAIN
 
     parser = argparse.ArgumentParser(prog="python -m models.stages", description=main.__doc__)

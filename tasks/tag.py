@@ -10,8 +10,8 @@ from prefect.events import emit_event
 
 from emoverse.emotions import EMOTIONS, LABELS
 from emoverse.errors import MissingStageOutputError
+from emoverse.paths import RunPaths
 from emoverse.report import plot_label_distribution
-from emoverse.settings import RunPaths
 from emoverse.tagging import SPLITS, read_partition, tag_poems
 from tasks.progress import StageProgress, publish_image
 
@@ -22,6 +22,7 @@ def tag_poems_task(
     min_hits: int = 1,
     min_margin: int = 1,
     lemmatize: bool = False,
+    negation: bool = False,
     workers: int | None = None,
     training_follows: bool = False,
 ) -> dict[str, int]:
@@ -30,8 +31,8 @@ def tag_poems_task(
     announced with an `emoverse.partitions.updated` event; `training_follows` (the pipeline
     trains right after) labels it so that the training trigger leaves it alone."""
     logger = get_run_logger()
-    paths = RunPaths(Path(data_dir))
-    poems_file = paths.poems / "poems.parquet"
+    paths = RunPaths.at(data_dir)
+    poems_file = paths.poems_file
     if not poems_file.exists():
         raise MissingStageOutputError(f"no poems at {poems_file}; run `emoverse ingest` first")
     total = pq.ParquetFile(poems_file).metadata.num_rows
@@ -42,6 +43,7 @@ def tag_poems_task(
             min_hits=min_hits,
             min_margin=min_margin,
             lemmatize=lemmatize,
+            negation=negation,
             workers=workers,
             on_progress=progress.update,
         )
@@ -61,6 +63,14 @@ def tag_poems_task(
             manifest["tokens"],
             manifest["lines"] / seconds,
         )
+        changes = manifest.get("label_changes")
+        if changes:
+            logger.info(
+                "labels changed against %s: %d of %d poems",
+                changes["against"],
+                changes["changed"],
+                changes["compared"],
+            )
         emit_event(
             event="emoverse.partitions.updated",
             resource={

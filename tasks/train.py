@@ -1,11 +1,14 @@
-"""Train, evaluate, register: the foundation, the neutral base, one child per emotion."""
+"""Train, evaluate, register: the foundation, the neutral base, one child per emotion.
+
+Torch loads inside the tasks that train or evaluate, not on import: a flow that only passes
+these records on (or `prefect deploy`) does not pay for it."""
 
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -13,21 +16,29 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from emoverse.emotions import LABELS
+from emoverse.emotions import LABELS, model_name
+from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
-from emoverse.settings import RunPaths
 from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.config import TrainConfig
-from models.evaluate import EvalConfig, Evaluation, confusion_matrix, evaluate_model
-from models.registry import ModelRegistry
-from models.stages import SkippedModel, prepare_init, train_emotion_model
-from models.train import StepCallback
+from models.records import (
+    EvalConfig,
+    Evaluation,
+    FailedModel,
+    SkippedModel,
+    TrainedModel,
+    confusion_matrix,
+)
+from models.registry import ModelRecord, ModelRegistry
 from tasks.progress import StageProgress, publish_image
 
 # The global concurrency limit every training and evaluation holds a slot of, wherever it runs
 # (in-process or on a `gpu` worker): create it with as many slots as there are GPUs,
 # `prefect gcl create gpu --limit <GPUs>`. Without it, work is not gated (strict=False).
 GPU_LIMIT = "gpu"
+
+if TYPE_CHECKING:
+    from models.train import StepCallback
 
 
 @contextmanager
@@ -60,22 +71,24 @@ def _gpu_limit_exists() -> bool:
 
 
 @task(name="prepare-foundation")
-def prepare_init_task(base_model: str, data_dir: str, config: dict[str, Any]) -> str:
-    """The folder or hub id the base stage starts from (a trained foundation for scratch
+def prepare_foundation_task(base_model: str, data_dir: str, config: TrainConfig) -> str:
+    """The folder or hub id the neutral base starts from (a trained foundation for scratch
     presets, cached per corpus and settings)."""
-    paths = RunPaths(Path(data_dir))
+    from models.stages import prepare_foundation
+
+    paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress("training foundation", unit="step") as progress:
-        return prepare_init(
+        return prepare_foundation(
             base_model,
-            paths.poems / "poems.parquet",
+            paths.poems_file,
             paths.models,
-            TrainConfig(**config),
+            config,
             cache_dir=paths.hf_cache,
             on_step=_step_reporter(progress),
         )
 
 
-def _step_reporter(progress: StageProgress) -> StepCallback:
+def _step_reporter(progress: StageProgress) -> "StepCallback":
     def on_step(step: int, total: int, loss: float) -> None:
         progress.set_total(total)
         progress.update(1, loss=f"{loss:.3f}")
@@ -86,30 +99,32 @@ def _step_reporter(progress: StageProgress) -> StepCallback:
 @task(name="train-model", task_run_name="train-{emotion}")
 def train_model_task(
     emotion: str,
-    init: str,
+    start: str,
     data_dir: str,
-    config: dict[str, Any],
+    config: TrainConfig,
     parent: str,
     min_poems: int = 1,
-) -> dict[str, Any]:
-    """Fine-tune one emotion's model (or reuse the folder of an identical earlier run).
-    Returns the trained model's record, or, for a partition too small to train,
-    `{"emotion": ..., "reason": ...}`."""
-    paths = RunPaths(Path(data_dir))
+) -> TrainedModel | SkippedModel:
+    """Fine-tune one emotion's model from `start` (or reuse the folder of an identical earlier
+    run); a partition too small to train is skipped, with the reason."""
+    from models.stages import train_emotion_model
+
+    paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress(f"training {emotion}", unit="step") as progress:
         result = train_emotion_model(
             emotion,
-            init,
+            start,
             partitions_dir=paths.partitions,
             models_dir=paths.models,
-            config=TrainConfig(**config),
+            config=config,
             parent=parent,
             min_poems=min_poems,
             cache_dir=paths.hf_cache,
             on_step=_step_reporter(progress),
         )
     if isinstance(result, SkippedModel):
-        return result.to_dict()
+        get_run_logger().warning("skipped %s: %s", emotion, result.reason)
+        return result
     if result.cached:
         get_run_logger().info("%s: an identical run is already trained: %s", emotion, result.path)
     metrics = result.metrics
@@ -123,27 +138,29 @@ def train_model_task(
             + (" (reused: nothing changed since)" if result.cached else "")
         ),
     )
-    return result.to_dict()
+    return result
 
 
-@task(name="evaluate-model", task_run_name="evaluate-{trained[emotion]}")
+@task(name="evaluate-model", task_run_name="evaluate-{trained.emotion}")
 def evaluate_model_task(
-    trained: dict[str, Any],
+    trained: TrainedModel,
     data_dir: str,
-    base: dict[str, Any] | None = None,
-    samples: int = EvalConfig.samples,
-) -> dict[str, Any]:
+    config: EvalConfig,
+    base: Evaluation | None = None,
+) -> Evaluation:
     """Perplexity, emotion fidelity (and lift over `base`, the neutral base's evaluation) and
     diversity of a trained model; cached in its folder. Publishes its sample poems."""
-    paths = RunPaths(Path(data_dir))
-    emotion = trained["emotion"]
+    from models.evaluate import evaluate_model
+
+    paths = RunPaths.at(data_dir)
+    emotion = trained.emotion
     with gpu_slot():
         evaluation = evaluate_model(
-            trained["path"],
+            trained.path,
             emotion,
             paths.partitions,
-            base=Evaluation.from_dict(base) if base else None,
-            config=EvalConfig(samples=samples),
+            base=base,
+            config=config,
             cache_dir=paths.hf_cache,
         )
     poems = "\n\n---\n\n".join(
@@ -151,36 +168,36 @@ def evaluate_model_task(
         for poem in evaluation.samples
     )
     create_markdown_artifact(
-        f"## emoverse-{emotion}: sample poems\n\n"
-        f"fidelity **{evaluation.fidelity:.0%}** of {samples} poems tagged {emotion}"
+        f"## {model_name(emotion)}: sample poems\n\n"
+        f"fidelity **{evaluation.fidelity:.0%}** of {config.samples} poems tagged {emotion}"
         + (f" (lift {evaluation.lift:+.0%} over the base)" if evaluation.lift is not None else "")
         + f"; distinct-1 {evaluation.distinct_1:.2f}, distinct-2 {evaluation.distinct_2:.2f}\n\n"
         + poems,
         key=f"samples-{emotion}",
         description=f"Poems written by the {emotion} model",
     )
-    return evaluation.to_dict()
+    return evaluation
 
 
-@task(name="register-model", task_run_name="register-{trained[emotion]}")
+@task(name="register-model", task_run_name="register-{trained.emotion}")
 def register_model_task(
-    trained: dict[str, Any],
+    trained: TrainedModel,
     data_dir: str,
-    evaluation: dict[str, Any],
+    evaluation: Evaluation,
     promote: bool = True,
     promotion: str = "",
-) -> dict[str, Any]:
+) -> ModelRecord:
     """Register a trained model with its evaluation, as champion if `promote`; writes the
     evaluation into its card and announces the version with an `emoverse.model.registered`
-    event. Returns the registry record."""
-    add_evaluation_to_card(Path(trained["path"]), evaluation, promotion, promoted=promote)
+    event."""
+    add_evaluation_to_card(Path(trained.path), evaluation.to_dict(), promotion, promoted=promote)
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     record = registry.register(
-        trained["emotion"],
-        Path(trained["path"]),
-        metrics={**trained["metrics"], "evaluation": _headline(evaluation)},
-        parent=trained["parent"],
-        data_fingerprint=trained["data_fingerprint"],
+        trained.emotion,
+        Path(trained.path),
+        metrics={**trained.metrics, "evaluation": _headline(evaluation)},
+        parent=trained.parent,
+        data_fingerprint=trained.data_fingerprint,
         promote=promote,
         promotion=promotion,
     )
@@ -188,7 +205,7 @@ def register_model_task(
         event="emoverse.model.registered",
         resource={
             "prefect.resource.id": f"emoverse.model.{record.emotion}",
-            "prefect.resource.name": f"emoverse-{record.emotion}",
+            "prefect.resource.name": model_name(record.emotion),
             "emoverse.emotion": record.emotion,
         },
         payload={
@@ -199,43 +216,43 @@ def register_model_task(
             "registry": registry.uri,
         },
     )
-    return record.to_dict()
+    return record
 
 
-def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+def _headline(evaluation: Evaluation) -> dict[str, Any]:
     """The evaluation without its sample poems: what the registry keeps."""
-    return {k: v for k, v in evaluation.items() if k != "samples"}
+    return {k: v for k, v in evaluation.to_dict().items() if k != "samples"}
 
 
 @task(name="publish-family-report")
 def publish_family_task(
-    registered: list[dict[str, Any]],
-    skipped: list[dict[str, Any]],
-    failed: list[str],
+    registered: list[ModelRecord],
+    skipped: list[SkippedModel],
+    failed: list[FailedModel],
 ) -> None:
     """The run's registry versions, the family's evaluation table, and its 9x9 confusion
     matrix (model x label of the poems it wrote) as Prefect artifacts."""
     rows = [
         {
-            "emotion": r["emotion"],
-            "version": r["version"],
-            "aliases": ",".join(r["aliases"]),
-            "promotion": r["promotion"],
-            "val_loss": r["metrics"].get("val_loss"),
-            "train_poems": r["metrics"].get("train_poems"),
-            "path": r["path"],
+            "emotion": r.emotion,
+            "version": r.version,
+            "aliases": ",".join(r.aliases),
+            "promotion": r.promotion,
+            "val_loss": r.metrics.get("val_loss"),
+            "train_poems": r.metrics.get("train_poems"),
+            "path": r.path,
         }
         for r in registered
     ]
     rows += [
-        {"emotion": s["emotion"], "version": None, "promotion": f"skipped: {s['reason']}"}
+        {"emotion": s.emotion, "version": None, "promotion": f"skipped: {s.reason}"}
         for s in skipped
     ]
-    rows += [{"emotion": e, "version": None, "promotion": "failed"} for e in failed]
+    rows += [{"emotion": f.emotion, "version": None, "promotion": "failed"} for f in failed]
     create_table_artifact(rows, key="registry-versions", description="Models this run registered")
 
     evaluations = {
-        r["emotion"]: r["metrics"]["evaluation"] for r in registered if "evaluation" in r["metrics"]
+        r.emotion: r.metrics["evaluation"] for r in registered if "evaluation" in r.metrics
     }
     if not evaluations:
         return
@@ -259,7 +276,8 @@ def publish_family_task(
         {k: Evaluation.from_dict(v) for k, v in evaluations.items()}
     )
     with tempfile.TemporaryDirectory() as tmp:
-        chart = plot_confusion_matrix(matrix, model_rows, list(LABELS), Path(tmp) / "cm.png")
+        shares = [[cell.share for cell in row] for row in matrix]
+        chart = plot_confusion_matrix(shares, model_rows, list(LABELS), Path(tmp) / "cm.png")
         publish_image(
             chart,
             key="family-confusion-matrix",

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from emoverse.mirror_server import running, serve_mirror
+from mirror_server import running, serve_mirror
 
 # The shared, read-only mirror next to the repository (never copied into it).
 GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"

@@ -14,11 +14,12 @@ import torch
 import yaml
 
 import models.evaluate as ev
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS, NEUTRAL
 from emoverse.errors import UnknownEmotionError
-from emoverse.gutenberg import book_to_rows
 from emoverse.report import plot_confusion_matrix
 from emoverse.schema import POEM_SCHEMA
+from emoverse.stats import fisher_greater, wilson_interval
 from emoverse.tagging import label_texts, tag_table, write_version
 from models.card import CARD_FILE, add_evaluation_to_card, read_card_metadata, save_model
 from models.config import TrainConfig
@@ -27,14 +28,13 @@ from models.evaluate import (
     EVALUATION_FILE,
     EvalConfig,
     Evaluation,
-    confusion_matrix,
     distinct_n,
     evaluate_model,
     perplexity,
-    promotion_decision,
 )
 from models.generate import generate_poems
 from models.modeling import build_scratch_model, load_model
+from models.records import base_promotion_decision, confusion_matrix, promotion_decision
 from models.train import fine_tune
 
 QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2, max_steps=4)
@@ -102,8 +102,17 @@ def model_dir(joy_eval, tmp_path) -> Path:
     return Path(shutil.copytree(joy_eval[0], tmp_path / "joy"))
 
 
-def _evaluation(emotion: str, shares: dict[str, float], ppl: dict[str, float | None]):
-    full = {label: shares.get(label, 0.0) for label in LABELS}
+def _evaluation(
+    emotion: str,
+    shares: dict[str, float],
+    ppl: dict[str, float | None],
+    *,
+    n: int = 64,
+    distinct_2: float = 0.9,
+):
+    """An evaluation of n samples whose labels (both judges alike) have these shares."""
+    counts = {label: round(shares.get(label, 0.0) * n) for label in LABELS}
+    full = {label: counts[label] / n for label in LABELS}
     return Evaluation(
         emotion=emotion,
         perplexity=ppl,
@@ -112,9 +121,11 @@ def _evaluation(emotion: str, shares: dict[str, float], ppl: dict[str, float | N
         fidelity=full[emotion],
         lift=None,
         distinct_1=0.5,
-        distinct_2=0.9,
+        distinct_2=distinct_2,
         samples=["a poem"],
         config_key="k",
+        n_samples=n,
+        label_counts={"nrc": counts, "empath": dict(counts)},
     )
 
 
@@ -195,6 +206,18 @@ def test_evaluate_model_measures_what_it_generates(joy_eval, partitions):
     poems = generate_poems(folder, n=FAST.samples, seed=FAST.seed, max_new_tokens=24)
     labels = label_texts(poems)
     assert result.label_shares == {lb: labels.count(lb) / len(poems) for lb in LABELS}
+    assert result.n_samples == FAST.samples
+    assert result.label_counts["nrc"] == {lb: labels.count(lb) for lb in LABELS}
+    empath = label_texts(poems, lexicon="empath")
+    assert result.label_counts["empath"] == {lb: empath.count(lb) for lb in LABELS}
+    # Every judge's fidelity carries its interval and n, with or without a base.
+    for judge in ("nrc", "empath"):
+        fidelity = result.judges[judge]["fidelity"]
+        assert fidelity["n"] == FAST.samples and fidelity["k"] == result.label_counts[judge]["joy"]
+        assert 0.0 <= fidelity["low"] <= fidelity["share"] <= fidelity["high"] <= 1.0
+        assert result.judges[judge]["base"] is None and result.judges[judge]["p_value"] is None
+    # The fluency guard: without a base folder, the model's own perplexity of its samples.
+    assert result.sample_perplexity == pytest.approx(perplexity(folder, poems), rel=1e-6)
     assert sum(result.label_shares.values()) == pytest.approx(1.0)
     assert result.fidelity == result.label_shares["joy"]
     assert result.distinct_1 == distinct_n(poems, 1)
@@ -225,6 +248,11 @@ def test_evaluate_model_reuses_its_record_and_is_deterministic(
     base = _evaluation(NEUTRAL, {"joy": 0.25, NEUTRAL: 0.75}, {"joy": 900.0, NEUTRAL: 900.0})
     with_base = evaluate_model(model_dir, "joy", partitions, base=base, config=FAST)
     assert with_base.lift == pytest.approx(first.fidelity - 0.25)
+    nrc = with_base.judges["nrc"]
+    assert (nrc["base"]["k"], nrc["base"]["n"], nrc["base"]["share"]) == (16, 64, 0.25)
+    assert nrc["lift"] == pytest.approx(first.fidelity - 0.25)
+    assert nrc["p_value"] == fisher_greater(nrc["fidelity"]["k"], FAST.samples, 16, 64)
+    assert with_base.base_distinct_2 == base.distinct_2
     stored = json.loads((model_dir / EVALUATION_FILE).read_text())["evaluation"]
     assert stored["lift"] == with_base.lift
     assert calls == []
@@ -290,25 +318,53 @@ def test_a_capped_test_split_is_the_same_sample_for_every_model(partitions):
 # --- the family -------------------------------------------------------------------------------
 
 
-def test_promotion_needs_better_fidelity_and_lower_perplexity():
-    base = _evaluation(NEUTRAL, {"joy": 0.12, NEUTRAL: 0.88}, {"joy": 250.9, NEUTRAL: 240.0})
-    good = _evaluation("joy", {"joy": 0.31, NEUTRAL: 0.69}, {"joy": 210.4, NEUTRAL: 300.0})
-    assert promotion_decision(good, base) == (
-        True,
-        "fidelity 0.31 > base 0.12 and perplexity 210.4 < base 250.9",
+def test_promotion_needs_significant_fidelity_lower_perplexity_and_fluency():
+    # 8 of 64 against 20 of 64: Fisher's one-sided exact p is about 0.01.
+    base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
+    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    p = fisher_greater(20, 64, 8, 64)
+    assert 0.001 < p < 0.05
+    promoted, reason = promotion_decision(good, base)
+    assert promoted
+    assert reason == (
+        f"fidelity 0.31 [0.21, 0.43] of 64 beats base 0.12 [0.06, 0.23] of 64 "
+        f"(one-sided Fisher exact p={p:.3g}, < 0.05); perplexity 210.4 < base 250.9; "
+        "distinct-2 0.90 >= 0.81 (90% of the base's 0.90)"
     )
-    faithless = _evaluation("joy", {"joy": 0.06, NEUTRAL: 0.94}, {"joy": 210.4})
-    promoted, reason = promotion_decision(faithless, base)
-    assert not promoted and reason == "not promoted: fidelity 0.06 does not beat base 0.12"
-    perplexed = _evaluation("joy", {"joy": 0.31, NEUTRAL: 0.69}, {"joy": 260.0})
+    # Higher, but not with confidence: 12 of 64 against 8 of 64.
+    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4})
+    promoted, reason = promotion_decision(lucky, base)
+    assert not promoted and reason.startswith("not promoted: fidelity 0.19 [")
+    assert f"p={fisher_greater(12, 64, 8, 64):.3g}, >= 0.05" in reason
+    assert "perplexity" not in reason  # only the failed checks are named
+    perplexed = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 260.0})
     promoted, reason = promotion_decision(perplexed, base)
     assert not promoted
     assert reason == "not promoted: perplexity 260.0 is not below base 250.9"
-    tie = _evaluation("joy", {"joy": 0.12, NEUTRAL: 0.88}, {"joy": 100.0})
+    tie = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 100.0})
     assert promotion_decision(tie, base)[0] is False  # must beat the base, not match it
-    no_base_ppl = _evaluation(NEUTRAL, {"joy": 0.12, NEUTRAL: 0.88}, {NEUTRAL: 240.0})
+    # Piling up emotion words in repetitive verse: distinct-2 more than 10% below the base's.
+    babbling = _evaluation("joy", {"joy": 0.5, NEUTRAL: 0.5}, {"joy": 200.0}, distinct_2=0.8)
+    promoted, reason = promotion_decision(babbling, base)
+    assert not promoted
+    assert reason == "not promoted: distinct-2 0.80 < 0.81 (90% of the base's 0.90)"
+    no_base_ppl = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {NEUTRAL: 240.0})
     promoted, reason = promotion_decision(good, no_base_ppl)
     assert not promoted and "no joy test perplexity for the base" in reason
+
+
+def test_a_new_base_is_champion_only_if_no_worse_than_the_current_one():
+    current = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 100.0})
+    assert base_promotion_decision(current, None) == (True, "the first neutral base")
+    close = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 101.9})
+    promoted, reason = base_promotion_decision(close, current)
+    assert promoted and reason == "neutral perplexity 101.9 is within 2% of the champion's 100.0"
+    worse = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 102.1})
+    promoted, reason = base_promotion_decision(worse, current)
+    assert not promoted
+    assert reason == (
+        "not promoted: neutral perplexity 102.1 is more than 2% worse than the champion's 100.0"
+    )
 
 
 def test_confusion_matrix_has_a_row_per_model_and_nine_columns():
@@ -320,8 +376,11 @@ def test_confusion_matrix_has_a_row_per_model_and_nine_columns():
     rows, matrix = confusion_matrix(family)
     assert rows == ["anger", "joy", NEUTRAL]  # LABELS order, not insertion order
     assert all(len(row) == len(LABELS) == 9 for row in matrix)
-    assert all(sum(row) == pytest.approx(1.0) for row in matrix)
-    assert matrix[0][LABELS.index("fear")] == 0.25 and matrix[2][LABELS.index(NEUTRAL)] == 1.0
+    assert all(sum(cell.share for cell in row) == pytest.approx(1.0) for row in matrix)
+    fear = matrix[0][LABELS.index("fear")]
+    assert (fear.k, fear.n, fear.share) == (16, 64, 0.25)
+    assert (fear.low, fear.high) == wilson_interval(16, 64)
+    assert matrix[2][LABELS.index(NEUTRAL)].share == 1.0
 
 
 def test_confusion_matrix_chart_is_a_png(tmp_path):
@@ -331,7 +390,8 @@ def test_confusion_matrix_chart_is_a_png(tmp_path):
             NEUTRAL: _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {}),
         }
     )
-    out = plot_confusion_matrix(matrix, rows, list(LABELS), tmp_path / "confusion.png")
+    shares = [[cell.share for cell in row] for row in matrix]
+    out = plot_confusion_matrix(shares, rows, list(LABELS), tmp_path / "confusion.png")
     assert out == tmp_path / "confusion.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["confusion.png"]  # no temp file left
@@ -342,8 +402,11 @@ def test_confusion_matrix_chart_is_a_png(tmp_path):
 
 def test_evaluation_goes_into_the_card_once(trained, tmp_path):
     model_dir = Path(shutil.copytree(trained, tmp_path / "joy"))
-    evaluation = _evaluation("joy", {"joy": 0.31, NEUTRAL: 0.69}, {"joy": 210.4, NEUTRAL: None})
-    evaluation = Evaluation.from_dict({**evaluation.to_dict(), "lift": 0.19})
+    shares = {"joy": 20 / 64, NEUTRAL: 44 / 64}
+    evaluation = _evaluation("joy", shares, {"joy": 210.4, NEUTRAL: None})
+    base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.0})
+    evaluation = ev._with_base(evaluation, base)
+    evaluation = Evaluation.from_dict({**evaluation.to_dict(), "sample_perplexity": 301.25})
     first = "not promoted: fidelity 0.06 does not beat base 0.12"
     add_evaluation_to_card(model_dir, evaluation.to_dict(), first, promoted=False)
     text = (model_dir / CARD_FILE).read_text()
@@ -356,11 +419,25 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
     assert "&id" not in text  # no YAML anchors: plain metadata for other readers
     assert "promoted to champion: fidelity 0.31 > base 0.12" in text
     assert "joy 210.4" in text and "neutral n/a (no test poems)" in text
-    assert "lift over the base: +19.0%" in text
+    # Every share with its interval and n, for both judges; the fluency guard's numbers.
+    low, high = wilson_interval(20, 64)
+    assert f"judged by nrc: 31.2% [{low:.1%}, {high:.1%}] of 64 of sampled poems" in text
+    assert "the base's share 12.5% [" in text and "lift +18.8%" in text
+    assert f"one-sided Fisher exact p={fisher_greater(20, 64, 8, 64):.3g}" in text
+    assert "judged by empath: 31.2% [" in text
+    assert "distinct-2 0.900 (the base's 0.900)" in text
+    assert "perplexity under the neutral base 301.2" in text
     assert text.count("# emoverse-joy\n") == 1  # the card's own text is kept
     meta = read_card_metadata(model_dir)
     assert meta["emotion"] == "joy" and meta["data_fingerprint"] == "f" * 64  # kept
-    assert meta["evaluation"]["fidelity"] == 0.31 and meta["evaluation"]["lift"] == 0.19
+    assert meta["evaluation"]["fidelity"] == 0.3125 and meta["evaluation"]["lift"] == 0.1875
+    assert meta["evaluation"]["judges"]["nrc"]["fidelity"] == {
+        "k": 20,
+        "n": 64,
+        "share": 0.3125,
+        "low": float(f"{low:.4g}"),
+        "high": float(f"{high:.4g}"),
+    }
     assert meta["evaluation"]["perplexity"] == {"joy": 210.4, NEUTRAL: None}
     assert meta["evaluation"]["promotion"] == {
         "promoted": True,
@@ -372,9 +449,11 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
     assert results[0]["metrics"] == [
         {"type": "perplexity", "value": 210.4, "name": "joy perplexity"}
     ]
-    assert {m["type"] for m in results[-1]["metrics"]} == {
-        "emotion-fidelity",
-        "emotion-lift",
+    assert {m["name"] for m in results[-1]["metrics"]} == {
+        "fidelity",
+        "lift over base",
+        "fidelity judged by empath",
+        "perplexity of its poems under the neutral base",
         "distinct-1",
         "distinct-2",
     }

@@ -11,8 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from emoverse.errors import BookNotFoundError, MirrorNotFoundError, MissingStageOutputError
-from emoverse.gutenberg import (
+from emoverse.corpus import (
     BOOK_REJECTS,
     DUPLICATES,
     EMPTY,
@@ -36,6 +35,7 @@ from emoverse.gutenberg import (
     dedupe_rows,
     display_name,
     fetch_book,
+    ingest,
     ingest_books,
     ingest_report,
     is_poetry_entry,
@@ -49,6 +49,7 @@ from emoverse.gutenberg import (
     write_poems,
     write_rejects,
 )
+from emoverse.errors import BookNotFoundError, MirrorNotFoundError, MissingStageOutputError
 from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 
 GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
@@ -674,3 +675,19 @@ def test_title_and_author_from_catalog_else_header_else_rdf(gutenberg_server, tm
     catalog = {1065: ("The Raven (catalog)", "Poe")}
     again = ingest_books(gutenberg_server, [1065], cache_dir=tmp_path, catalog=catalog)
     assert set(again.poems.column("book_title").to_pylist()) == {"The Raven (catalog)"}
+
+
+def test_the_ingest_stage_reuses_an_unchanged_corpus(gutenberg_server, tmp_path):
+    from emoverse.paths import RunPaths
+
+    paths = RunPaths(tmp_path)
+    first = ingest(gutenberg_server, [1065, MISSING_ID], paths)
+    assert (first.books, first.rejected_books, first.fetched, first.reused) == (1, 1, 1, False)
+    assert first.left_out[0][:2] == (MISSING_ID, NOT_FOUND)
+    assert paths.poems_file.exists() and paths.rejects_file.exists()
+    # MISSING_ID is not in the cache: the key is unknown, so the stage runs again.
+    assert not ingest(gutenberg_server, [1065, MISSING_ID], paths).reused
+    again = ingest(gutenberg_server, [1065], paths)
+    assert (again.reused, again.fetched) == (False, 0)  # other ids: parsed again, from the cache
+    reused = ingest(gutenberg_server, [1065], paths)
+    assert reused.to_dict() == {**again.to_dict(), "from_cache": 0, "reused": True}

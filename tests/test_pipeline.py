@@ -11,13 +11,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from emoverse import cli
+from apps import cli
 from emoverse.emotions import LABELS
 from emoverse.tagging import write_version
-from flows.params import TrainingSettings
 from flows.pipeline import pipeline
 from flows.training import train
 from models.card import read_card_metadata
+from models.config import TrainingSettings
 from models.registry import CHAMPION, ModelRegistry
 
 # The reference books: Shakespeare's Sonnets, Blake, The Raven, Dickinson.
@@ -231,7 +231,7 @@ def test_a_missing_book_fails_cleanly_and_keeps_the_poems(pipeline_run, gutenber
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "emoverse.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "apps.cli", *args], capture_output=True, text=True, timeout=120
     )
 
 

@@ -128,7 +128,7 @@ def test_eight_processes_registering_at_once_lose_nothing(tmp_path):
 
 
 def test_cli_promotes_and_rolls_back(registry, tmp_path, capsys):
-    from emoverse import cli
+    from apps import cli
 
     for i in (1, 2):
         registry.register(

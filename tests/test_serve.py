@@ -13,10 +13,10 @@ import httpx
 import pytest
 import torch
 
-from emoverse import cli
+from apps import cli
 from emoverse.batcher import RETRY_AFTER_S, BatchSettings
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
-from emoverse.gutenberg import book_to_rows
 from emoverse.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from models.generate import (
     GenerationRequest,

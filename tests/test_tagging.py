@@ -16,19 +16,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from nltk.tokenize import TreebankWordTokenizer
+from nltk.tokenize import NLTKWordTokenizer
 from nrclex import NRCLex
 
-from emoverse import tagging, tokenize
+from emoverse import tagging
+from emoverse.corpus import book_to_rows
 from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import EmoverseError, MissingStageOutputError
-from emoverse.gutenberg import book_to_rows
 from emoverse.schema import COUNT_COLUMNS, POEM_SCHEMA, TAGGED_SCHEMA
 from emoverse.tagging import (
     Tagger,
     count_emotions,
     count_texts,
+    counting,
     label_for,
+    label_texts,
     labels_for,
     list_versions,
     read_manifest,
@@ -37,9 +39,10 @@ from emoverse.tagging import (
     tag_poems,
     tag_report,
     tag_table,
+    tokenize,
     write_partitions,
 )
-from emoverse.tokenize import chunked_tokens, reference_tokens
+from emoverse.tagging.tokenize import chunked_tokens, reference_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,6 +79,15 @@ def _reference_counts(text: str) -> tuple[dict[str, int], int]:
 # --- tokens -----------------------------------------------------------------------------------
 
 
+def test_typographic_quotes_and_dashes_are_split_as_nltk_word_tokenize_does():
+    # "love’s" is love: NRCLex's users count it (TextBlob's words, NLTKWordTokenizer).
+    text = "“My love’s world—come”"
+    expected = ["“", "my", "love", "’", "s", "world", "—", "come", "”"]
+    assert tokenize.tokenize(text) == chunked_tokens(text) == reference_tokens(text) == expected
+    counts, _ = count_texts(pa.array([text]), workers=1)
+    assert _as_dict(counts[0])["joy"] == count_emotions(["love"])["joy"] == 1
+
+
 def test_tokenize_lowercases_and_drops_punctuation():
     text = "Death, be not proud; O'er the self-love!"
     expected = ["death", "be", "not", "proud", "o'er", "the", "self-love"]
@@ -89,7 +101,9 @@ def test_tokenize_lowercases_and_drops_punctuation():
         "Don't DON'T can't won't they'll we're I've she'd 'Twas",
         '"Hello," she said, "it\'s gonna be fine--or wanna be."',
         "The lovers' vows... (and [then] {some}) <tags> & more'n d'ye",
-        "  “Curly” quotes’ and night’s—dashes stay joined",
+        "  “Curly” quotes’ and night’s—dashes are split off",
+        "love’s world’s “death come—to ‘Tis «guillemets» „low” and – en – dashes",
+        "'em. 'Tis. He said “I am dead. ”  ‘It is’ ... a.. b*c",
         "Numbers 3,36 and 1.5 and e.g. Mr. Smith. 'Neath the moon.'",
         "``Backticks'' and '' doubled '' quotes ' alone",
         "_Italics_ and *stars* and self--love, too:",
@@ -101,12 +115,13 @@ def test_tokens_equal_the_reference_on_tricky_lines(line):
 
 
 def test_tokens_equal_the_reference_on_random_lines():
-    # Lines glued from the fragments the Treebank rules react to, with and without spaces.
+    # Lines glued from the fragments the tokenizer's rules react to, with and without spaces.
     fragments = [
         *["love", "Death", "cannot", "gonna", "wanna", "tis", "'tis", "'Twas", "o'er"],
         *["don't", "DON'T", "can't", "lovers'", "d'ye", "more'n", "x", "3", "3,36", "’s"],
         *[",", ".", "...", ";", ":", "!", "?", "'", "''", '"', "``", "`", "(", ")", "[", "]"],
         *["--", "-", "&", "’", "“", "”", "_", "<", "'s", "'ll", "n't", "'d", "'M"],
+        *["‘", "«", "»", "„", "—", "–", "*", "..", "love’s", "“death", "come—to", "'em"],
     ]
     rng = random.Random(4)
     texts = []
@@ -136,11 +151,11 @@ def test_text_with_odd_whitespace_takes_the_exact_path():
         assert _as_dict(counts[i]) == expected
 
 
-def test_treebank_patterns_are_the_installed_nltk_ones():
+def test_tokenizer_patterns_are_the_installed_nltk_ones():
     def patterns(rules):
         return [(getattr(r, "pattern", r), s) for r, s in rules]
 
-    tb = TreebankWordTokenizer
+    tb = NLTKWordTokenizer
     assert patterns(tokenize._STARTING_QUOTES) == patterns(tb.STARTING_QUOTES)
     assert patterns(tokenize._PUNCTUATION) == patterns(tb.PUNCTUATION)
     assert patterns([tokenize._PARENS_BRACKETS]) == patterns([tb.PARENS_BRACKETS])
@@ -196,8 +211,8 @@ def test_counts_equal_the_reference_over_the_whole_mirror(gutenberg_dir):
 
 
 def test_worker_processes_give_the_same_rows(blake_poems, blake_tagged, monkeypatch):
-    monkeypatch.setattr(tagging, "PARALLEL_MIN_LINES", 0)  # spread even a small book
-    monkeypatch.setattr(tagging, "BATCH_CHARS", 10_000)
+    monkeypatch.setattr(counting, "PARALLEL_MIN_LINES", 0)  # spread even a small book
+    monkeypatch.setattr(counting, "BATCH_CHARS", 10_000)
     seen = []
     assert tag_table(blake_poems, workers=2, on_progress=seen.append).equals(blake_tagged)
     assert len(seen) > 2 and sum(seen) == blake_poems.num_rows
@@ -210,29 +225,57 @@ def test_the_lexicon_is_the_file_nrclex_ships():
     assert lexicon.matrix.shape == (len(json.loads(raw)), len(COUNT_COLUMNS))
 
 
-@pytest.fixture
-def fake_wordnet(monkeypatch):
-    lemmas = {"tears": "tear", "hopes": "hope", "joys": "joy"}
-    monkeypatch.setattr(tagging, "wordnet_lemmatizer", lambda: lambda w: lemmas.get(w, w))
-    tagging._tagger.cache_clear()
-    yield lemmas
-    tagging._tagger.cache_clear()
-
-
-def test_lemmatization_looks_words_up_by_their_noun_lemma(fake_wordnet):
-    texts = pa.array(["Tears and hopes, joys!"])
+def test_lemmatization_looks_words_up_by_their_noun_lemma():
+    texts = pa.array(["Fears and sorrows, joys!"])
     surface, n_surface = count_texts(texts, workers=1)
     lemma, n_lemma = count_texts(texts, lemmatize=True, workers=1)
-    expected = count_emotions([fake_wordnet.get(t, t) for t in reference_tokens(texts[0].as_py())])
+    lemmas = {"fears": "fear", "sorrows": "sorrow", "joys": "joy"}
+    expected = count_emotions([lemmas.get(t, t) for t in reference_tokens(texts[0].as_py())])
     assert _as_dict(lemma[0]) == expected
+    assert (expected["fear"], expected["sadness"], expected["joy"]) == (2, 1, 1)
+    assert _as_dict(surface[0])["joy"] == 0
     assert lemma[0].sum() > surface[0].sum()
     assert n_lemma[0] == n_surface[0] == 4  # tokens stay surface forms
+    # Words that are their own lemma, and words outside the lexicon, are left alone.
+    assert tagging.noun_lemmatizer()("love") == "love"
+    assert tagging.noun_lemmatizer()("children") == "child"
 
 
-def test_lemmatization_without_wordnet_says_what_is_missing(monkeypatch):
-    monkeypatch.setattr(tagging, "wordnet_lemmatizer", lambda: None)
-    with pytest.raises(EmoverseError, match="WordNet"):
-        count_texts(pa.array(["tears"]), lemmatize=True, workers=1)
+@pytest.mark.parametrize(
+    ("text", "counted"),
+    [
+        ("I am not happy", False),
+        ("no, never happy", False),
+        ("Nor joy nor peace", False),
+        ("I cannot love", False),
+        ("I don't love", False),
+        ("I don’t love", False),  # typographic apostrophe: "don" "’" "t"
+        ("without happy rest", False),
+        ("not one two happy", False),  # three tokens back
+        ("not one two three happy", True),  # four: out of reach
+        ("happy not", True),  # after the hit: no effect
+        ("not here,\nhappy", True),  # another line
+    ],
+)
+def test_negation_drops_hits_shortly_after_a_negator_on_the_same_line(text, counted):
+    joy = COUNT_COLUMNS.index("joy")
+    plain, _ = count_texts(pa.array([text]), workers=1)
+    negated, _ = count_texts(pa.array([text]), negation=True, workers=1)
+    assert plain[0, joy] >= 1  # without negation it is NRCLex's count
+    assert bool(negated[0, joy] == plain[0, joy]) is counted
+    assert label_texts([text], negation=True) == [label_for(_as_dict(negated[0]))]
+
+
+def test_negation_recounts_only_poems_with_a_negator(blake_poems, blake_tagged):
+    counts, n_tokens = count_texts(blake_poems.column("text"), negation=True, workers=1)
+    texts = blake_poems.column("text").to_pylist()
+    plain = np.array([blake_tagged.column(c).to_pylist() for c in COUNT_COLUMNS]).T
+    assert (n_tokens == np.array(blake_tagged.column("n_tokens").to_pylist())).all()
+    assert (counts <= plain).all() and (counts < plain).any()
+    for i, text in enumerate(texts):
+        tokens = set(tokenize.tokenize(text))
+        if tokens.isdisjoint(tagging.NEGATORS) and "t" not in tokens:
+            assert (counts[i] == plain[i]).all()
 
 
 # --- labels and splits ------------------------------------------------------------------------
@@ -352,7 +395,13 @@ def test_the_manifest_records_counts_tagger_lexicon_and_input(poems_file, tmp_pa
     assert manifest["lexicon"]["sha256"] == tagging.load_lexicon().sha256
     assert manifest["input"]["sha256"] == hashlib.sha256(poems_file.read_bytes()).hexdigest()
     assert manifest["input"]["poems"] == manifest["rows"] == sum(manifest["counts"].values())
-    assert manifest["options"] == {"min_hits": 1, "min_margin": 1, "lemmatize": False}
+    assert manifest["options"] == {
+        "min_hits": 1,
+        "min_margin": 1,
+        "lemmatize": False,
+        "negation": False,
+    }
+    assert manifest["label_changes"] is None  # nothing before it
     assert manifest["tokens"] == "surface"
     tagged = pq.read_table(tmp_path / "partitions").to_pydict()
     for label in LABELS:
@@ -459,4 +508,23 @@ def test_report_prints_the_distribution_per_split(poems_file, tmp_path):
     for label in LABELS:
         line = next(x for x in report.splitlines() if x.startswith(label + " "))
         assert line.split()[1] == str(result.counts[label])
-    assert report.splitlines()[-1].split()[1] == str(sum(result.counts.values()))
+    total = next(x for x in report.splitlines() if x.startswith("total "))
+    assert total.split()[1] == str(sum(result.counts.values()))
+    assert report.splitlines()[-1] == "labels changed: no earlier version to compare with"
+
+
+def test_a_new_version_says_how_many_labels_changed(poems_file, tmp_path):
+    target = tmp_path / "partitions"
+    tag_poems(poems_file, target, workers=1)
+    before = pq.read_table(target).to_pydict()
+    negated = tag_poems(poems_file, target, negation=True, workers=1)
+    after = pq.read_table(target).to_pydict()
+    old = dict(zip(before["poem_id"], before["label"], strict=True))
+    moved = sum(1 for p, lb in zip(after["poem_id"], after["label"], strict=True) if old[p] != lb)
+    changes = negated.manifest["label_changes"]
+    assert changes["against"] == "v000001" and changes["compared"] == len(old)
+    assert changes["changed"] == moved > 0
+    assert sum(changes["moves"].values()) <= moved
+    report = tag_report(target)
+    assert "negation on" in report
+    assert f"labels changed against v000001: {moved} of {len(old)} poems" in report

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from emoverse.gutenberg import book_to_rows, write_poems
+from emoverse.corpus import book_to_rows, write_poems
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import split_for, tag_table, write_partitions
 from models.card import CARD_FILE, LOSS_PLOT_FILE, read_card_metadata, save_model
@@ -17,7 +17,8 @@ from models.config import TrainConfig
 from models.data import IGNORE_INDEX, load_partition, pack_poems
 from models.generate import generate_poems
 from models.modeling import build_scratch_model, load_model
-from models.stages import SkippedModel, TrainedModel, prepare_init, train_emotion_model
+from models.records import SkippedModel, TrainedModel
+from models.stages import prepare_foundation, train_emotion_model
 from models.train import fine_tune, lr_at
 
 QUICK = TrainConfig(epochs=2, batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2)
@@ -125,12 +126,12 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     counts = write_partitions(tagged, tmp_path / "partitions")
     poems_file = write_poems(tagged.select(POEM_SCHEMA.names), tmp_path / "poems")
     foundation = QUICK.with_overrides(max_steps=3)
-    init = prepare_init("scratch:tiny", poems_file, tmp_path / "models", foundation)
+    init = prepare_foundation("scratch:tiny", poems_file, tmp_path / "models", foundation)
     assert read_card_metadata(init)["metrics"]["steps"] == 3  # pretrained, not just initialised
     assert read_card_metadata(init)["metrics"]["train_poems"] == sum(
         split_for(p) == "train" for p in tagged.column("poem_id").to_pylist()
     )
-    again = prepare_init("scratch:tiny", poems_file, tmp_path / "models", foundation)
+    again = prepare_foundation("scratch:tiny", poems_file, tmp_path / "models", foundation)
     assert again == init
     assert not list((tmp_path / "models" / "foundation").glob(".checkpoint-*"))
 
@@ -290,7 +291,7 @@ def test_a_lora_child_is_small_and_loads_like_a_full_one(init_dir, sonnets, tmp_
 def test_unknown_settings_fail_clearly():
     from emoverse.errors import EmoverseError
 
-    with pytest.raises(EmoverseError, match="unknown adapter 'qlora'; valid: lora"):
+    with pytest.raises(EmoverseError, match="adapter: input should be 'lora', got 'qlora'"):
         QUICK.with_overrides(adapter="qlora")
     with pytest.raises(EmoverseError, match=r"unknown training setting.*bach_size"):
         QUICK.with_overrides(bach_size=4)

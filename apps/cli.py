@@ -11,16 +11,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
-from emoverse.emotions import LABELS, check_label
+from pydantic import ValidationError
+
+from emoverse import settings as env
+from emoverse.emotions import LABELS, check_label, model_name
 from emoverse.errors import EmoverseError
-from emoverse.settings import (
-    DEFAULT_BASE_MODEL,
-    curated_ids,
-    default_data_dir,
-    default_mirror,
-    parse_ids,
-)
+from emoverse.paths import RunPaths
+from emoverse.settings import parse_ids
+from models.config import TrainingSettings, one_line
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -34,19 +34,6 @@ def _bounded(lo: int, hi: int, name: str):
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(name: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not 0 < value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be between 0 and 1, got {value}")
         return value
 
     return parse
@@ -66,113 +53,105 @@ def _bounded_float(lo: float, hi: float, name: str):
 
 
 def _generation_bound(option: str, flag: str, *, integer: bool = True):
-    """A parser checking `flag` against the bounds `models.generate` enforces for `option`,
-    imported when a flag is parsed: listing models need not import torch."""
+    """A parser checking `flag` against the bounds `models.generate` enforces for `option`
+    (its BOUNDS table), imported when a flag is parsed: listing models need not import torch."""
 
     def parse(text: str) -> float:
         from models.generate import BOUNDS
 
         lo, hi = BOUNDS[option]
-        if integer:
-            return _bounded(int(lo), int(hi), flag)(text)
-        return _bounded_float(lo, hi, flag)(text)
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"{flag} must be {kind}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{flag} must be between {lo} and {hi}, got {value}")
+        return value
 
     return parse
 
 
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainingSettings field (`--base-epochs` for base_epochs), its help the
+    field's description; values are checked by TrainingSettings itself (`_training`)."""
+    for name, field in TrainingSettings.model_fields.items():
+        if name == "overrides":  # a dict: flows and the API only
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = f" (default: {field.default})" if field.default is not None else ""
+        if field.annotation in (bool, bool | None):
+            parser.add_argument(flag, action="store_true", default=None, help=field.description)
+        elif choices := [
+            c
+            for arg in get_args(field.annotation)
+            if get_origin(arg) is Literal
+            for c in get_args(arg)
+        ]:
+            parser.add_argument(flag, choices=choices, default=None, help=field.description)
+        else:
+            parser.add_argument(flag, default=None, help=f"{field.description}{default}")
+
+
+def _training(args: argparse.Namespace) -> TrainingSettings:
+    given = {
+        name: value
+        for name in TrainingSettings.model_fields
+        if (value := getattr(args, name, None)) is not None
+    }
+    try:
+        return TrainingSettings(**given)
+    except ValidationError as exc:
+        raise EmoverseError(one_line(exc, flag_names=True)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    parser = argparse.ArgumentParser(
+        prog="emoverse", description="Emotion-conditioned poetry from Project Gutenberg."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="where runs write (default: $EMOVERSE_DATA_DIR or ./data/run)",
     )
-    common.add_argument(
+    books = argparse.ArgumentParser(add_help=False)
+    books.add_argument(
         "--mirror",
         default=None,
         help="Gutenberg mirror: a URL or a folder in cache/epub/<id>/pg<id>.txt layout "
         "(default: $EMOVERSE_GUTENBERG_MIRROR or the Project Gutenberg site)",
     )
-    common.add_argument(
+    books.add_argument(
         "--ids",
         default=None,
         help="comma-separated Gutenberg ids (default: the curated list in data/curated_ids.txt)",
     )
-    common.add_argument(
-        "--base-model",
-        default=DEFAULT_BASE_MODEL,
-        help="a Hugging Face id or local folder, or scratch:tiny (default: %(default)s)",
-    )
-
-    training = argparse.ArgumentParser(add_help=False)
-    training.add_argument(
-        "--min-poems",
-        type=_bounded(1, 10**6, "--min-poems"),
-        default=1,
-        help="skip a partition with fewer training poems than this (default: %(default)s)",
-    )
-    training.add_argument(
-        "--foundation-epochs",
-        type=_bounded(1, 1000, "--foundation-epochs"),
-        default=None,
-        help="epochs of from-scratch pretraining on every poem (scratch presets only)",
-    )
-    training.add_argument("--base-epochs", type=_bounded(1, 1000, "--base-epochs"), default=None)
-    training.add_argument("--child-epochs", type=_bounded(1, 1000, "--child-epochs"), default=None)
-    training.add_argument(
-        "--max-steps",
-        type=_bounded(1, 10**7, "--max-steps"),
-        default=None,
-        help="cap on optimizer steps per model (quick runs)",
-    )
-    training.add_argument("--batch-size", type=_bounded(1, 4096, "--batch-size"), default=None)
-    training.add_argument(
-        "--block-size",
-        type=_bounded(8, 8192, "--block-size"),
-        default=None,
-        help="tokens per packed training block",
-    )
-    training.add_argument(
-        "--learning-rate",
-        type=_positive_float("--learning-rate"),
-        default=None,
-        help="peak learning rate of every stage",
-    )
-    training.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile the model (GPUs)"
-    )
-    training.add_argument(
-        "--adapter",
-        choices=["lora"],
-        default=None,
-        help="train the eight children as LoRA adapters on the base (small, quick)",
-    )
-
-    parser = argparse.ArgumentParser(
-        prog="emoverse", description="Emotion-conditioned poetry from Project Gutenberg."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fetching = argparse.ArgumentParser(add_help=False)
-    fetching.add_argument(
+    books.add_argument(
         "--catalog",
         type=Path,
         default=None,
         help="Gutenberg catalog CSV (pg_catalog.csv format): without --ids, ingest its English "
         "poetry books; it also supplies titles and authors",
     )
-    fetching.add_argument(
+    books.add_argument(
         "--max-parallel",
         type=_bounded(1, 16, "--max-parallel"),
         default=2,
         help="downloads at a time (default: %(default)s, polite to the mirror)",
     )
-    sub.add_parser("run", parents=[common, fetching, training], help="the whole pipeline")
+    training = argparse.ArgumentParser(add_help=False)
+    _add_training_flags(training)
+
+    sub.add_parser("run", parents=[data, books, training], help="the whole pipeline")
     ingest = sub.add_parser(
-        "ingest", parents=[common, fetching], help="fetch books and split them into poems"
+        "ingest", parents=[data, books], help="fetch books and split them into poems"
     )
     ingest.add_argument("--report", action="store_true", help="print poems and rejects per book")
-    tag = sub.add_parser("tag", parents=[common], help="tag poems into nine emotion partitions")
+    tag = sub.add_parser("tag", parents=[data], help="tag poems into nine emotion partitions")
     tag.add_argument(
         "--report",
         action="store_true",
@@ -194,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument(
         "--lemmatize",
         action="store_true",
-        help="look words up by their WordNet noun lemma (needs NLTK's wordnet data)",
+        help="look words up by their noun lemma ('tears' as 'tear'), as NRCLex's "
+        "load_raw_text does",
+    )
+    tag.add_argument(
+        "--negation",
+        action="store_true",
+        help="a hit up to three words after a negator on its line ('not happy') does not count",
     )
     tag.add_argument(
         "--workers",
@@ -202,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="processes for corpora of 1M+ lines (default: one per CPU)",
     )
-    sub.add_parser("train", parents=[common, training], help="train the base and the children")
-    gen = sub.add_parser("generate", parents=[common], help="write a poem with an emotion's model")
+    sub.add_parser("train", parents=[data, training], help="train the base and the children")
+    gen = sub.add_parser("generate", parents=[data], help="write a poem with an emotion's model")
     gen.add_argument("--emotion", required=True, help=f"one of: {', '.join(LABELS)}")
     gen.add_argument("--prompt", default="", help="the poem's first words")
     gen.add_argument("--seed", type=_generation_bound("seed", "--seed"), default=0)
@@ -240,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="never repeat an n-gram of this size; 0 allows repeats (default: %(default)s)",
     )
     serve = sub.add_parser(
-        "serve", parents=[common], help="serve the models over HTTP, with a page at /"
+        "serve", parents=[data], help="serve the models over HTTP, with a page at /"
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback)"
@@ -273,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=batching.timeout_s,
         help="seconds a request may take, queue included; then a 504 (default: %(default)s)",
     )
-    models = sub.add_parser("models", parents=[common], help="what the model registry holds")
+    models = sub.add_parser("models", parents=[data], help="what the model registry holds")
     models.add_argument("--emotion", default=None, help="only this emotion")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     change = models.add_mutually_exclusive_group()
@@ -306,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    data_dir = (args.data_dir or default_data_dir()).resolve()
+    paths = RunPaths.at(args.data_dir)
+    data_dir = paths.data_dir.resolve()
     if args.command == "generate":
         return _generate(args, data_dir)
     if args.command == "serve":
@@ -314,63 +300,29 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _models(args, data_dir)
     if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
-        from emoverse.settings import RunPaths
         from emoverse.tagging import tag_report
 
-        print(tag_report(RunPaths(data_dir).partitions))
+        print(tag_report(paths.partitions))
         return 0
-    if args.command == "tag":
-        from emoverse.tagging import lemmatizer_for
 
-        lemmatizer_for(args.lemmatize)  # a missing WordNet fails here, not mid-run
-
-    from emoverse.gutenberg import check_mirror
-    from models.config import is_scratch, scratch_preset
-
-    mirror = args.mirror or default_mirror()
-    catalog = getattr(args, "catalog", None)
-    if catalog is not None and not catalog.is_file():
-        raise EmoverseError(f"catalog file {catalog} does not exist")
-    if args.ids:
-        ids = parse_ids(args.ids)
-    elif catalog is not None:
-        from emoverse.gutenberg import poetry_ids_from_catalog
-
-        ids = poetry_ids_from_catalog(catalog)
-    else:
-        ids = curated_ids()
+    # Check every input before a flow starts: bad input costs no server start.
     if args.command in ("run", "ingest"):
-        check_mirror(mirror)
-    if is_scratch(args.base_model):
-        scratch_preset(args.base_model)  # unknown preset names fail here, not mid-run
+        mirror, ids, catalog = _books(args)
+    if args.command in ("run", "train"):
+        settings = _training(args)
 
     from flows.corpus import ingest, tag
-    from flows.params import TrainingSettings
     from flows.pipeline import pipeline
     from flows.training import train
 
     _hide_tracebacks_of_user_errors()
-
     data = str(data_dir)
-    settings = TrainingSettings()
-    if args.command in ("run", "train"):
-        settings = TrainingSettings(
-            **{
-                key: value
-                for key in (
-                    *("base_model", "min_poems", "foundation_epochs", "base_epochs"),
-                    *("child_epochs", "max_steps", "adapter", "batch_size", "block_size"),
-                    *("learning_rate", "compile"),
-                )
-                if (value := getattr(args, key)) is not None
-            }
-        )
     try:
         if args.command == "ingest":
             result = ingest(data, mirror, ids, _str(catalog), args.max_parallel)
             _print_ingest(result)
             if args.report:
-                from emoverse.gutenberg import ingest_report
+                from emoverse.corpus import ingest_report
 
                 print(ingest_report(Path(result["path"]).parent))
         elif args.command == "tag":
@@ -380,6 +332,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     min_hits=args.min_hits,
                     min_margin=args.min_margin,
                     lemmatize=args.lemmatize,
+                    negation=args.negation,
                     workers=args.workers,
                 )
             )
@@ -396,6 +349,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"emoverse: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
+    """The mirror, the ids and the catalog of `run` and `ingest`, checked."""
+    from emoverse.corpus import check_mirror, poetry_ids_from_catalog
+
+    mirror = args.mirror or env.mirror()
+    catalog = args.catalog
+    if catalog is not None and not catalog.is_file():
+        raise EmoverseError(f"catalog file {catalog} does not exist")
+    if args.ids:
+        ids = parse_ids(args.ids)
+    elif catalog is not None:
+        ids = poetry_ids_from_catalog(catalog)
+    else:
+        ids = env.curated_ids()
+    check_mirror(mirror)
+    return mirror, ids, catalog
 
 
 def _str(path: Path | None) -> str | None:
@@ -421,7 +392,7 @@ def _print_counts(counts: dict[str, int]) -> None:
 def _print_training(result: dict) -> None:
     for emotion, version in result["registered"].items():
         role = "champion" if emotion in result["champions"] else "not champion"
-        print(f"emoverse-{emotion} v{version} ({role}): {result['promotion'][emotion]}")
+        print(f"{model_name(emotion)} v{version} ({role}): {result['promotion'][emotion]}")
     for emotion, reason in result["skipped"].items():
         print(f"skipped {emotion}: {reason}")
 
@@ -445,7 +416,7 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
     except GenerationSettingError as exc:  # name the flag, not the field
         flag = "-n" if exc.option == "n" else "--" + exc.option.replace("_", "-")
         raise EmoverseError(f"{flag} {exc.problem}") from None
-    print(f"# emoverse-{emotion} v{record.version}, seed {args.seed}", file=sys.stderr)
+    print(f"# {model_name(emotion)} v{record.version}, seed {args.seed}", file=sys.stderr)
     print("\n\n---\n\n".join(poems))
     return 0
 
@@ -477,7 +448,7 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
             if args.promote is not None
             else registry.rollback(emotion)
         )
-        print(f"emoverse-{emotion} champion is now v{record.version} ({record.path})")
+        print(f"{model_name(emotion)} champion is now v{record.version} ({record.path})")
         return 0
     records = registry.list(emotion)
     if args.json:

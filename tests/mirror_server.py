@@ -3,7 +3,7 @@
 Offline machines, tests and benchmarks point `--mirror` at it, so the same HTTP fetch code
 runs as against the public site:
 
-    python -m emoverse.mirror_server ../shared/gutenberg --port 8765
+    python tests/mirror_server.py ../shared/gutenberg --port 8765
     emoverse run --mirror http://127.0.0.1:8765
 """
 

@@ -1,0 +1,196 @@
+"""Versioned partitions: `<partitions>` links to `<partitions>.versions/vNNNNNN/`, which holds
+`emotion=<label>/part-0.parquet` for all nine labels (TAGGED_SCHEMA) and `_manifest.json`.
+A version is written under a temporary name, renamed when complete, and the link is then
+switched in one `os.replace`: a crash at any point leaves the previous version current."""
+
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nrclex
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from emoverse.emotions import LABELS
+from emoverse.errors import EmoverseError
+from emoverse.schema import TAGGED_SCHEMA
+from emoverse.tagging.counting import TAGGER_VERSION
+from emoverse.tagging.lexicon import load_lexicon
+from emoverse.tagging.rule import SPLITS
+
+MANIFEST_NAME = "_manifest.json"  # a leading "_": pyarrow's dataset discovery skips it
+KEEP_VERSIONS = 3
+
+_VERSION = re.compile(r"v(\d{6,})")
+
+
+def versions_dir(partitions_dir: Path) -> Path:
+    """Where the versions behind the `partitions_dir` link live."""
+    partitions_dir = Path(partitions_dir)
+    return partitions_dir.with_name(f"{partitions_dir.name}.versions")
+
+
+def list_versions(partitions_dir: Path) -> list[str]:
+    """The complete versions on disk, oldest first."""
+    store = versions_dir(partitions_dir)
+    if not store.is_dir():
+        return []
+    names = [p.name for p in store.iterdir() if _VERSION.fullmatch(p.name) and p.is_dir()]
+    return sorted(names, key=lambda name: int(name[1:]))
+
+
+def read_manifest(partitions_dir: Path) -> dict[str, Any] | None:
+    """The current version's manifest, or None before the first tagged run."""
+    path = Path(partitions_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextmanager
+def _writer_lock(store: Path) -> Iterator[None]:
+    """One writer at a time per partitions dir; the OS drops the lock if the writer dies."""
+    with open(store / ".lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_labels(tagged: pa.Table, folder: Path) -> dict[str, dict[str, int]]:
+    """One Parquet file per label (all nine, empty ones too); rows per label and split."""
+    folder.mkdir(parents=True)
+    by_split: dict[str, dict[str, int]] = {}
+    labels = tagged.column("label")
+    for label in LABELS:
+        rows = tagged.filter(pc.equal(labels, label))
+        part = folder / f"emotion={label}"
+        part.mkdir()
+        pq.write_table(rows, part / "part-0.parquet")
+        _fsync(part / "part-0.parquet")
+        tally = {
+            v["values"]: v["counts"] for v in pc.value_counts(rows.column("split")).to_pylist()
+        }
+        by_split[label] = {s: int(tally.get(s, 0)) for s in SPLITS}
+    return by_split
+
+
+def _switch(link: Path, target: Path) -> None:
+    """Point `link` at `target` in one rename. A real folder there (the layout before
+    versions) is first moved into the store as version v000000."""
+    tmp = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    try:
+        if link.is_dir() and not link.is_symlink():
+            legacy = target.parent / "v000000"
+            if legacy.exists():
+                shutil.rmtree(legacy)
+            os.replace(link, legacy)
+        os.replace(tmp, link)
+    finally:
+        if tmp.is_symlink():
+            tmp.unlink()
+    _fsync(link.parent)
+
+
+def _drop_leftovers(partitions_dir: Path, store: Path) -> None:
+    """Remove what killed writers left: temp folders and temp links. Only under the lock,
+    where no other writer is live."""
+    for leftover in store.glob(".tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for link in partitions_dir.parent.glob(f".{partitions_dir.name}.link-*"):
+        link.unlink(missing_ok=True)
+
+
+def _prune(partitions_dir: Path, store: Path, keep: int, current: str) -> None:
+    versions = list_versions(partitions_dir)
+    for old in versions[: max(0, len(versions) - keep)]:
+        if old != current:
+            shutil.rmtree(store / old, ignore_errors=True)
+
+
+def write_version(
+    tagged: pa.Table,
+    partitions_dir: Path,
+    *,
+    info: dict[str, Any] | None = None,
+    keep: int = KEEP_VERSIONS,
+) -> dict[str, Any]:
+    """Write `tagged` as a new version of the nine partitions and make it current; returns its
+    manifest (`info` merged in). Keeps the newest `keep` versions."""
+    if keep < 1:
+        raise EmoverseError(f"keep must be at least 1, got {keep}")
+    partitions_dir = Path(partitions_dir)
+    store = versions_dir(partitions_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(store):
+        _drop_leftovers(partitions_dir, store)
+        existing = list_versions(partitions_dir)
+        version = f"v{(int(existing[-1][1:]) if existing else 0) + 1:06d}"
+        tmp = store / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+        try:
+            splits = _write_labels(tagged, tmp)
+            lexicon = load_lexicon()
+            manifest: dict[str, Any] = {
+                "version": version,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "tagger_version": TAGGER_VERSION,
+                "lexicon": {
+                    "file": "nrclex/data/nrc_en.json",
+                    "nrclex": nrclex.__version__,
+                    "sha256": lexicon.sha256,
+                },
+            }
+            manifest.update(info or {})
+            manifest.update(
+                version=version,
+                rows=tagged.num_rows,
+                counts={label: sum(splits[label].values()) for label in LABELS},
+                splits=splits,
+                files={label: f"emotion={label}/part-0.parquet" for label in LABELS},
+            )
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+            _fsync(tmp / MANIFEST_NAME)
+            _fsync(tmp)
+            os.rename(tmp, store / version)  # complete versions only ever carry a vNNNNNN name
+            _fsync(store)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _switch(partitions_dir, store / version)
+        _prune(partitions_dir, store, keep, current=version)
+    return manifest
+
+
+def write_partitions(tagged: pa.Table, partitions_dir: Path) -> dict[str, int]:
+    """`write_version` without run details; returns the row count per label."""
+    return write_version(tagged, partitions_dir)["counts"]
+
+
+def read_partition(partitions_dir: Path, label: str, split: str | None = None) -> pa.Table:
+    """Read one label's rows (optionally one split) with the declared schema."""
+    table = pq.read_table(Path(partitions_dir) / f"emotion={label}", schema=TAGGED_SCHEMA)
+    if split is not None:
+        table = table.filter(pc.equal(table.column("split"), split))
+    return table
+
+

@@ -1,0 +1,269 @@
+"""The family report: does each child carry its emotion? One markdown page with figures, for a
+person to judge in a minute.
+
+Per emotion it shows the model each emotion uses now (champion, else newest) against the base
+it was trained from: fidelity under both judges with 95% intervals beside the base's share,
+lift and the one-sided p-value, human accuracy where readers have judged, perplexities,
+distinct-n, the loss curve and three sample poems; then the 9x9 confusion matrices, and how
+often the two judges agree on real poems (the ceiling for the Empath figures).
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
+from emoverse.judgements import JudgementStore
+from emoverse.report import plot_confusion_matrix, pyplot
+from emoverse.stats import Share
+from emoverse.tagging import judge_agreement, read_partition
+from models.card import LOSS_PLOT_FILE
+from models.evaluate import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
+from models.registry import ModelRecord, ModelRegistry
+
+REPORT_FILE = "report.md"
+SAMPLE_POEMS = 3
+
+
+@dataclass(frozen=True)
+class FamilyMember:
+    record: ModelRecord
+    evaluation: Evaluation
+    samples: list[str]
+    human: Share | None
+
+
+def collect_family(
+    registry: ModelRegistry, judgements: JudgementStore
+) -> dict[str, FamilyMember]:
+    """The model each label uses now, with its evaluation, samples and human accuracy."""
+    human = judgements.accuracy()
+    family: dict[str, FamilyMember] = {}
+    for label in LABELS:
+        if not registry.list(label):
+            continue
+        record, _ = registry.current(label)
+        stored = record.metrics.get("evaluation")
+        if stored is None:
+            continue
+        samples: list[str] = []
+        evaluation_file = Path(record.path) / EVALUATION_FILE
+        if evaluation_file.is_file():
+            samples = json.loads(evaluation_file.read_text())["evaluation"].get("samples", [])
+        family[label] = FamilyMember(
+            record,
+            Evaluation.from_dict(stored),
+            samples[:SAMPLE_POEMS],
+            human.get((label, record.version)),
+        )
+    return family
+
+
+def verdict(evaluation: Evaluation) -> str:
+    """One plain sentence: does the child carry its emotion, and by which judges."""
+    passed = [
+        judge
+        for judge in JUDGES
+        if (p := evaluation.judges.get(judge, {}).get("p_value")) is not None and p < ALPHA
+    ]
+    if not any(evaluation.judges.get(j, {}).get("base") for j in JUDGES):
+        return "no base to compare with"
+    if passed == list(JUDGES):
+        return "carries its emotion: both judges find it more often than in the base's poems"
+    if passed == ["nrc"]:
+        return (
+            "carries its emotion by the lexicon it was trained on; the independent judge "
+            "(Empath) does not confirm it"
+        )
+    if passed:
+        return "only the independent judge finds more of its emotion than in the base's poems"
+    return "no evidence that it carries its emotion more than the base does"
+
+
+def _cell(share: dict[str, Any] | Share | None) -> str:
+    if share is None:
+        return "n/a"
+    if isinstance(share, dict):
+        share = Share(**share)
+    return f"{share.share:.0%} [{share.low:.0%}–{share.high:.0%}] n={share.n}"
+
+
+def _ppl(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def plot_fidelity(family: dict[str, FamilyMember], path: Path) -> Path:
+    """Per emotion, each judge's fidelity with its interval beside the base's share."""
+    plt = pyplot()
+    emotions = [e for e in EMOTIONS if e in family]
+    series: list[tuple[str, str, list[Share | None]]] = []
+    for judge, color in zip(JUDGES, ("#3b6db3", "#c0632b"), strict=True):
+        own = [Share(**family[e].evaluation.judges[judge]["fidelity"]) for e in emotions]
+        base = [
+            Share(**b) if (b := family[e].evaluation.judges[judge].get("base")) else None
+            for e in emotions
+        ]
+        series += [(f"{judge}: child", color, own), (f"{judge}: base", "#999999", base)]
+    humans = [family[e].human for e in emotions]
+    if any(humans):
+        series.append(("human readers", "#2a9d4b", humans))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(1, len(emotions)), 3.8), dpi=100)
+    width = 0.8 / len(series)
+    for i, (name, color, shares) in enumerate(series):
+        xs = [j - 0.4 + width * (i + 0.5) for j, s in enumerate(shares) if s is not None]
+        got = [s for s in shares if s is not None]
+        if not got:
+            continue
+        ax.errorbar(
+            xs,
+            [s.share for s in got],
+            yerr=[[s.share - s.low for s in got], [s.high - s.share for s in got]],
+            fmt="o" if "base" not in name else "s",
+            color=color,
+            alpha=0.55 if "base" in name else 1.0,
+            capsize=2,
+            markersize=4,
+            label=name,
+        )
+    ax.set_xticks(range(len(emotions)), emotions, rotation=30, ha="right")
+    ax.set_ylabel("share of sampled poems with the emotion")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Fidelity with 95% intervals: each child against its base")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _agreement(partitions_dir: Path) -> dict[str, Any] | None:
+    texts, labels = [], []
+    for label in LABELS:
+        table = read_partition(partitions_dir, label).select(["text", "label"])
+        texts += table.column("text").to_pylist()
+        labels += table.column("label").to_pylist()
+    return judge_agreement(texts, labels) if texts else None
+
+
+def write_family_report(
+    registry: ModelRegistry,
+    judgements: JudgementStore,
+    partitions_dir: Path,
+    out_dir: Path,
+) -> Path:
+    """Write `out_dir/report.md` and its figures; returns the markdown file."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    family = collect_family(registry, judgements)
+    children = {e: m for e, m in family.items() if e != NEUTRAL}
+    lines = ["# emoverse: does each child carry its emotion?", ""]
+    if not family:
+        lines += ["No evaluated model in the registry yet: run `emoverse run` first.", ""]
+        (out_dir / REPORT_FILE).write_text("\n".join(lines))
+        return out_dir / REPORT_FILE
+    base = family.get(NEUTRAL)
+    if base is not None:
+        lines += [
+            f"Base: emoverse-neutral v{base.record.version}. Each child below is compared with "
+            "the base it was trained from, on the same number of poems sampled from the same "
+            f"seed. A share is given with its 95% Wilson interval and n; p is Fisher's exact "
+            f"one-sided test that the child's share beats the base's (the promotion gate asks "
+            f"p < {ALPHA} under the NRC judge).",
+            "",
+        ]
+    lines += [
+        "| emotion | model | verdict | fidelity (NRC) | base (NRC) | p | fidelity (Empath) "
+        "| base (Empath) | p | human | own ppl | base ppl | poems' ppl under base "
+        "| distinct-2 (base) |",
+        "|---|---|---|---|---|---:|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    for emotion, member in children.items():
+        ev, rec = member.evaluation, member.record
+        nrc, emp = ev.judges.get("nrc", {}), ev.judges.get("empath", {})
+        base_ppl = base.evaluation.perplexity.get(emotion) if base else None
+        alias = "champion" if "champion" in rec.aliases else "newest, not champion"
+        lines.append(
+            f"| {emotion} | v{rec.version} ({alias}) | {verdict(ev)} "
+            f"| {_cell(nrc.get('fidelity'))} | {_cell(nrc.get('base'))} "
+            f"| {_p(nrc.get('p_value'))} | {_cell(emp.get('fidelity'))} "
+            f"| {_cell(emp.get('base'))} | {_p(emp.get('p_value'))} | {_cell(member.human)} "
+            f"| {_ppl(ev.perplexity.get(emotion))} | {_ppl(base_ppl)} "
+            f"| {_ppl(ev.sample_perplexity)} "
+            f"| {ev.distinct_2:.2f} ({_d2(ev.base_distinct_2)}) |"
+        )
+    missing = [e for e in EMOTIONS if e not in children]
+    if missing:
+        lines += ["", f"No evaluated model for: {', '.join(missing)}."]
+    lines += [
+        "",
+        "Blank cells: `n/a` means there was nothing to measure (no test poems for a "
+        "perplexity, no reader answers yet for human accuracy).",
+        "",
+    ]
+
+    if children:
+        plot_fidelity(family, out_dir / "fidelity.png")
+        lines += ["## Fidelity", "", "![fidelity per emotion](fidelity.png)", ""]
+    for judge in JUDGES:
+        rows, matrix = confusion_matrix({e: m.evaluation for e, m in family.items()}, judge)
+        shares = [[cell.share for cell in row] for row in matrix]
+        plot_confusion_matrix(shares, rows, list(LABELS), out_dir / f"confusion-{judge}.png")
+        lines += [
+            f"## Confusion matrix judged by {judge}",
+            "",
+            f"Rows: models; columns: the label {judge} gives their poems "
+            f"(n={next(iter(family.values())).evaluation.n_samples} poems per model).",
+            "",
+            f"![confusion matrix, {judge}](confusion-{judge}.png)",
+            "",
+        ]
+    agreement = _agreement(partitions_dir)
+    if agreement:
+        lines += [
+            "## How far to trust the independent judge",
+            "",
+            f"On the {agreement['poems']:,} real poems of the partitions, Empath gives the NRC "
+            f"label to {agreement['agreement']:.0%} (Cohen's kappa {agreement['kappa']:.2f}), "
+            f"and to {agreement['agreement_on_emotional']:.0%} of the poems NRC gives an "
+            "emotion. A child whose poems were exactly like its partition's would reach about "
+            "that under Empath, not 100%:",
+            "",
+            "| NRC label | real poems | Empath agrees |",
+            "|---|---:|---:|",
+        ]
+        for label in LABELS:
+            row = agreement["per_label"][label]
+            share = row["empath_agrees"] / row["poems"] if row["poems"] else 0.0
+            lines.append(f"| {label} | {row['poems']:,} | {share:.0%} |")
+        lines.append("")
+    lines += ["## Perplexity", "", "| model | " + " | ".join(LABELS) + " |"]
+    lines.append("|---|" + "---:|" * len(LABELS))
+    for label, member in family.items():
+        ppl = member.evaluation.perplexity
+        lines.append(f"| {label} | " + " | ".join(_ppl(ppl.get(lb)) for lb in LABELS) + " |")
+    lines += ["", "Own-emotion test split for children, all nine for the base.", ""]
+    lines += ["## Loss curves and sample poems", ""]
+    for label, member in family.items():
+        lines += [f"### {label} (v{member.record.version})", ""]
+        loss = Path(member.record.path) / LOSS_PLOT_FILE
+        if loss.is_file():
+            shutil.copyfile(loss, out_dir / f"loss-{label}.png")
+            lines += [f"![{label} loss curve](loss-{label}.png)", ""]
+        for poem in member.samples:
+            lines += ["\n".join(f"> {ln}" if ln.strip() else ">" for ln in poem.splitlines()), ""]
+    report = out_dir / REPORT_FILE
+    tmp = report.with_name(f".{REPORT_FILE}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(report)
+    return report
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def _d2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
