@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback)"
     )
     serve.add_argument("--port", type=_bounded(1, 65535, "--port"), default=8000)
-    from emoverse.batcher import BatchSettings  # no torch: cheap
+    from apps.batcher import BatchSettings  # no torch: cheap
 
     batching = BatchSettings()
     serve.add_argument(
@@ -422,8 +422,8 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:
-    from emoverse.batcher import BatchSettings
-    from emoverse.serve import serve
+    from apps.batcher import BatchSettings
+    from apps.serve import serve
 
     batching = BatchSettings(
         window_ms=args.batch_window_ms,

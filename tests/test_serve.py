@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from apps import cli
-from emoverse.batcher import RETRY_AFTER_S, BatchSettings
+from apps.batcher import RETRY_AFTER_S, BatchSettings
+from apps.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
-from emoverse.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from models.generate import (
     GenerationRequest,
     SamplingSettings,

@@ -11,7 +11,7 @@
 Bad input gets a 422 whose `message` names the field. Every request asks the registry (through
 a short TTL) which version is current, so `emoverse models --promote/--rollback` takes effect
 without a restart; loaded models sit in a small LRU cache keyed by (emotion, version, folder).
-Each loaded model has a `Batcher` (emoverse/batcher.py): requests arriving together are
+Each loaded model has a `Batcher` (apps/batcher.py): requests arriving together are
 written in one batch; a full queue is a 503 with Retry-After, a request out of time a 504,
 and a client that goes away stops its poems.
 """
@@ -38,7 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from emoverse.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
+from apps.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, GenerationSettingError, NoModelError
 from models.generate import (
