@@ -40,6 +40,19 @@ def _bounded(lo: int, hi: int, name: str):
     return parse
 
 
+def _bounded_float(lo: float, hi: float, name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
 def _generation_bound(option: str, flag: str, *, integer: bool = True):
     """A parser checking `flag` against the bounds `models.generate` enforces for `option`
     (its BOUNDS table), imported when a flag is parsed: listing models need not import torch."""
@@ -219,6 +232,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback)"
     )
     serve.add_argument("--port", type=_bounded(1, 65535, "--port"), default=8000)
+    from apps.batcher import BatchSettings  # no torch: cheap
+
+    batching = BatchSettings()
+    serve.add_argument(
+        "--batch-window-ms",
+        type=_bounded_float(0, 1000, "--batch-window-ms"),
+        default=batching.window_ms,
+        help="how long a request waits for others to share its batch (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=_bounded(1, 256, "--max-batch"),
+        default=batching.max_batch,
+        help="poems written at once per model (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=_bounded(1, 100_000, "--max-queue"),
+        default=batching.max_queue,
+        help="requests waiting per model; more get a 503 with Retry-After (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=_bounded_float(0.1, 3600, "--request-timeout"),
+        default=batching.timeout_s,
+        help="seconds a request may take, queue included; then a 504 (default: %(default)s)",
+    )
     models = sub.add_parser("models", parents=[data], help="what the model registry holds")
     models.add_argument("--emotion", default=None, help="only this emotion")
     models.add_argument("--json", action="store_true", help="machine-readable output")
@@ -393,9 +433,16 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:
-    from emoverse.serve import serve
+    from apps.batcher import BatchSettings
+    from apps.serve import serve
 
-    serve(data_dir, host=args.host, port=args.port)
+    batching = BatchSettings(
+        window_ms=args.batch_window_ms,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        timeout_s=args.request_timeout,
+    )
+    serve(data_dir, host=args.host, port=args.port, batching=batching)
     return 0
 
 

@@ -1,8 +1,10 @@
 """Sampling poems from a saved model folder.
 
 `PoemGenerator` holds one loaded model and its tokenizer, so a server can keep it in a cache;
-`generate_poems` is the one-shot form (load, generate, drop). Both sample with the KV cache,
-one batch of `n` poems per call, and give the same poems for the same seed.
+`generate_poems` is the one-shot form (load, generate, drop). Both sample with the KV cache
+through `models.sampling` (one batch of `n` poems per call), and give the same poems for the
+same seed: poem `i` of a request with seed `s` draws from its own generator, seeded
+`s * ROW_SEED_STRIDE + i`, so it is the same poem whatever else shares its batch.
 """
 
 import json
@@ -11,10 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from emoverse.errors import EmoverseError, GenerationSettingError
 from models.modeling import ADAPTER_CONFIG, load_model
+from models.sampling import Cohort, Row, RowSpec
 from models.train import pick_device
 
 # (lowest, highest) allowed value of every numeric option, in one place: the CLI's parsers
@@ -33,10 +34,9 @@ MAX_PROMPT_CHARS = 2000
 # Weight files that unpickle on load, and so can run code: never loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
-# transformers samples from torch's global generator (generate() takes no generator), so a
-# seed gives the same poems only if no other generation draws from it meanwhile: every
-# generation in the process runs under this lock, whichever model it uses.
-_GENERATION_LOCK = threading.Lock()
+# Poem i of a request with seed s samples from a generator seeded s * ROW_SEED_STRIDE + i:
+# distinct for every (seed, poem) pair, as n never exceeds the stride.
+ROW_SEED_STRIDE = int(BOUNDS["n"][1])
 
 
 def _check_bounds(name: str, value: Any, *, integer: bool) -> None:
@@ -129,8 +129,9 @@ def check_safetensors_only(model_dir: Path) -> None:
 
 
 class PoemGenerator:
-    """One loaded model and tokenizer, ready to write poems. Thread-safe: generations run one
-    at a time in the process (see `_GENERATION_LOCK`)."""
+    """One loaded model and tokenizer, ready to write poems. Thread-safe: every row samples
+    from its own generator, so generations may run side by side (or batched together, as the
+    server does with `rows` and `models.sampling.Cohort`)."""
 
     def __init__(self, model_dir: str | Path):
         self.model_dir = str(model_dir)
@@ -142,13 +143,20 @@ class PoemGenerator:
         self.context: int | None = getattr(config, "n_positions", None) or getattr(
             config, "max_position_embeddings", None
         )
+        self.eos_id: int | None = self.tokenizer.eos_token_id
+        # A fast tokenizer may refuse ("Already borrowed") to encode in one thread while it
+        # decodes in another (the server's event loop and its worker): one at a time.
+        self._tokenizer_lock = threading.Lock()
+        # The saved generation config suppresses the pad token where it is its own token.
+        self.suppress: tuple[int, ...] = tuple(
+            getattr(self.model.generation_config, "suppress_tokens", None) or ()
+        )
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # Poems were trained as `bos + text + eos`, so a bos starts a fresh poem.
-        return [
-            self.tokenizer.bos_token_id,
-            *self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
-        ]
+        with self._tokenizer_lock:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.bos_token_id, *ids]
 
     def check(self, request: GenerationRequest) -> list[int]:
         """Validate `request` against the option bounds and this model's context; return the
@@ -171,29 +179,44 @@ class PoemGenerator:
                 )
         return ids
 
+    def rows(self, request: GenerationRequest, tag: Any = None) -> list[Row]:
+        """The request's `n` poems as rows to sample (validated first); row i has tag
+        `(tag, i)`."""
+        ids = tuple(self.check(request))
+        s = request.sampling
+        return [
+            Row(
+                RowSpec(
+                    prompt_ids=ids,
+                    seed=request.seed * ROW_SEED_STRIDE + i,
+                    max_new_tokens=request.max_new_tokens,
+                    min_new_tokens=min(request.min_new_tokens, request.max_new_tokens),
+                    temperature=s.temperature,
+                    top_k=s.top_k,
+                    top_p=s.top_p,
+                    no_repeat_ngram_size=s.no_repeat_ngram_size,
+                ),
+                tag=(tag, i),
+            )
+            for i in range(request.n)
+        ]
+
+    def cohort(self, rows: list[Row]) -> Cohort:
+        """A batch of rows whose prompts share one length."""
+        return Cohort(self.model, rows, self.eos_id, self.suppress)
+
+    def text(self, row: Row, *, strip: bool = True) -> str:
+        """The poem a row has written so far (its prompt included, special tokens left out)."""
+        with self._tokenizer_lock:
+            text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
+        return text.strip() if strip else text
+
     def generate(self, request: GenerationRequest) -> list[str]:
         """`request.n` poems, each starting with the prompt. The same request (seed included)
-        gives the same poems."""
-        ids = self.check(request)
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
-        s = request.sampling
-        with _GENERATION_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
-            # fork_rng: seeding here leaves the caller's random stream as it was.
-            torch.manual_seed(request.seed)
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                num_return_sequences=request.n,  # one batch of n rows
-                use_cache=True,
-                do_sample=True,
-                temperature=s.temperature,
-                top_k=s.top_k,  # 0 turns the filter off, as in transformers
-                top_p=s.top_p,
-                no_repeat_ngram_size=s.no_repeat_ngram_size,
-                max_new_tokens=request.max_new_tokens,
-                min_new_tokens=min(request.min_new_tokens, request.max_new_tokens),
-            )
-        return [self.tokenizer.decode(seq[1:], skip_special_tokens=True).strip() for seq in out]
+        gives the same poems, alone or batched with others."""
+        rows = self.rows(request)
+        self.cohort(rows).run()
+        return [self.text(row) for row in rows]
 
 
 def generate_poems(

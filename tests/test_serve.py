@@ -1,10 +1,12 @@
 """`emoverse serve` on uvicorn over a real sqlite registry of tiny scratch models, the page in
 headless Chromium, and the `generate` command's options."""
 
+import json
 import os
 import shutil
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -12,17 +14,18 @@ import pytest
 import torch
 
 from apps import cli
+from apps.batcher import RETRY_AFTER_S, BatchSettings
+from apps.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
-from emoverse.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from models.generate import (
-    _GENERATION_LOCK,
     GenerationRequest,
     SamplingSettings,
     generate_poems,
 )
 from models.modeling import build_scratch_model
 from models.registry import ModelRegistry
+from models.sampling import MIN_ROWS
 
 NOT_PROMOTED = "val_loss 6.1 did not beat the base's 5.9"
 
@@ -37,6 +40,42 @@ class Served:
 
     def generate(self, **body) -> httpx.Response:
         return self.client.post("/generate", json=body)
+
+    def batcher(self, emotion: str = "joy"):
+        models = self.app.state.models
+        return models.batcher(models.current(emotion)[0])
+
+
+def _until(condition, what: str, seconds: float = 60) -> None:
+    """Wait for `condition` (a state the test sets up, not a speed it checks)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.005)
+
+
+def _post_in_threads(url: str, bodies: list[dict], path: str = "/generate") -> tuple:
+    """POST every body from its own thread at once; (threads, responses by index)."""
+    responses: list = [None] * len(bodies)
+
+    def post(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            responses[i] = http.post(path, json=bodies[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    return threads, responses
+
+
+def _sse_events(lines) -> list[tuple[str, dict]]:
+    events, name = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[len("data: ") :])))
+    return events
 
 
 @pytest.fixture(scope="module")
@@ -213,23 +252,168 @@ def test_promote_and_rollback_take_effect_on_the_next_request(served):
     assert served.app.state.models.loads == loads + 1  # v1 came from the cache
 
 
+def test_finished_rows_leave_the_batch_and_change_no_other_poem(served):
+    """The sampler alone: rows that end early are sliced out of the KV cache, and every row
+    writes what it writes alone (seeded per row, however many share the batch)."""
+    generator = served.batcher().generator
+    requests = [
+        GenerationRequest(prompt="O", n=3, seed=4, max_new_tokens=3),
+        GenerationRequest(prompt="O", n=5, seed=5, max_new_tokens=12),
+    ]
+    short, long = (generator.rows(r) for r in requests)
+    cohort = generator.cohort(short + long)
+    for _ in range(3):
+        cohort.step()
+    assert cohort.rows == long  # the short poems are done and gone
+    assert cohort.cache.layers[0].keys.shape[0] == len(long)
+    while len(cohort.rows) > 0:
+        cohort.step()
+    assert all(row.new_tokens == 12 or row.finished for row in long)
+    assert [generator.text(r) for r in short] == generator.generate(requests[0])
+    assert [generator.text(r) for r in long] == generator.generate(requests[1])
+    alone = generator.rows(requests[1])[:1]  # one row: filler rows make up MIN_ROWS
+    generator.cohort(alone).run()
+    assert generator.text(alone[0]) == generator.text(long[0]) and MIN_ROWS > 1
+
+
 def test_the_event_loop_answers_while_a_poem_is_written(served):
-    """Generation runs in the thread pool: a slow batch does not hold up other requests."""
+    """Generation runs on the model's worker thread: a long batch does not hold up others."""
+    batcher = served.batcher()
     worker = threading.Thread(
         target=served.generate,
         kwargs={"emotion": "joy", "n": SERVER_MAX_N, "seed": 2, "max_new_tokens": 250},
     )
     worker.start()
     try:
-        deadline = time.monotonic() + 30
-        while not _GENERATION_LOCK.locked():  # the batch is being written
-            assert time.monotonic() < deadline, "the generation never started"
-            time.sleep(0.002)
+        _until(lambda: batcher.running > 0, "the batch started")
         with httpx.Client(base_url=served.url, timeout=60) as other:
             assert other.get("/emotions").status_code == 200
-        assert _GENERATION_LOCK.locked()  # answered before the batch was done
+        assert batcher.running > 0  # answered before the batch was done
     finally:
         worker.join()
+
+
+# Sixteen requests that differ in prompt (so in prompt length), poems, length and sampling.
+CONCURRENT = [
+    {
+        "emotion": "joy",
+        "prompt": ["", "Shall I", "O thou", "When"][i % 4],
+        "n": 1 + i % 3,
+        "seed": 100 + i,
+        "max_new_tokens": 6 + 5 * (i % 5),  # rows finish at different steps
+        "temperature": [0.9, 1.4, 0.6][i % 3],
+        "top_k": [50, 0, 7, 1000][i % 4],
+        "top_p": [0.95, 1.0, 0.5][i % 3],
+        "no_repeat_ngram_size": [3, 0, 1, 2][i % 4],
+    }
+    for i in range(16)
+]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_the_poems_it_gets_alone(served):
+    alone = []
+    for body in CONCURRENT:  # one at a time: each alone in its batch
+        response = served.client.post("/generate", json=body)
+        assert response.status_code == 200, response.text
+        alone.append(response.json())
+
+    batcher = served.batcher()
+    before = Counter(batcher.batch_sizes)
+    with batcher.hold():  # all sixteen wait in the queue, then go in together
+        threads, together = _post_in_threads(served.url, CONCURRENT)
+        _until(lambda: batcher.pending == len(CONCURRENT), "all sixteen queued")
+    for thread in threads:
+        thread.join()
+    assert [r.status_code for r in together] == [200] * len(CONCURRENT)
+    # Byte-identical poems (and seeds, versions...): batching changes nothing a client sees.
+    assert [r.json() for r in together] == alone
+    poems = [p.encode() for r in together for p in r.json()["poems"]]
+    assert poems == [p.encode() for a in alone for p in a["poems"]]
+    started = Counter(batcher.batch_sizes) - before
+    rows = sum(body["n"] for body in CONCURRENT)
+    # One cohort per prompt length, holding every row: real batches (7 to 17 rows here).
+    lengths = {len(batcher.generator.prompt_ids(body["prompt"])) for body in CONCURRENT}
+    assert sum(size * count for size, count in started.items()) == rows
+    assert sum(started.values()) == len(lengths) < len(CONCURRENT), started
+
+
+def test_a_full_queue_is_a_503_with_retry_after(served):
+    app = create_app(
+        served.data_dir, registry_ttl_s=60, batching=BatchSettings(max_queue=2, max_batch=8)
+    )
+    with running_app(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        models = app.state.models
+        batcher = models.batcher(models.current("joy")[0])
+        body = {"emotion": "joy", "seed": 1, "max_new_tokens": 4}
+        with batcher.hold():
+            threads, queued = _post_in_threads(url, [body, body])
+            _until(lambda: batcher.pending == 2, "two requests queued")
+            refused = http.post("/generate", json=body)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == str(RETRY_AFTER_S)
+            assert "busy" in refused.json()["message"]
+        for thread in threads:
+            thread.join()
+        assert [r.status_code for r in queued] == [200, 200]
+        assert http.post("/generate", json=body).json()["poems"] == queued[0].json()["poems"]
+        models.close()
+
+
+def test_a_request_out_of_time_is_a_504(served):
+    app = create_app(served.data_dir, batching=BatchSettings(timeout_s=0.1))
+    with running_app(app) as url:
+        models = app.state.models
+        batcher = models.batcher(models.current("joy")[0])
+        with batcher.hold():  # it waits in the queue past its deadline
+            threads, late = _post_in_threads(url, [{"emotion": "joy", "max_new_tokens": 4}])
+            _until(lambda: batcher.pending == 1, "the request queued")
+            time.sleep(0.2)
+        threads[0].join()
+        assert late[0].status_code == 504
+        assert late[0].json()["message"] == "timed out after 0.1 s"
+        assert batcher.cancelled == 1
+        models.close()
+
+
+def test_streaming_sends_tokens_then_the_same_answer(served):
+    body = {"emotion": "joy", "prompt": "Shall I", "n": 2, "seed": 11, "max_new_tokens": 20}
+    plain = served.generate(**body).json()
+    with served.client.stream("POST", "/generate?stream=true", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = _sse_events(response.iter_lines())
+    assert events[-1] == ("done", plain)
+    tokens = [data for name, data in events if name == "token"]
+    assert all(name == "token" for name, _ in events[:-1])
+    assert len(tokens) > 2 * 5  # a piece per token or so, not the poem at once
+    for i, poem in enumerate(plain["poems"]):
+        assert "".join(t["text"] for t in tokens if t["poem"] == i).strip() == poem
+
+
+def test_streaming_validates_before_it_starts(served):
+    response = served.client.post(
+        "/generate?stream=true", json={"emotion": "joy", "max_new_tokens": 1000}
+    )
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("max_new_tokens: must be at most 255")
+
+
+def test_a_client_that_goes_away_stops_its_generation(served):
+    batcher = served.batcher()
+    _until(lambda: batcher.running == 0 and batcher.pending == 0, "the batcher idle")
+    cancelled, tokens = batcher.cancelled, batcher.tokens
+    body = {"emotion": "joy", "n": SERVER_MAX_N, "seed": 9, "max_new_tokens": 250}
+    with (
+        httpx.Client(base_url=served.url, timeout=60) as http,
+        http.stream("POST", "/generate?stream=true", json=body) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("event: token"):
+                break  # the first token: hang up
+    _until(lambda: batcher.cancelled == cancelled + 1, "the generation was stopped")
+    _until(lambda: batcher.running == 0, "its rows left the batch")
+    # An untrained model writes all 250 tokens of each poem unless stopped.
+    assert batcher.tokens - tokens < SERVER_MAX_N * 250
 
 
 def test_the_page_is_self_contained(served):
@@ -280,8 +464,13 @@ def test_the_page_writes_a_poem_in_headless_chromium(served):
         driver.find_element(By.ID, "first-line").send_keys("Shall I compare thee")
         driver.find_element(By.ID, "write").click()
         poem = wait.until(lambda d: d.find_element(By.ID, "poem").text.strip())
+        meta = wait.until(lambda d: d.find_element(By.ID, "meta").text.startswith("emoverse"))
+        poem = driver.find_element(By.ID, "poem").text
         assert poem.startswith("Shall I compare thee\n") and len(poem) > 25
         assert driver.find_element(By.ID, "meta").text.startswith("emoverse-joy v1, seed ")
+        # Streamed: the poem arrived in many pieces, shown as they came.
+        assert int(driver.find_element(By.ID, "poem").get_attribute("data-pieces")) > 5
+        assert meta
         assert not driver.find_element(By.ID, "warning").is_displayed()
 
         # The fallback warning reaches the reader too.
@@ -361,6 +550,13 @@ def test_cli_defaults_are_the_library_defaults():
     assert (args.max_new_tokens, args.seed, args.n) == (request.max_new_tokens, request.seed, 1)
     serve = cli.build_parser().parse_args(["serve"])
     assert (serve.host, serve.port) == ("127.0.0.1", 8000)
+    batching = BatchSettings()
+    assert (serve.batch_window_ms, serve.max_batch, serve.max_queue, serve.request_timeout) == (
+        batching.window_ms,
+        batching.max_batch,
+        batching.max_queue,
+        batching.timeout_s,
+    )
 
 
 def test_only_loopback_hosts_count_as_private():
