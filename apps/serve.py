@@ -7,6 +7,7 @@
                       top_p?, no_repeat_ngram_size?} -> poems and the version that wrote them
     POST /generate?stream=true   the same as server-sent events: `token` events
                       {poem, text} as the poems are written, then `done` with the same JSON
+    GET  /judge, GET /judge/poem, POST /judgements   blind human judging (apps/judge.py)
 
 Bad input gets a 422 whose `message` names the field. Every request asks the registry (through
 a short TTL) which version is current, so `emoverse models --promote/--rollback` takes effect
@@ -39,8 +40,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from apps.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
+from apps.judge import add_judging
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, GenerationSettingError, NoModelError
+from emoverse.judgements import JudgementStore
+from emoverse.paths import RunPaths
 from models.generate import (
     BOUNDS,
     MAX_PROMPT_CHARS,
@@ -244,6 +248,7 @@ def create_app(
     @app.get("/models")
     def list_models() -> dict[str, Any]:
         found, missing = [], []
+        human = JudgementStore(RunPaths(data_dir).judgements_db).accuracy()
         for emotion in LABELS:
             try:
                 record, warning = models.current(emotion)
@@ -260,6 +265,11 @@ def create_app(
                     "parent": record.parent,
                     "promotion": record.promotion,
                     "created_ms": record.created_ms,
+                    "human_accuracy": (
+                        share.to_dict()
+                        if (share := human.get((emotion, record.version)))
+                        else None
+                    ),
                 }
             )
         return {"models": found, "missing": missing}
@@ -271,12 +281,7 @@ def create_app(
         seed = body.seed if body.seed is not None else secrets.randbelow(BOUNDS["seed"][1] + 1)
         wanted = body.to_request(seed)
         wanted.validate()  # before a model load, so bad input never costs one
-        found = models.cached(body.emotion)
-        if found is not None:
-            record, warning, batcher = found
-        else:  # the registry (sqlite) and a first load block: off the event loop
-            record, warning = await run_in_threadpool(models.current, body.emotion)
-            batcher = await run_in_threadpool(models.batcher, record)
+        record, warning, batcher = await _batcher_for(models, body.emotion)
         rows = batcher.generator.rows(wanted)  # the model's own bounds (context): a 422
         job = batcher.submit(wanted, rows, stream=stream)  # a full queue: a 503
         answer = {
@@ -303,7 +308,33 @@ def create_app(
         finally:
             job.cancel()  # a no-op once done; otherwise (client gone) the rows stop
 
+    async def write_one(emotion: str, request: Request) -> tuple[ModelRecord, str]:
+        """One poem from the emotion's current model, from a random seed."""
+        record, _, batcher = await _batcher_for(models, emotion)
+        wanted = GenerationRequest(n=1, seed=secrets.randbelow(BOUNDS["seed"][1] + 1))
+        job = batcher.submit(wanted, batcher.generator.rows(wanted), stream=False)
+        try:
+            async for event in _job_events(job, request):
+                if event[0] == "done":
+                    return record, event[1][0]
+                if event[0] == "error":
+                    raise EmoverseError(event[2])
+            raise EmoverseError("the client went away")
+        finally:
+            job.cancel()
+
+    add_judging(app, models, JudgementStore(RunPaths(data_dir).judgements_db), write_one)
     return app
+
+
+async def _batcher_for(models: ModelCache, emotion: str) -> tuple[ModelRecord, str | None, Batcher]:
+    """The emotion's record, warning and loaded batcher; the registry (sqlite) and a first
+    load block, so they run off the event loop."""
+    found = models.cached(emotion)
+    if found is not None:
+        return found
+    record, warning = await run_in_threadpool(models.current, emotion)
+    return record, warning, await run_in_threadpool(models.batcher, record)
 
 
 async def _job_events(job: Job, request: Request) -> Any:

@@ -18,9 +18,11 @@ from filelock import FileLock
 from emoverse.emotions import LABELS, MODEL_PREFIX, check_label, model_name
 from emoverse.errors import NoModelError
 from emoverse.paths import RunPaths
+from emoverse.stats import Share
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
+HUMAN_TAG = "human_accuracy"  # readers' blind guesses: a Share as JSON
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
 
 
@@ -35,6 +37,8 @@ class ModelRecord:
     data_fingerprint: str
     created_ms: int
     promotion: str = ""  # the promotion gate's reason, for or against
+    # Readers' blind guesses (emoverse serve's /judge): {k, n, share, low, high}, or None
+    human_accuracy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +118,14 @@ class ModelRegistry:
             if mv.source == source:
                 return int(mv.version)
         return None
+
+    def record_human_accuracy(self, emotion: str, version: int, share: Share) -> None:
+        """Keep the readers' accuracy on a version (a metric that grows with every answer)."""
+        with self._write_lock():
+            name = model_name(check_label(emotion))
+            self._client.set_model_version_tag(
+                name, str(version), HUMAN_TAG, json.dumps(share.to_dict())
+            )
 
     def promote(self, emotion: str, version: int) -> ModelRecord:
         """Make `version` the emotion's champion."""
@@ -219,4 +231,5 @@ def _record(mv: Any, aliases: list[str] | None = None) -> ModelRecord:
         data_fingerprint=tags.get("data_fingerprint", ""),
         created_ms=int(mv.creation_timestamp or 0),
         promotion=tags.get(PROMOTION_TAG, ""),
+        human_accuracy=json.loads(tags[HUMAN_TAG]) if HUMAN_TAG in tags else None,
     )

@@ -18,6 +18,7 @@ from apps.batcher import RETRY_AFTER_S, BatchSettings
 from apps.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
+from emoverse.judgements import JudgementStore
 from models.generate import (
     GenerationRequest,
     SamplingSettings,
@@ -562,3 +563,90 @@ def test_cli_defaults_are_the_library_defaults():
 def test_only_loopback_hosts_count_as_private():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.4", "example.org"))
+
+
+# --- human judging ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def judged(served, tmp_path_factory):
+    """A server whose champions are joy (m1) and sadness (m2): poems to judge, blind."""
+    data_dir = tmp_path_factory.mktemp("judge")
+    registry = ModelRegistry.for_data_dir(data_dir)
+    meta = {"metrics": {"val_loss": 5.0}, "parent": "scratch:tiny", "data_fingerprint": "f"}
+    registry.register("joy", served.models["m1"], **meta)
+    registry.register("sadness", served.models["m2"], **meta)
+    app = create_app(data_dir, registry_ttl_s=0)
+    with running_app(app) as url:
+        s = Served(url, data_dir, app, served.models)
+        yield s
+        s.client.close()
+
+
+def test_a_judgement_is_blind_recorded_and_counted(judged):
+    handed = judged.client.get("/judge/poem")
+    assert handed.status_code == 200, handed.text
+    body = handed.json()
+    assert set(body) == {"poem_id", "poem"} and body["poem"].strip()  # the emotion stays hidden
+    answer = judged.client.post("/judgements", json={"poem_id": body["poem_id"], "guess": "joy"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["emotion"] in ("joy", "sadness") and result["version"] == 1
+    assert result["correct"] == (result["emotion"] == "joy")
+    share = result["human_accuracy"]
+    assert share["n"] >= 1 and 0.0 <= share["low"] <= share["share"] <= share["high"] <= 1.0
+    # Stored in sqlite under the data dir, and in the registry as the version's metric.
+    store = JudgementStore(judged.data_dir / "judgements" / "judgements.db")
+    assert store.accuracy()[(result["emotion"], 1)].to_dict() == share
+    record = ModelRegistry.for_data_dir(judged.data_dir).get(result["emotion"])
+    assert record.human_accuracy == share
+    models = {m["emotion"]: m for m in judged.client.get("/models").json()["models"]}
+    assert models[result["emotion"]]["human_accuracy"] == share
+    # A poem is judged once.
+    again = judged.client.post("/judgements", json={"poem_id": body["poem_id"], "guess": "joy"})
+    assert again.status_code == 422 and again.json()["message"].startswith("poem_id: unknown")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"poem_id": "abc", "guess": "happy"}, "guess"),
+        ({"poem_id": "../etc", "guess": "joy"}, "poem_id"),
+        ({"poem_id": "", "guess": "joy"}, "poem_id"),
+        ({"guess": "joy"}, "poem_id"),
+        ({"poem_id": "abc", "guess": "joy", "emotion": "joy"}, "emotion"),
+    ],
+)
+def test_a_bad_judgement_is_a_422_naming_the_field(judged, body, field):
+    response = judged.client.post("/judgements", json=body)
+    assert response.status_code == 422
+    assert response.json()["message"].startswith(f"{field}: ")
+
+
+def test_a_reader_judges_five_poems_in_headless_chromium(judged):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    store = JudgementStore(judged.data_dir / "judgements" / "judgements.db")
+    before = sum(share.n for share in store.accuracy().values())
+    driver = _chromium()
+    try:
+        driver.get(judged.url + "/judge")
+        wait = WebDriverWait(driver, 30)
+        joy = (By.CSS_SELECTOR, "#labels button[data-label='joy']")
+        for i in range(5):
+            wait.until(lambda d: d.find_element(*joy).is_enabled())  # a poem has come
+            assert driver.find_element(By.ID, "poem").text.strip() not in ("", "…")
+            assert driver.find_element(By.ID, "answer").text == ""  # nothing before the guess
+            driver.find_element(*joy).click()
+            score = f"of {i + 1} right."
+            wait.until(lambda d, score=score: d.find_element(By.ID, "score").text.endswith(score))
+            answer = driver.find_element(By.ID, "answer").text
+            assert answer.split(": it was ")[1].split()[0] in ("joy", "sadness")
+            driver.find_element(By.ID, "next").click()
+        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tally tr"))
+        counted = sum(int(r.find_elements(By.TAG_NAME, "td")[1].text.split()[2]) for r in rows)
+        assert counted == before + 5  # the counts appear, every answer in them
+    finally:
+        driver.quit()
+    assert sum(share.n for share in store.accuracy().values()) == before + 5
