@@ -4,6 +4,8 @@
     EMOVERSE_GUTENBERG_MIRROR    the Gutenberg mirror (default the public site)
     EMOVERSE_PARALLEL_TRAININGS  children trained at once in one process (default 1)
     EMOVERSE_POLL_SECONDS        how often `train` polls the children's runs (default 2)
+    EMOVERSE_MAX_BOOK_BYTES      largest download accepted from a mirror (default 128 MiB)
+    EMOVERSE_DOWNLOAD_DEADLINE_S seconds one download may take in all, then retried (default 300)
     MLFLOW_TRACKING_URI          a shared registry instead of <data_dir>/registry/ (models.registry)
 
 Each is read when asked for, not at import: a worker's environment is the one that counts.
@@ -37,6 +39,30 @@ def parallel_trainings() -> int:
 
 def poll_seconds() -> float:
     return float(os.environ.get("EMOVERSE_POLL_SECONDS", "2"))
+
+
+def max_book_bytes() -> int:
+    """A body larger than this is not a book (the largest real ones are a few tens of MB)."""
+    return _positive("EMOVERSE_MAX_BOOK_BYTES", 128 * 2**20, int)
+
+
+def download_deadline_s() -> float:
+    """How long one download may take, all of it: a mirror that drips a byte every few
+    seconds never trips a read timeout, so each attempt also has this overall deadline."""
+    return _positive("EMOVERSE_DOWNLOAD_DEADLINE_S", 300.0, float)
+
+
+def _positive(name: str, default, kind):
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise EmoverseError(f"{name} must be a positive number, got {text!r}") from None
+    if not value > 0:
+        raise EmoverseError(f"{name} must be a positive number, got {text!r}")
+    return value
 
 
 def curated_ids() -> list[int]:

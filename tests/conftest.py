@@ -51,11 +51,13 @@ class ScriptedMirror:
     path, for fault tests. A script is a list of behaviours used one per request, the last one
     repeating: "ok" (the file, or 404 if the mirror lacks it), "500", "404", "403", "html"
     (an error page with status 200), "stall" (no answer for `stall_s`), "drop" (headers
-    promising the whole file, half of it, then the connection closed)."""
+    promising the whole file, half of it, then the connection closed), "endless" (a body
+    without a length that never ends), "drip" (the file one byte every `drip_s`)."""
 
-    def __init__(self, root: Path, stall_s: float = 2.0):
+    def __init__(self, root: Path, stall_s: float = 2.0, drip_s: float = 0.2):
         self.root = root
         self.stall_s = stall_s
+        self.drip_s = drip_s
         self.url = ""
         self.scripts: dict[str, list[str]] = {}
         self.extra: dict[str, bytes] = {}  # paths served as if the mirror had them
@@ -146,6 +148,24 @@ def _scripted_handler(mirror: ScriptedMirror) -> type[http.server.BaseHTTPReques
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+            elif behaviour == "endless":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.end_headers()  # no length: the body ends when the connection does
+                self.close_connection = True
+                chunk = b"Shall I compare thee to a summer's day?\n" * 1600
+                while True:  # until the client hangs up (a broken pipe)
+                    self.wfile.write(chunk)
+            elif behaviour == "drip" and body is not None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.close_connection = True
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(mirror.drip_s)
             elif behaviour == "html":
                 page = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
                 self._send(200, page, "text/html; charset=utf-8")

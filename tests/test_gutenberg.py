@@ -13,6 +13,7 @@ import pytest
 
 from emoverse.corpus import (
     BOOK_REJECTS,
+    BYTES_REPLACED,
     DUPLICATES,
     EMPTY,
     ENCODING,
@@ -49,6 +50,8 @@ from emoverse.corpus import (
     write_poems,
     write_rejects,
 )
+from emoverse.corpus.rows import book_rows_and_rejects
+from emoverse.corpus.text import decode_book_counted
 from emoverse.errors import BookNotFoundError, MirrorNotFoundError, MissingStageOutputError
 from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 
@@ -691,3 +694,60 @@ def test_the_ingest_stage_reuses_an_unchanged_corpus(gutenberg_server, tmp_path)
     assert (again.reused, again.fetched) == (False, 0)  # other ids: parsed again, from the cache
     reused = ingest(gutenberg_server, [1065], paths)
     assert reused.to_dict() == {**again.to_dict(), "from_cache": 0, "reused": True}
+
+
+# --- hardening (issue 15): one bad byte, endless and dripping mirrors ------------------------
+
+
+def test_one_invalid_byte_keeps_a_utf8_book_utf8_and_is_counted(tmp_path):
+    good = raw_book(1065).replace(b"'", "’".encode())  # a book with curly quotes
+    cut = good.index(b"\n", len(good) // 2) + 1
+    raw = good[:cut] + b"\xff " + good[cut:]  # one invalid byte in the middle
+    text = decode_book(raw)
+    assert "â€" not in text and "\ufffd" in text
+    assert text.replace("\ufffd ", "", 1) == decode_book(good)
+    rows, rejects = book_rows_and_rejects(1065, raw, max_lines=40, metadata=None)
+    replaced = [r for r in rejects if r["reason"] == BYTES_REPLACED]
+    assert replaced and replaced[0]["detail"].startswith("1 invalid UTF-8 sequences")
+    assert not any("â€" in r["text"] for r in rows)
+    # A whole cp1252 book still reads as cp1252, and reports nothing replaced.
+    assert decode_book_counted(b"caf\xe9 \x93quoted\x94\n") == ("café “quoted”\n", 0)
+
+
+def test_the_ingest_report_names_replaced_bytes(tmp_path):
+    mirror = tmp_path / "mirror"
+    raw = raw_book(1065).replace(b"'", "’".encode())
+    cut = raw.index(b"\n", len(raw) // 2)
+    (mirror / "cache/epub/1065").mkdir(parents=True)
+    (mirror / book_path(1065)).write_bytes(raw[:cut] + b"\xfe" + raw[cut:])
+    result = ingest_books(str(mirror), [1065])
+    poems_dir = tmp_path / "poems"
+    poems_dir.mkdir()
+    write_poems(result.poems, poems_dir)
+    write_rejects(result.rejects, poems_dir)
+    assert "1 invalid UTF-8 sequences replaced" in ingest_report(poems_dir)
+
+
+def test_an_endless_body_is_cut_at_the_cap(scripted_mirror, monkeypatch):
+    m = scripted_mirror
+    monkeypatch.setenv("EMOVERSE_MAX_BOOK_BYTES", str(2_000_000))
+    m.script(book_path(1065), "endless")
+    with pytest.raises(BookRejectedError, match="2000000 bytes") as info:
+        fetch_book(m.url, 1065, **FAST)
+    assert info.value.reason == FETCH_FAILED
+    assert m.count(book_path(1065)) == 1  # over the cap is final, not retried
+    # A length announced over the cap is refused before the body is read.
+    monkeypatch.setenv("EMOVERSE_MAX_BOOK_BYTES", str(1000))
+    with pytest.raises(BookRejectedError, match="announces"):
+        fetch_book(m.url, 1041, **FAST)
+
+
+def test_a_dripping_mirror_meets_the_download_deadline(scripted_mirror, monkeypatch, tmp_path):
+    m = scripted_mirror
+    monkeypatch.setenv("EMOVERSE_DOWNLOAD_DEADLINE_S", "0.5")
+    m.script(book_path(1065), "drip")
+    result = ingest_books(m.url, [1065, 1041], cache_dir=tmp_path, **FAST)
+    assert result.ingested == (1041,)
+    reason, detail = _reasons(result)[1065]
+    assert reason == FETCH_FAILED and "not done within 0.5 s" in detail
+    assert m.count(book_path(1065)) == FAST["retry"].attempts  # retried, then rejected

@@ -35,6 +35,7 @@ from emoverse.corpus.fetch import (
 from emoverse.corpus.poems import PoemPassage, split_poems
 from emoverse.corpus.reasons import (
     BOOK_REJECTS,
+    BYTES_REPLACED,
     DUPLICATES,
     EMPTY,
     ENCODING,
@@ -61,6 +62,7 @@ from emoverse.corpus.text import decode_book, normalize_for_dedup, parse_metadat
 
 __all__ = [
     "BOOK_REJECTS",
+    "BYTES_REPLACED",
     "DEFAULT_PARALLEL",
     "DUPLICATES",
     "EMPTY",

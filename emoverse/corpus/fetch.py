@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
-from emoverse import __version__
+from emoverse import __version__, settings
 from emoverse.atomic import atomic_path
 from emoverse.corpus.reasons import FETCH_FAILED, HTML_PAGE, BookRejectedError
 from emoverse.errors import BookNotFoundError, EmoverseError, MirrorNotFoundError
@@ -161,34 +161,64 @@ def _http_get(
     BookRejectedError for an HTML page or when every attempt failed."""
     failures: list[str] = []
     only_connect_errors = True
+    max_bytes = settings.max_book_bytes()
+    deadline_s = settings.download_deadline_s()
     for attempt in range(1, retry.attempts + 1):
         if attempt > 1:
             time.sleep(retry.delay(attempt - 1))
         if abort is not None and abort.is_set():
             raise Aborted
         try:
-            # get() reads the whole body, so a connection dropped mid-body raises here.
-            response = client.get(url)
+            with client.stream("GET", url) as response:
+                only_connect_errors = False
+                status = response.status_code
+                if status in (404, 410):
+                    return None
+                if status >= 500 or status in (408, 429):
+                    failures.append(f"HTTP {status}")
+                    continue
+                if status != 200:
+                    raise BookRejectedError(FETCH_FAILED, f"HTTP {status} at {url}")
+                # A dropped connection mid-body raises here, while the body is read.
+                body = _read_body(response, url, max_bytes, time.monotonic() + deadline_s)
         except httpx.RequestError as exc:
             only_connect_errors &= isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             failures.append(_describe(exc))
             continue
-        only_connect_errors = False
-        status = response.status_code
-        if status in (404, 410):
-            return None
-        if status >= 500 or status in (408, 429):
-            failures.append(f"HTTP {status}")
+        except _TooSlow:
+            failures.append(f"download not done within {deadline_s:g} s")
             continue
-        if status != 200:
-            raise BookRejectedError(FETCH_FAILED, f"HTTP {status} at {url}")
-        if looks_like_html(response.content, response.headers.get("content-type", "")):
+        if looks_like_html(body, response.headers.get("content-type", "")):
             raise BookRejectedError(HTML_PAGE, f"{url} served an HTML page with status 200")
-        return response.content
+        return body
     if only_connect_errors:
         raise MirrorNotFoundError(f"Gutenberg mirror {mirror} cannot be reached: {failures[-1]}")
     tries = "attempt" if retry.attempts == 1 else f"{retry.attempts} attempts"
     raise BookRejectedError(FETCH_FAILED, f"{failures[-1]} at {url} after {tries}")
+
+
+class _TooSlow(Exception):
+    """A download still running at its deadline (a mirror dripping bytes)."""
+
+
+def _read_body(response: httpx.Response, url: str, max_bytes: int, deadline: float) -> bytes:
+    """The body, read in chunks: refused once over `max_bytes` (an endless body must not grow
+    memory without bound), abandoned at `deadline` (time.monotonic())."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise BookRejectedError(
+            FETCH_FAILED, f"{url} announces {int(declared)} bytes, over the {max_bytes} cap"
+        )
+    body = bytearray()
+    for chunk in response.iter_bytes():  # as it arrives: a chunk size would wait to fill it
+        body += chunk
+        if len(body) > max_bytes:
+            raise BookRejectedError(
+                FETCH_FAILED, f"{url} sent more than {max_bytes} bytes (the cap); not a book"
+            )
+        if time.monotonic() > deadline:
+            raise _TooSlow
+    return bytes(body)
 
 
 # --- the raw cache ---------------------------------------------------------------------------

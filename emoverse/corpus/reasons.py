@@ -14,7 +14,9 @@ BOOK_REJECTS = (NOT_FOUND, FETCH_FAILED, HTML_PAGE, ENCODING, EMPTY, NOT_POETRY)
 MATTER_DROPPED = "front/back matter dropped"
 MOSTLY_PROSE = "mostly prose"
 DUPLICATES = "duplicates dropped"
-REJECT_REASONS = (*BOOK_REJECTS, MATTER_DROPPED, MOSTLY_PROSE, DUPLICATES)
+# Not a drop: a kept UTF-8 book had invalid bytes, replaced with U+FFFD (counted in `detail`).
+BYTES_REPLACED = "invalid bytes replaced"
+REJECT_REASONS = (*BOOK_REJECTS, MATTER_DROPPED, MOSTLY_PROSE, DUPLICATES, BYTES_REPLACED)
 # A book whose verse is under this share of its lines is rejected as not poetry.
 MIN_VERSE_SHARE = 0.1
 

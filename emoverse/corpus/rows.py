@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from emoverse.corpus.catalog import parse_rdf
 from emoverse.corpus.poems import Drop, split_with_drops
 from emoverse.corpus.reasons import (
+    BYTES_REPLACED,
     EMPTY,
     MATTER_DROPPED,
     MIN_VERSE_SHARE,
@@ -13,7 +14,12 @@ from emoverse.corpus.reasons import (
     NOT_POETRY,
     BookRejectedError,
 )
-from emoverse.corpus.text import decode_book, normalize_for_dedup, parse_metadata, strip_boilerplate
+from emoverse.corpus.text import (
+    decode_book_counted,
+    normalize_for_dedup,
+    parse_metadata,
+    strip_boilerplate,
+)
 
 
 def reject_row(
@@ -42,7 +48,7 @@ def book_rows_and_rejects(
 ) -> tuple[list[dict], list[dict]]:
     """(POEM_SCHEMA rows, passage-level reject rows) of one raw book; raises BookRejectedError
     for a book that yields nothing."""
-    text = decode_book(raw)
+    text, replaced = decode_book_counted(raw)
     if metadata is None:
         title, author = parse_metadata(text)
         if (title is None or author is None) and rdf is not None:
@@ -55,6 +61,9 @@ def book_rows_and_rejects(
         raise BookRejectedError(EMPTY, "no text between the Gutenberg header and footer")
     passages, drops = split_with_drops(body, max_lines)
     rejects = _drop_rejects(gutenberg_id, drops)
+    if replaced:
+        detail = f"{replaced} invalid UTF-8 sequences replaced with U+FFFD"
+        rejects.append(reject_row(gutenberg_id, BYTES_REPLACED, detail))
     lines = sum(1 for line in body.split("\n") if line.strip())
     if not passages:
         raise BookRejectedError(NOT_POETRY, f"no poem found in {lines} lines of text")

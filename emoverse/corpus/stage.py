@@ -15,7 +15,7 @@ from emoverse.atomic import atomic_path
 from emoverse.corpus.books import ingest_books
 from emoverse.corpus.catalog import catalog_metadata
 from emoverse.corpus.fetch import DEFAULT_PARALLEL, cached_file
-from emoverse.corpus.reasons import BOOK_REJECTS
+from emoverse.corpus.reasons import BOOK_REJECTS, BYTES_REPLACED
 from emoverse.done import already_done, read_record, write_record
 from emoverse.errors import MissingStageOutputError
 from emoverse.paths import INGEST_RECORD, POEMS_FILE, REJECTS_FILE, RunPaths
@@ -84,7 +84,16 @@ def ingest_report(poems_dir: Path) -> str:
 
     def book(gid: int) -> dict:
         return books.setdefault(
-            gid, {"title": None, "poems": 0, "passages": 0, "lines": 0, "rejects": 0, "why": ""}
+            gid,
+            {
+                "title": None,
+                "poems": 0,
+                "passages": 0,
+                "lines": 0,
+                "rejects": 0,
+                "why": "",
+                "note": "",
+            },
         )
 
     for row in poems:
@@ -98,13 +107,17 @@ def ingest_report(poems_dir: Path) -> str:
         b["rejects"] += 1
         if row["reason"] in BOOK_REJECTS:
             b["why"] = row["reason"]
+        elif row["reason"] == BYTES_REPLACED:
+            b["note"] = row["detail"]
     header = f"{'id':>8}  {'title':<40} {'poems':>6} {'passages':>8} {'lines':>7} {'rejects':>7}"
     out = [header, "-" * len(header)]
     for gid, b in books.items():
         title = (b["title"] or "-")[:40]
         out.append(
             f"{gid:>8}  {title:<40} {b['poems']:>6} {b['passages']:>8} {b['lines']:>7} "
-            f"{b['rejects']:>7}" + (f"  {b['why']}" if b["why"] else "")
+            f"{b['rejects']:>7}"
+            + (f"  {b['why']}" if b["why"] else "")
+            + (f"  ({b['note']})" if b["note"] else "")
         )
     kept = sum(1 for b in books.values() if not b["why"])
     out.append("-" * len(header))

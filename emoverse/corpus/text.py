@@ -11,12 +11,24 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
 
 
 def decode_book(raw: bytes) -> str:
-    """Clean text of a book: UTF-8 (BOM dropped), UTF-16 with a BOM, else cp1252 (a superset
-    of Latin-1's printable range); line ends normalised to \\n, control characters dropped.
+    """Clean text of a book (see `decode_book_counted`)."""
+    return decode_book_counted(raw)[0]
+
+
+def decode_book_counted(raw: bytes) -> tuple[str, int]:
+    """Clean text of a book and how many invalid UTF-8 sequences in it were
+    replaced with U+FFFD.
+
+    Decided per book: UTF-8 (BOM dropped) when it is UTF-8, bad bytes and all, that is when
+    its valid multi-byte characters outnumber its invalid bytes; UTF-16 with a BOM; else
+    cp1252 (a superset of Latin-1's printable range) for books that are cp1252 as a whole.
+    One stray byte in a UTF-8 book must not turn every curly quote into "â€™".
+    Line ends are normalised to \\n, control characters dropped.
 
     Raises BookRejectedError(ENCODING) for what is not text at all (NUL bytes: a binary or
     mis-declared file) or is mostly undecodable.
     """
+    replaced = 0
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text = raw.decode("utf-16", errors="replace")
     else:
@@ -25,9 +37,17 @@ def decode_book(raw: bytes) -> str:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            # Pre-Unicode Gutenberg files are Latin-1/cp1252; cp1252 is a superset for the
-            # printable range, and "replace" covers its five undefined bytes.
-            text = raw.decode("cp1252", errors="replace")
+            lenient = raw.decode("utf-8", errors="replace")
+            already = raw.count("\ufffd".encode())  # U+FFFD written in the file itself
+            replaced = lenient.count("\ufffd") - already
+            valid_multibyte = sum(1 for c in lenient if c > "\x7f") - replaced - already
+            if valid_multibyte > replaced:
+                text = lenient
+            else:
+                # Pre-Unicode Gutenberg files are Latin-1/cp1252; cp1252 is a superset for
+                # the printable range, and "replace" covers its five undefined bytes.
+                replaced = 0
+                text = raw.decode("cp1252", errors="replace")
     if "\x00" in text:
         raise BookRejectedError(ENCODING, "NUL bytes: not a plain-text file")
     bad = text.count("\ufffd")
@@ -35,7 +55,7 @@ def decode_book(raw: bytes) -> str:
         raise BookRejectedError(ENCODING, f"{bad} undecodable characters")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     # A form feed is a page break: keep it as a line break so that the lines around it stay apart.
-    return _CONTROL.sub(lambda m: "\n" if m.group() == "\x0c" else "", text)
+    return _CONTROL.sub(lambda m: "\n" if m.group() == "\x0c" else "", text), replaced
 
 
 _TITLE_LINE = re.compile(r"^Title:\s*(.*\S)\s*$")
