@@ -301,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     paths = RunPaths.at(args.data_dir)
+    if paths.data_dir.exists() and not paths.data_dir.is_dir():
+        raise EmoverseError(f"data dir {paths.data_dir} is a file, not a folder")
     data_dir = paths.data_dir.resolve()
     if args.command == "generate":
         return _generate(args, data_dir)
@@ -419,11 +421,11 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
     )
     request = GenerationRequest.from_options(**{name: getattr(args, name) for name in options})
-    record, warning = ModelRegistry.for_data_dir(data_dir).current(emotion)
+    record, warning = ModelRegistry.for_data_dir(data_dir, read_only=True).current(emotion)
     if warning:
         print(f"emoverse: warning: {warning}", file=sys.stderr)
     try:
-        poems = PoemGenerator(record.path).generate(request)
+        poems = PoemGenerator(record.path, record.weights).generate(request)
     except GenerationSettingError as exc:  # name the flag, not the field
         flag = "-n" if exc.option == "n" else "--" + exc.option.replace("_", "-")
         raise EmoverseError(f"{flag} {exc.problem}") from None
@@ -450,10 +452,21 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion) if args.emotion else None
     from models.registry import ModelRegistry
 
-    registry = ModelRegistry.for_data_dir(data_dir)
-    if args.promote is not None or args.rollback:
-        if emotion is None:
-            raise EmoverseError("--promote and --rollback need --emotion")
+    writes = args.promote is not None or args.rollback
+    if writes and emotion is None:
+        raise EmoverseError("--promote and --rollback need --emotion")
+    if not writes and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if not data_dir.is_dir():
+            raise EmoverseError(f"data dir {data_dir} does not exist; run `emoverse run` first")
+        if not RunPaths(data_dir).registry_db.is_file():
+            print(f"the registry under {data_dir} holds no models yet")
+            return 0
+    registry = ModelRegistry.for_data_dir(data_dir, read_only=not writes)
+    if writes:
+        assert emotion is not None
+        if args.promote is not None and registry.champion_version(emotion) == args.promote:
+            print(f"{model_name(emotion)} v{args.promote} is already the champion; nothing changed")
+            return 0
         record = (
             registry.promote(emotion, args.promote)
             if args.promote is not None

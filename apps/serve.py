@@ -160,7 +160,9 @@ class ModelCache:
             if key in self._batchers:
                 self._batchers.move_to_end(key)
                 return self._batchers[key]
-            batcher = Batcher(PoemGenerator(record.path), self.batching, self._worker)
+            batcher = Batcher(
+                PoemGenerator(record.path, record.weights), self.batching, self._worker
+            )
             self.loads += 1
             self._batchers[key] = batcher
             while len(self._batchers) > self.size:
@@ -201,7 +203,8 @@ def create_app(
     batching: BatchSettings | None = None,
 ) -> FastAPI:
     """The app over the registry of `data_dir` (or `MLFLOW_TRACKING_URI`)."""
-    models = ModelCache(ModelRegistry.for_data_dir(data_dir), cache_size, registry_ttl_s, batching)
+    registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
+    models = ModelCache(registry, cache_size, registry_ttl_s, batching)
     app = FastAPI(title="emoverse", summary="Emotion-conditioned poetry from the model registry")
     app.state.models = models
 
@@ -266,9 +269,7 @@ def create_app(
                     "promotion": record.promotion,
                     "created_ms": record.created_ms,
                     "human_accuracy": (
-                        share.to_dict()
-                        if (share := human.get((emotion, record.version)))
-                        else None
+                        share.to_dict() if (share := human.get((emotion, record.version))) else None
                     ),
                 }
             )

@@ -31,12 +31,13 @@ def save_model(
 ) -> Path:
     """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
     model card into `out_dir`, all or nothing."""
-    from models.modeling import default_generation_config
+    from models.modeling import default_generation_config, weight_digests
 
     with atomic_path(out_dir) as tmp:
         tuned.model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
         tuned.tokenizer.save_pretrained(tmp)
         default_generation_config(tuned.tokenizer).save_pretrained(tmp)
+        weights = weight_digests(tmp)  # the card vouches for these exact files
         history = {"train": tuned.train_curve, "validation": tuned.val_curve}
         (tmp / HISTORY_FILE).write_text(json.dumps(history))
         plot_loss_curves({emotion: history}, tmp / LOSS_PLOT_FILE)
@@ -48,6 +49,7 @@ def save_model(
                 metrics=tuned.metrics,
                 config=config,
                 n_parameters=sum(p.numel() for p in tuned.model.parameters()),
+                weights=weights,
             )
         )
     return out_dir
@@ -61,6 +63,7 @@ def model_card(
     metrics: dict[str, Any],
     config: TrainConfig,
     n_parameters: int,
+    weights: dict[str, Any] | None = None,
 ) -> str:
     """A Hugging Face model card: YAML metadata, then a short human description."""
     meta = {
@@ -76,6 +79,7 @@ def model_card(
         "n_parameters": n_parameters,
         **({"base_model": parent, "adapter": config.adapter} if config.adapter else {}),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **({"weights": weights} if weights else {}),
     }
     val = metrics.get("val_loss")
     role = (

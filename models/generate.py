@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emoverse.errors import EmoverseError, GenerationSettingError
-from models.modeling import ADAPTER_CONFIG, load_model
+from models.modeling import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
 from models.sampling import Cohort, Row, RowSpec
 from models.train import pick_device
 
@@ -114,18 +114,32 @@ def check_safetensors_only(model_dir: Path) -> None:
     loaded. An adapter folder's base, when it is a local folder, must pass too."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise EmoverseError(f"model folder {model_dir} does not exist")
+        raise EmoverseError(f"model folder {model_dir} is missing; {REBUILD_HINT}")
+    adapter = model_dir / ADAPTER_CONFIG
+    if adapter.exists():
+        # PEFT loads adapter_model.bin (a pickle) when adapter_model.safetensors is absent,
+        # whatever other .safetensors file sits beside it.
+        pickled = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickled or not (model_dir / "adapter_model.safetensors").is_file():
+            found = f" (found {', '.join(pickled)})" if pickled else ""
+            raise EmoverseError(
+                f"adapter folder {model_dir} must hold adapter_model.safetensors and no pickled "
+                f"weights{found}; refusing to load"
+            )
     if not any(model_dir.glob("*.safetensors")):
         pickled = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
         found = f" (found {', '.join(pickled)})" if pickled else ""
         raise EmoverseError(
             f"model folder {model_dir} holds no safetensors weights{found}; refusing to load"
         )
-    adapter = model_dir / ADAPTER_CONFIG
     if adapter.exists():
         base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
         if base and Path(base).is_dir():
             check_safetensors_only(Path(base))
+
+
+def _looks_like_a_path(source: str) -> bool:
+    return Path(source).is_absolute() or source.startswith(("./", "../", "~"))
 
 
 class PoemGenerator:
@@ -133,10 +147,14 @@ class PoemGenerator:
     from its own generator, so generations may run side by side (or batched together, as the
     server does with `rows` and `models.sampling.Cohort`)."""
 
-    def __init__(self, model_dir: str | Path):
+    def __init__(self, model_dir: str | Path, weights: dict[str, Any] | None = None):
+        """`weights`: the digests the registry recorded for the folder (else its card's)."""
         self.model_dir = str(model_dir)
-        if Path(model_dir).exists():  # a local folder (a hub id loads safetensors only anyway)
+        if Path(model_dir).exists() or _looks_like_a_path(str(model_dir)):
+            # A local folder (a hub id loads safetensors only anyway); a registered folder
+            # that was deleted is a missing folder, not a hub id to try.
             check_safetensors_only(Path(model_dir))
+            verify_weights(Path(model_dir), weights)
         self.model, self.tokenizer = load_model(model_dir)
         self.model.to(pick_device()).eval()  # the GPU where there is one (evaluation, serving)
         config = self.model.config
@@ -228,6 +246,7 @@ def generate_poems(
     max_new_tokens: int = 120,
     min_new_tokens: int = 8,
     sampling: SamplingSettings | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> list[str]:
     """`n` poems starting with `prompt`, sampled with the default (or given) settings.
     The same seed gives the same poems; none ends before `min_new_tokens`, so an undertrained
@@ -241,4 +260,4 @@ def generate_poems(
     )
     if sampling is not None:
         request = replace(request, sampling=sampling)
-    return PoemGenerator(model_dir).generate(request)
+    return PoemGenerator(model_dir, weights).generate(request)

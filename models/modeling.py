@@ -1,8 +1,11 @@
 """Where a training stage's starting model comes from: a Hugging Face id or folder, or a
 GPT-2 configuration built from scratch with a tokenizer trained on the corpus."""
 
+import hashlib
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from transformers import (
     AutoModelForCausalLM,
@@ -21,24 +24,125 @@ from models.config import scratch_preset
 from models.tokenizer import train_bpe_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside an adapter's weights
+WEIGHTS_KEY = "weights"  # card metadata and registry tag: {file: {size, sha256}}
+REBUILD_HINT = "`emoverse run` re-trains it"
+
+
+class DamagedModelError(EmoverseError):
+    """A model folder whose weights are missing, damaged or do not fit its config."""
+
 
 # Weight-loading bars would interleave with our own training bars.
 hf_logging.disable_progress_bar()
 
 
+# --- the weights' record: sizes and sha256 ---------------------------------------------------
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("*.safetensors"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """{file name: {size, sha256}} of a folder's safetensors files (recorded at save and at
+    registration, checked on load)."""
+    return {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in weight_files(folder)}
+
+
+def recorded_digests(folder: Path) -> dict[str, dict[str, Any]] | None:
+    """The digests the folder's card recorded when it was saved, or None (no card, or one
+    written before digests were recorded)."""
+    from models.card import CARD_FILE, read_card_metadata
+
+    if not (Path(folder) / CARD_FILE).is_file():
+        return None
+    try:
+        found = read_card_metadata(folder).get(WEIGHTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, dict) and found else None
+
+
+_verified: set[tuple[str, str, int, int]] = set()  # (file, sha256, size, mtime) hashed already
+_verified_lock = threading.Lock()
+
+
+def verify_weights(folder: Path, expected: dict[str, dict[str, Any]] | None = None) -> None:
+    """Check a model folder's weight files against their record (`expected`, else the card's):
+    the size on every call, the sha256 once per process per file. Raises DamagedModelError
+    naming the file and how to rebuild it. A folder with no record is only checked for
+    weights being there."""
+    folder = Path(folder)
+    expected = expected or recorded_digests(folder)
+    if not expected:
+        return
+    for name, want in sorted(expected.items()):
+        path = folder / name
+        try:
+            stat = path.stat()
+        except OSError:
+            raise DamagedModelError(f"weight file {path} is missing; {REBUILD_HINT}") from None
+        if stat.st_size != want.get("size"):
+            raise DamagedModelError(
+                f"weight file {path} is damaged ({stat.st_size} bytes, {want.get('size')} "
+                f"recorded); {REBUILD_HINT}"
+            )
+        key = (str(path.resolve()), str(want.get("sha256")), stat.st_size, stat.st_mtime_ns)
+        with _verified_lock:
+            if key in _verified:
+                continue
+        if _sha256(path) != want.get("sha256"):
+            raise DamagedModelError(
+                f"weight file {path} is damaged (its sha256 differs from the one recorded "
+                f"when it was saved); {REBUILD_HINT}"
+            )
+        with _verified_lock:
+            _verified.add(key)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def load_model(source: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a hub id or a local folder (safetensors only)."""
+    """Load a causal LM and its tokenizer from a hub id or a local folder (safetensors only).
+    Strict: a weight the config expects that the file lacks, or one it does not expect, is an
+    error (a config.json with another layer count must not load with a layer dropped)."""
+    local = Path(source).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         if (Path(source) / ADAPTER_CONFIG).exists():
             model = load_adapter_model(source)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(source), use_safetensors=True, output_loading_info=True
+            )
+            _check_loading_info(source, info)
+    except DamagedModelError:
+        raise
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local:
+            raise DamagedModelError(
+                f"cannot load the model in {source}: {_first_line(exc)}; {REBUILD_HINT}"
+            ) from None
         raise EmoverseError(
-            f"cannot load base model {str(source)!r}: {first_line} "
+            f"cannot load base model {str(source)!r}: {_first_line(exc)} "
             "(no network? use --base-model scratch:tiny or a local folder)"
+        ) from None
+    except Exception as exc:  # safetensors' own errors, a shape that does not fit the config
+        if not local:
+            raise
+        raise DamagedModelError(
+            f"cannot load the model in {source}: {_first_line(exc)}; {REBUILD_HINT}"
         ) from None
     # GPT-2 configs name no loss; say which, instead of a warning on every first step.
     model.loss_type = "ForCausalLM"
@@ -47,6 +151,24 @@ def load_model(source: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizer
     if tokenizer.bos_token is None:
         tokenizer.bos_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _check_loading_info(source: str | Path, info: dict[str, Any]) -> None:
+    problems = []
+    for key, what in (
+        ("missing_keys", "missing from the weights"),
+        ("unexpected_keys", "not in the config"),
+        ("mismatched_keys", "of another shape than the config's"),
+    ):
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            problems.append(f"{len(names)} weights {what} ({shown})")
+    if problems:
+        raise DamagedModelError(
+            f"the weights in {source} do not fit its config.json: {'; '.join(problems)}; "
+            f"{REBUILD_HINT}"
+        )
 
 
 def load_adapter_model(source: str | Path) -> PreTrainedModel:

@@ -5,18 +5,20 @@ sqlite under `<data-dir>/registry/` by default; `MLFLOW_TRACKING_URI` points eve
 and API at a shared tracking server instead.
 """
 
+import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
 
 from emoverse.emotions import LABELS, MODEL_PREFIX, check_label, model_name
-from emoverse.errors import NoModelError
+from emoverse.errors import EmoverseError, NoModelError
 from emoverse.paths import RunPaths
 from emoverse.stats import Share
 
@@ -24,6 +26,16 @@ CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
 HUMAN_TAG = "human_accuracy"  # readers' blind guesses: a Share as JSON
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
+RELATIVE_TAG = "relative_path"  # the folder under the data dir (sqlite registries there)
+WEIGHTS_TAG = "weights"  # {file: {size, sha256}} of the folder's weights at registration
+# A remote tracking server that does not answer must fail in seconds, not minutes: MLflow's
+# own settings, unless the environment sets them.
+REMOTE_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -39,35 +51,139 @@ class ModelRecord:
     promotion: str = ""  # the promotion gate's reason, for or against
     # Readers' blind guesses (emoverse serve's /judge): {k, n, share, low, high}, or None
     human_accuracy: dict[str, Any] | None = None
+    # The weights recorded at registration ({file: {size, sha256}}), checked on load
+    weights: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def registry_uri(data_dir: Path) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir."""
+def registry_uri(data_dir: Path, *, read_only: bool = False) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir (created for
+    writers; a reader of a data dir without one gets a NoModelError and creates nothing)."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    db = RunPaths(Path(data_dir)).registry_db
-    db.parent.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise EmoverseError(f"data dir {data_dir} is a file, not a folder")
+    db = RunPaths(data_dir).registry_db
+    if read_only:
+        if not data_dir.is_dir():
+            raise NoModelError(f"data dir {data_dir} does not exist; run `emoverse run` first")
+        if not db.is_file():
+            raise NoModelError(f"no model registry under {data_dir}; run `emoverse run` first")
+    else:
+        db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 
 
+def _check_sqlite(db: Path) -> None:
+    """A damaged database file fails here, whole, rather than on whichever page a query
+    happens to read (a registry is small: the check takes milliseconds)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if not db.is_file():
+        return  # a new registry: MLflow creates it
+    connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True)
+    try:
+        result = connection.execute("PRAGMA quick_check").fetchone()
+    finally:
+        connection.close()
+    if not result or result[0] != "ok":
+        raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'no answer'}")
+
+
+def _guarded(method: F) -> F:
+    """A registry that cannot be read (a damaged database, a tracking server that does not
+    answer) is one clear EmoverseError, not a traceback."""
+
+    @functools.wraps(method)
+    def guarded(self: "ModelRegistry", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except EmoverseError:
+            raise
+        except Exception as exc:
+            raise self._unreadable(exc) from None
+
+    return guarded  # type: ignore[return-value]
+
+
 class ModelRegistry:
-    def __init__(self, uri: str):
-        from mlflow import MlflowClient  # heavy import: only when a registry is used
-
-        # MLflow sets its loggers up on import and announces schema migrations at INFO.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-
+    def __init__(self, uri: str, *, data_dir: Path | None = None, read_only: bool = False):
+        """`data_dir`: where a sqlite registry's folders live, stored relative to it (a copied
+        data dir then uses its own models). `read_only`: no lock taken (a read-only data dir
+        works), nothing created."""
         self.uri = uri
-        # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
-        with self._write_lock():
-            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.read_only = read_only
+        self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+        if scheme in ("http", "https", "databricks"):
+            for name, value in REMOTE_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+        try:
+            from mlflow import MlflowClient  # heavy import: only when a registry is used
+
+            # MLflow sets its loggers up on import and announces schema migrations at INFO.
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
+            if uri.startswith("sqlite:///"):
+                _check_sqlite(Path(uri.removeprefix("sqlite:///")))
+            with self._write_lock():
+                self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                if uri.startswith("sqlite:///"):
+                    self._client.search_registered_models(max_results=1)  # opens the store
+        except EmoverseError:
+            raise
+        except Exception as exc:
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: BaseException) -> EmoverseError:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else type(exc).__name__
+        if self.uri.startswith("sqlite:///"):
+            db = self.uri.removeprefix("sqlite:///")
+            return EmoverseError(
+                f"the model registry database {db} cannot be read ({first}); restore it from "
+                "a backup, or move it away and run `emoverse run` to register the models again"
+            )
+        return EmoverseError(
+            f"the model registry at {self.uri} cannot be used ({first}); check "
+            "MLFLOW_TRACKING_URI (a reachable http(s) tracking server, or sqlite:///<file>)"
+        )
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> "ModelRegistry":
-        return cls(registry_uri(data_dir))
+    def for_data_dir(cls, data_dir: Path, *, read_only: bool = False) -> "ModelRegistry":
+        uri = registry_uri(data_dir, read_only=read_only)
+        local = uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
+        return cls(uri, data_dir=Path(data_dir) if local else None, read_only=read_only)
+
+    def _relative(self, folder: Path) -> str | None:
+        """`folder` relative to the data dir, when the registry lives there and so does it."""
+        if self.data_dir is None:
+            return None
+        try:
+            return Path(folder).resolve().relative_to(self.data_dir).as_posix()
+        except ValueError:
+            return None
+
+    def _resolve(self, source: str, relative: str | None) -> str:
+        """The folder a version names, read under the current data dir: its relative path,
+        or (older versions, absolute only) the tail of a path that no longer exists."""
+        if self.data_dir is None:
+            return source
+        if relative:
+            return str(self.data_dir / relative)
+        if Path(source).exists():
+            return source
+        parts = Path(source).parts
+        for i in range(len(parts) - 1, -1, -1):
+            if parts[i] == "models":
+                candidate = self.data_dir.joinpath(*parts[i:])
+                if candidate.exists():
+                    return str(candidate)
+        return source
 
     def register(
         self,
@@ -88,10 +204,17 @@ class ModelRegistry:
         rollback)."""
         from mlflow.exceptions import MlflowException
 
+        from models.modeling import recorded_digests, weight_digests
+
         name = model_name(check_label(emotion))
         source = str(Path(model_dir).resolve())
+        relative = self._relative(Path(model_dir))
+        weights = json.dumps(recorded_digests(Path(model_dir)) or weight_digests(Path(model_dir)))
         with self._write_lock():
-            if existing := self._version_with_source(name, source):
+            if existing := self._version_with_source(name, source, relative):
+                mv = self._client.get_model_version(name, str(existing))
+                if (mv.tags or {}).get(WEIGHTS_TAG) != weights:  # trained again after damage
+                    self._client.set_model_version_tag(name, str(existing), WEIGHTS_TAG, weights)
                 return self.get(emotion, version=existing)
             try:
                 self._client.create_registered_model(name, tags={"emotion": emotion})
@@ -107,15 +230,20 @@ class ModelRegistry:
                     "data_fingerprint": data_fingerprint,
                     "metrics": json.dumps(metrics),
                     PROMOTION_TAG: promotion,
+                    WEIGHTS_TAG: weights,
+                    **({RELATIVE_TAG: relative} if relative else {}),
                 },
             )
             if promote:
                 self._set_champion(name, int(version.version))
         return self.get(emotion, version=int(version.version))
 
-    def _version_with_source(self, name: str, source: str) -> int | None:
+    def _version_with_source(self, name: str, source: str, relative: str | None) -> int | None:
         for mv in self._client.search_model_versions(f"name = '{name}'"):
-            if mv.source == source:
+            tags = mv.tags or {}
+            if relative and tags.get(RELATIVE_TAG) == relative:
+                return int(mv.version)
+            if self._resolve(mv.source, tags.get(RELATIVE_TAG)) == source:
                 return int(mv.version)
         return None
 
@@ -127,16 +255,26 @@ class ModelRegistry:
                 name, str(version), HUMAN_TAG, json.dumps(share.to_dict())
             )
 
+    def champion_version(self, emotion: str) -> int | None:
+        try:
+            return self.get(emotion).version
+        except NoModelError:
+            return None
+
     def promote(self, emotion: str, version: int) -> ModelRecord:
-        """Make `version` the emotion's champion."""
+        """Make `version` the emotion's champion; a no-op (no step added to the rollback
+        history) when it already is."""
         self.get(emotion, version=version)  # a clear error for a version that does not exist
         with self._write_lock():
-            self._set_champion(model_name(emotion), version)
+            if self.champion_version(emotion) != version:
+                self._set_champion(model_name(emotion), version)
         return self.get(emotion)
 
     def rollback(self, emotion: str) -> ModelRecord:
         """Give the champion alias back to the version that held it before."""
         name = model_name(check_label(emotion))
+        if not self.list(emotion):
+            raise NoModelError(f"{emotion} has no model versions; nothing to roll back")
         with self._write_lock():
             history = self._champion_history(name)
             if len(history) < 2:
@@ -159,7 +297,7 @@ class ModelRegistry:
         """sqlite takes one writer at a time, and MLflow's schema migrations and alias upsert
         race under concurrent writers (eight children finishing together): serialise writes
         across processes. A tracking server serialises its own."""
-        if not self.uri.startswith("sqlite:///"):
+        if not self.uri.startswith("sqlite:///") or self.read_only:
             return nullcontext()
         return FileLock(self.uri.removeprefix("sqlite:///") + ".lock", timeout=300)
 
@@ -176,10 +314,10 @@ class ModelRegistry:
         except MlflowException:
             wanted = f"version {version}" if version is not None else f"alias {alias!r}"
             raise NoModelError(
-                f"no {emotion} model with {wanted} in the registry at {self.uri}; "
+                f"no {emotion} model with {wanted} in the registry; "
                 "run `emoverse run` (or `emoverse train`) first"
             ) from None
-        return _record(mv)
+        return self._record(mv)
 
     def current(self, emotion: str) -> tuple[ModelRecord, str | None]:
         """The model to use for `emotion`: its champion, else (no version passed the
@@ -212,19 +350,26 @@ class ModelRegistry:
                 aliases.setdefault(int(version), []).append(alias)
             records.extend(
                 sorted(
-                    (_record(mv, aliases.get(int(mv.version), [])) for mv in found),
+                    (self._record(mv, aliases.get(int(mv.version), [])) for mv in found),
                     key=lambda r: r.version,
                 )
             )
         return records
 
+    def _record(self, mv: Any, aliases: "list[str] | None" = None) -> ModelRecord:
+        return _record(mv, aliases, self._resolve(mv.source, (mv.tags or {}).get(RELATIVE_TAG)))
 
-def _record(mv: Any, aliases: list[str] | None = None) -> ModelRecord:
+
+for _name in ("register", "record_human_accuracy", "promote", "rollback", "get", "current", "list"):
+    setattr(ModelRegistry, _name, _guarded(getattr(ModelRegistry, _name)))
+
+
+def _record(mv: Any, aliases: list[str] | None, path: str) -> ModelRecord:
     tags = mv.tags or {}
     return ModelRecord(
         emotion=mv.name.removeprefix(MODEL_PREFIX),
         version=int(mv.version),
-        path=mv.source,
+        path=path,
         aliases=sorted(aliases if aliases is not None else mv.aliases or []),
         metrics=json.loads(tags.get("metrics", "{}")),
         parent=tags.get("parent", ""),
@@ -232,4 +377,5 @@ def _record(mv: Any, aliases: list[str] | None = None) -> ModelRecord:
         created_ms=int(mv.creation_timestamp or 0),
         promotion=tags.get(PROMOTION_TAG, ""),
         human_accuracy=json.loads(tags[HUMAN_TAG]) if HUMAN_TAG in tags else None,
+        weights=json.loads(tags[WEIGHTS_TAG]) if tags.get(WEIGHTS_TAG) else None,
     )

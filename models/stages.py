@@ -3,6 +3,7 @@ notebook calls. Each returns a small record, never a model object."""
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ from emoverse.emotions import FOUNDATION, check_label
 from models.card import read_card_metadata, save_model
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
 from models.data import fingerprint, load_partition, load_poems
-from models.modeling import build_scratch_model
+from models.modeling import DamagedModelError, build_scratch_model, verify_weights, weight_files
 from models.records import SkippedModel, TrainedModel
 from models.train import StepCallback, fine_tune, is_main_process
+
+log = logging.getLogger(__name__)
 
 
 def prepare_foundation(
@@ -59,9 +62,21 @@ def prepare_foundation(
 
 
 def _saved(model_dir: Path) -> bool:
-    """"Already done?" for a model folder: it is named by its run key and renamed into place
-    only when whole, so one that has its config is a finished run of exactly this."""
-    return (model_dir / "config.json").exists()
+    """ "Already done?" for a model folder: it is named by its run key and renamed into place
+    only when whole, so one that has its config is a finished run of exactly this, unless
+    its weights were damaged since (they no longer match the card's record): then the folder
+    is removed and trained again."""
+    if not (model_dir / "config.json").exists():
+        return False
+    try:
+        verify_weights(model_dir)
+        if not weight_files(model_dir):
+            raise DamagedModelError(f"{model_dir} holds no weights")
+    except DamagedModelError as exc:
+        log.warning("re-training %s: %s", model_dir.name, exc)
+        shutil.rmtree(model_dir)
+        return False
+    return True
 
 
 def _train_into(

@@ -174,3 +174,131 @@ def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path)
     assert registry.current("disgust") == (registry.get("disgust"), None)
     with pytest.raises(NoModelError):
         registry.current("surprise")
+
+
+# --- hardening (issue 15) ----------------------------------------------------------------------
+
+
+def _registered_data_dir(tmp_path, name="data"):
+    data = tmp_path / name
+    folder = data / "models" / "joy" / "run-1"
+    folder.mkdir(parents=True)
+    ModelRegistry.for_data_dir(data).register(
+        "joy", folder, metrics={}, parent="p", data_fingerprint="x"
+    )
+    return data
+
+
+def test_a_copied_data_dir_uses_its_own_models(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original = _registered_data_dir(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    path = ModelRegistry.for_data_dir(copy, read_only=True).get("joy").path
+    assert path == str(copy.resolve() / "models" / "joy" / "run-1")
+    # A version registered with only an absolute path (before relative paths) whose folder
+    # moved with its data dir resolves under the data dir it is read from.
+    old = ModelRegistry(f"sqlite:///{original.resolve()}/registry/mlflow.db")
+    (original / "models" / "joy" / "run-2").mkdir()
+    old.register(
+        "joy", original / "models" / "joy" / "run-2", metrics={}, parent="p", data_fingerprint="y"
+    )
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    assert ModelRegistry.for_data_dir(moved, read_only=True).get("joy").path == str(
+        moved.resolve() / "models" / "joy" / "run-2"
+    )
+
+
+def test_read_commands_create_nothing(tmp_path, monkeypatch, capsys):
+    from apps import cli
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    missing = tmp_path / "nowhere"
+    for argv in (["models"], ["generate", "--emotion", "joy"]):
+        assert cli.main([*argv, "--data-dir", str(missing)]) == cli.EXIT_BAD_INPUT
+        assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists()
+    data = _registered_data_dir(tmp_path)
+    (data / "registry" / "mlflow.db.lock").unlink()
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert cli.main(["models", "--data-dir", str(data)]) == 0  # a reader takes no lock
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    assert cli.main(["models", "--data-dir", str(file)]) == cli.EXIT_BAD_INPUT
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw[: len(raw) // 3],
+        lambda raw: (raw[:4096] + bytes(range(256)) * (len(raw) // 256))[: len(raw)],
+        lambda raw: b"this is not a database at all\n" * 100,
+    ],
+    ids=["truncated", "garbled", "not-sqlite"],
+)
+def test_a_damaged_registry_database_is_one_line(tmp_path, monkeypatch, capsys, damage):
+    from apps import cli
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = _registered_data_dir(tmp_path)
+    db = data / "registry" / "mlflow.db"
+    db.write_bytes(damage(db.read_bytes()))
+    for argv in (
+        ["models"],
+        ["generate", "--emotion", "joy"],
+        ["models", "--emotion", "joy", "--rollback"],
+    ):
+        assert cli.main([*argv, "--data-dir", str(data)]) == cli.EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "registry" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "nonsense://somewhere"])
+def test_an_unusable_tracking_uri_is_one_line_and_quick(tmp_path, monkeypatch, capsys, uri):
+    import socket
+    import time
+
+    from apps import cli
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(port=port))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.1")
+    started = time.monotonic()
+    assert cli.main(["models", "--data-dir", str(tmp_path)]) == cli.EXIT_BAD_INPUT
+    assert time.monotonic() - started < 60  # generous: minutes before
+    err = capsys.readouterr().err
+    assert "cannot be used" in err and "MLFLOW_TRACKING_URI" in err
+
+
+def test_promoting_the_champion_is_a_no_op(registry, tmp_path, capsys):
+    from apps import cli
+
+    for i in (1, 2):
+        registry.register(
+            "fear", _folder(tmp_path, f"f{i}"), metrics={}, parent="p", data_fingerprint=str(i)
+        )
+    history = registry._champion_history("emoverse-fear")
+    assert registry.promote("fear", 2).version == 2
+    base = ["models", "--data-dir", str(tmp_path), "--emotion", "fear"]
+    assert cli.main([*base, "--promote", "2"]) == 0
+    assert "already the champion; nothing changed" in capsys.readouterr().out
+    assert registry._champion_history("emoverse-fear") == history == [1, 2]
+    assert registry.rollback("fear").version == 1  # one step back, not back to v2
+
+
+def test_rolling_back_an_emotion_without_versions_is_a_clear_error(registry, tmp_path, capsys):
+    from apps import cli
+
+    registry.register("joy", _folder(tmp_path, "j"), metrics={}, parent="p", data_fingerprint="x")
+    with pytest.raises(NoModelError, match="no model versions"):
+        registry.rollback("sadness")
+    argv = ["models", "--data-dir", str(tmp_path), "--emotion", "sadness", "--rollback"]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    assert "sadness has no model versions" in capsys.readouterr().err
