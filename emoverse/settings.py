@@ -6,6 +6,10 @@
     EMOVERSE_POLL_SECONDS        how often `train` polls the children's runs (default 2)
     EMOVERSE_MAX_BOOK_BYTES      largest download accepted from a mirror (default 128 MiB)
     EMOVERSE_DOWNLOAD_DEADLINE_S seconds one download may take in all, then retried (default 300)
+    EMOVERSE_MAX_BODY_BYTES      largest request body `emoverse serve` reads (default 64 KiB)
+    EMOVERSE_MAX_CONNECTIONS     connections `emoverse serve` holds open at once (default 256)
+    EMOVERSE_KEEPALIVE_S         seconds an idle keep-alive connection is kept (default 5)
+    EMOVERSE_TRUSTED_HOSTS       comma-separated Host names the server answers (default any)
     MLFLOW_TRACKING_URI          a shared registry instead of <data_dir>/registry/ (models.registry)
 
 Each is read when asked for, not at import: a worker's environment is the one that counts.
@@ -52,6 +56,26 @@ def download_deadline_s() -> float:
     return _positive("EMOVERSE_DOWNLOAD_DEADLINE_S", 300.0, float)
 
 
+def max_body_bytes() -> int:
+    return _positive("EMOVERSE_MAX_BODY_BYTES", 64 * 1024, int)
+
+
+def max_connections() -> int:
+    return _positive("EMOVERSE_MAX_CONNECTIONS", 256, int)
+
+
+def keepalive_s() -> float:
+    return _positive("EMOVERSE_KEEPALIVE_S", 5.0, float)
+
+
+def trusted_hosts() -> list[str] | None:
+    """Host header values the server answers (a name, or `*.example.org`); None: any. Set it
+    when binding beyond loopback, against DNS rebinding."""
+    text = os.environ.get("EMOVERSE_TRUSTED_HOSTS", "")
+    hosts = [h.strip() for h in text.split(",") if h.strip()]
+    return hosts or None
+
+
 def _positive(name: str, default, kind):
     text = os.environ.get(name)
     if not text:
@@ -77,7 +101,8 @@ def parse_ids(text: str) -> list[int]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if not part.isdigit() or int(part) == 0:
+        # ASCII digits only: "¹" and "٣" are digits to str.isdigit, not to int().
+        if not (part.isascii() and part.isdigit()) or int(part) == 0:
             raise EmoverseError(f"invalid Gutenberg id {part!r}: ids are positive integers")
         if int(part) not in ids:
             ids.append(int(part))

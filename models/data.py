@@ -10,6 +10,7 @@ from datasets import Dataset, disable_progress_bars, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from emoverse.errors import MissingStageOutputError
+from emoverse.tagging.store import check_partitions
 
 # Our own bars show training progress; per-file "Generating split" bars would bury them.
 disable_progress_bars()
@@ -22,6 +23,7 @@ def load_partition(
     partitions_dir: Path, label: str, split: str, cache_dir: Path | None = None
 ) -> Dataset:
     """One label's poems of one split (train/validation/test) as a `datasets.Dataset`."""
+    check_partitions(partitions_dir)
     files = sorted(str(p) for p in (Path(partitions_dir) / f"emotion={label}").glob("*.parquet"))
     if not files:
         raise MissingStageOutputError(

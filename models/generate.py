@@ -98,6 +98,12 @@ class GenerationRequest:
         The model's context is checked by `PoemGenerator.generate`, which knows it."""
         if not isinstance(self.prompt, str):
             raise GenerationSettingError("prompt", f"must be text, got {self.prompt!r}")
+        try:
+            self.prompt.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: undecodable bytes or a broken escape
+            raise GenerationSettingError(
+                "prompt", "is not valid UTF-8 text (undecodable bytes or a lone surrogate)"
+            ) from None
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise GenerationSettingError(
                 "prompt", f"must be at most {MAX_PROMPT_CHARS} characters, got {len(self.prompt)}"

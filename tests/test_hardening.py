@@ -140,3 +140,35 @@ def test_run_trains_again_a_folder_whose_weights_no_longer_match_its_card(tiny, 
     raw[-100:] = bytes(100)  # same size, other bytes
     (folder / WEIGHTS).write_bytes(bytes(raw))
     assert not _saved(folder) and not folder.exists()  # removed: the stage trains it again
+
+
+# --- CLI input that ends in one line ------------------------------------------------------------
+
+
+def test_invalid_utf8_in_a_prompt_is_one_line(registered, capsys):
+    data_dir, _ = registered
+    argv = ["generate", "--data-dir", str(data_dir), "--emotion", "joy", "--prompt", "caf\udce9"]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT  # as Python hands over undecodable argv bytes
+    err = capsys.readouterr().err
+    assert "--prompt is not valid UTF-8 text" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("ids", ["1065,¹", "٣", "1065, ½"])
+def test_non_ascii_digits_in_ids_are_one_line(tmp_path, capsys, ids):
+    argv = ["ingest", "--data-dir", str(tmp_path), "--mirror", str(tmp_path), "--ids", ids]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    assert "invalid Gutenberg id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"Text#,Type\n1065,Text\n\xff\xfe\x00bad\n", b"\x00\x01\x02 not a csv \x00", b"a;b\n1;2\n"],
+    ids=["latin1", "binary", "other-columns"],
+)
+def test_a_catalog_that_is_not_a_utf8_csv_is_one_line(tmp_path, capsys, content):
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_bytes(content)
+    argv = ["ingest", "--data-dir", str(tmp_path), "--mirror", str(tmp_path)]
+    assert cli.main([*argv, "--catalog", str(catalog)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"catalog {catalog} is not a" in err and "Traceback" not in err

@@ -528,3 +528,26 @@ def test_a_new_version_says_how_many_labels_changed(poems_file, tmp_path):
     report = tag_report(target)
     assert "negation on" in report
     assert f"labels changed against v000001: {moved} of {len(old)} poems" in report
+
+
+def test_a_truncated_partition_file_is_detected_and_tagged_again(poems_file, tmp_path):
+    from models.data import load_partition
+
+    target = tmp_path / "partitions"
+    first = tag_poems(poems_file, target, workers=1)
+    damaged = target / "emotion=joy" / "part-0.parquet"
+    raw = damaged.read_bytes()
+    damaged.resolve().write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(MissingStageOutputError, match=r"emotion=joy/part-0\.parquet is damaged"):
+        tag_report(target)  # it must not say all is well
+    with pytest.raises(MissingStageOutputError, match="`emoverse tag` writes the partitions"):
+        load_partition(target, "joy", "train")
+    again = tag_poems(poems_file, target, workers=1)  # same input: tagged again, not skipped
+    assert not again.skipped and again.version != first.version
+    assert again.counts == first.counts
+    assert "damaged" not in tag_report(target)
+    # Same size, other bytes: only the hash tells, which the skip check reads.
+    raw = bytearray(damaged.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    damaged.resolve().write_bytes(bytes(raw))
+    assert not tag_poems(poems_file, target, workers=1).skipped

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from emoverse.corpus.text import squash
+from emoverse.errors import EmoverseError
 
 # A subject that says the book is verse ("English poetry", "Sonnets, English", "Ballads,
 # Scots -- Texts"), unless the book is about verse ("Poetry -- History and criticism").
@@ -23,8 +24,18 @@ _PROSE_SUBJECT = re.compile(
 
 def _catalog_rows(catalog_csv: Path) -> Iterable[dict[str, str]]:
     # Titles hold newlines inside quoted fields: newline="" lets csv see them.
-    with Path(catalog_csv).open(newline="", encoding="utf-8-sig") as f:
-        yield from csv.DictReader(f)
+    try:
+        with Path(catalog_csv).open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "Text#" not in reader.fieldnames:
+                raise EmoverseError(
+                    f"catalog {catalog_csv} is not a Gutenberg catalog CSV (no Text# column)"
+                )
+            yield from reader
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise EmoverseError(
+            f"catalog {catalog_csv} is not a UTF-8 CSV file ({str(exc)[:120]})"
+        ) from None
 
 
 def is_poetry_entry(entry: Mapping[str, str], language: str = "en") -> bool:

@@ -20,7 +20,13 @@ from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging.counting import TAGGER_VERSION
 from emoverse.tagging.lexicon import TOKENS_LEMMAS, TOKENS_SURFACE, load_lexicon
 from emoverse.tagging.rule import SPLITS, _check_rule, tag_table
-from emoverse.tagging.store import KEEP_VERSIONS, read_manifest, write_version
+from emoverse.tagging.store import (
+    KEEP_VERSIONS,
+    check_partitions,
+    partition_problems,
+    read_manifest,
+    write_version,
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,9 @@ def tag_poems(
         ).encode()
     ).hexdigest()
     current = read_manifest(partitions_dir)
-    if not force and current is not None and current.get("fingerprint") == fingerprint:
+    unchanged = not force and current is not None and current.get("fingerprint") == fingerprint
+    # A damaged file in the current version: tag again into a new, whole version.
+    if unchanged and not partition_problems(partitions_dir, hashes=True):
         return TagResult(current["counts"], current["version"], True, current)
 
     started = time.perf_counter()
@@ -153,6 +161,7 @@ def tag_report(partitions_dir: Path) -> str:
         raise MissingStageOutputError(
             f"no tagged partitions at {partitions_dir}; run `emoverse tag` first"
         )
+    check_partitions(partitions_dir)  # a report must not vouch for a damaged file
     counts, splits = manifest["counts"], manifest["splits"]
     total = sum(counts.values())
     options = manifest.get("options", {})

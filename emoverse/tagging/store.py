@@ -5,6 +5,7 @@ switched in one `os.replace`: a crash at any point leaves the previous version c
 
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from emoverse.emotions import LABELS
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, MissingStageOutputError
 from emoverse.schema import TAGGED_SCHEMA
 from emoverse.tagging.counting import TAGGER_VERSION
 from emoverse.tagging.lexicon import load_lexicon
@@ -167,6 +168,10 @@ def write_version(
                 counts={label: sum(splits[label].values()) for label in LABELS},
                 splits=splits,
                 files={label: f"emotion={label}/part-0.parquet" for label in LABELS},
+                digests={
+                    label: _digest(tmp / f"emotion={label}" / "part-0.parquet")
+                    for label in LABELS
+                },
             )
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
             _fsync(tmp / MANIFEST_NAME)
@@ -179,6 +184,58 @@ def write_version(
         _switch(partitions_dir, store / version)
         _prune(partitions_dir, store, keep, current=version)
     return manifest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def partition_problems(partitions_dir: Path, *, hashes: bool = False) -> list[str]:
+    """What is wrong with the current version's files: missing, of another size (or, with
+    `hashes`, other bytes) than its manifest recorded, or not readable as Parquet. Empty when
+    all is well, or before the first tagged run."""
+    partitions_dir = Path(partitions_dir)
+    manifest = read_manifest(partitions_dir)
+    if manifest is None:
+        return []
+    problems = []
+    digests = manifest.get("digests") or {}
+    for label, rel in (manifest.get("files") or {}).items():
+        path = partitions_dir / rel
+        want = digests.get(label) or {}
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+            continue
+        size = path.stat().st_size
+        if want and size != want.get("size"):
+            problems.append(f"{path} is damaged ({size} bytes, {want.get('size')} recorded)")
+            continue
+        if want and hashes and _sha256(path) != want.get("sha256"):
+            problems.append(f"{path} is damaged (its sha256 differs from the manifest's)")
+            continue
+        try:
+            pq.ParquetFile(path).metadata  # noqa: B018 (reads the footer: a cut file fails)
+        except (OSError, pa.ArrowException) as exc:
+            problems.append(f"{path} is not a readable Parquet file ({str(exc)[:120]})")
+    return problems
+
+
+def check_partitions(partitions_dir: Path) -> None:
+    """Raise MissingStageOutputError naming the first damaged partition file, and how to
+    rebuild it."""
+    if problems := partition_problems(partitions_dir):
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MissingStageOutputError(
+            f"partition file {problems[0]}{more}; `emoverse tag` writes the partitions again"
+        )
 
 
 def write_partitions(tagged: pa.Table, partitions_dir: Path) -> dict[str, int]:
