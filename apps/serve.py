@@ -21,6 +21,8 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
+import re
 import secrets
 import socket
 import sys
@@ -32,15 +34,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
 from apps.judge import add_judging
+from emoverse import settings
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, GenerationSettingError, NoModelError
 from emoverse.judgements import JudgementStore
@@ -70,14 +75,16 @@ _DEFAULT_SAMPLING = SamplingSettings()
 
 def _bounded(name: str, default: Any, hi: float | None = None) -> Any:
     lo, top = BOUNDS[name]
-    return Field(default, ge=lo, le=top if hi is None else hi)
+    # NaN and Infinity (which Python's JSON reader takes) are no numbers here.
+    return Field(default, ge=lo, le=top if hi is None else hi, allow_inf_nan=False)
 
 
 class GenerateBody(BaseModel):
     """The body of POST /generate. Unknown fields are refused, so a misspelt option is a 422
-    naming it rather than silently ignored."""
+    naming it rather than silently ignored; types are strict (`"n": true` or `"n": "3"` is a
+    422, not 1 or 3)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     emotion: Literal[LABELS]  # type: ignore[valid-type]
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
@@ -179,6 +186,48 @@ class ModelCache:
             self._batchers.clear()
 
 
+class BodyLimit:
+    """Refuse a request body over `max_bytes` with a 413: by its Content-Length before it is
+    read, or (chunked) as soon as what arrived passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse(status_code=413, content={"message": self._message()})
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(status_code=413, detail=self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"request body over {self.max_bytes} bytes"
+
+
+_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`;,()]+/)*[^\s'\"`;,()]*")
+
+
+def public_message(text: str) -> str:
+    """`text` with server-side paths left out: a client learns what, not where."""
+    return _PATH.sub("<server path>", text)
+
+
 def _field(loc: Any) -> str:
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"
@@ -201,16 +250,31 @@ def create_app(
     cache_size: int = DEFAULT_CACHE_SIZE,
     registry_ttl_s: float = DEFAULT_REGISTRY_TTL_S,
     batching: BatchSettings | None = None,
+    max_body_bytes: int | None = None,
+    trusted_hosts: list[str] | None = None,
 ) -> FastAPI:
-    """The app over the registry of `data_dir` (or `MLFLOW_TRACKING_URI`)."""
+    """The app over the registry of `data_dir` (or `MLFLOW_TRACKING_URI`). Bodies over
+    `max_body_bytes` (default: the setting) are a 413; with `trusted_hosts`, a request naming
+    another Host is a 400."""
     registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
     models = ModelCache(registry, cache_size, registry_ttl_s, batching)
     app = FastAPI(title="emoverse", summary="Emotion-conditioned poetry from the model registry")
     app.state.models = models
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes())
+    if trusted_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)
+
+    @app.exception_handler(413)
+    async def too_large(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"message": exc.detail})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors())
+        # The input is not echoed back: it may be large, or not fit for a JSON answer.
+        errors = [
+            {k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()
+        ]
+        errors = jsonable_encoder(errors, custom_encoder={float: _finite})
         return JSONResponse(
             status_code=422, content={"detail": errors, "message": _validation_message(errors)}
         )
@@ -233,19 +297,23 @@ def create_app(
 
     @app.exception_handler(NoModelError)
     async def no_model(request: Request, exc: NoModelError) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"message": str(exc)})
+        return JSONResponse(status_code=404, content={"message": public_message(str(exc))})
 
     @app.exception_handler(EmoverseError)
     async def unavailable(request: Request, exc: EmoverseError) -> JSONResponse:
-        # A registered folder that is gone, or holds pickled weights: the server's problem.
-        return JSONResponse(status_code=503, content={"message": str(exc)})
+        # A registered folder that is gone, damaged or holds pickled weights: the server's
+        # problem. Its log has the whole message; the client gets it without paths.
+        log.error("%s", exc)
+        return JSONResponse(status_code=503, content={"message": public_message(str(exc))})
 
+    # Light endpoints are coroutines: they never wait for a thread-pool slot that heavy
+    # requests (a first model load, registry queries) may all hold.
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
+    async def page() -> str:
         return PAGE
 
     @app.get("/emotions")
-    def emotions() -> dict[str, list[str]]:
+    async def emotions() -> dict[str, list[str]]:
         return {"emotions": list(LABELS)}
 
     @app.get("/models")
@@ -373,6 +441,10 @@ async def _events(job: Job, request: Request, answer: dict[str, Any]) -> Any:
         job.cancel()  # the client went away (or the stream ended): stop writing
 
 
+def _finite(value: float) -> Any:
+    return value if math.isfinite(value) else str(value)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -391,13 +463,29 @@ def serve(
     """Serve until interrupted."""
     import uvicorn
 
+    trusted = settings.trusted_hosts()
     if not is_loopback(host):
         log.warning("serving on %s: anyone who can reach it may generate; there is no auth", host)
-    app = create_app(data_dir, batching=batching)
+        if not trusted:
+            log.warning("set EMOVERSE_TRUSTED_HOSTS to the names clients use to reach it")
+    app = create_app(data_dir, batching=batching, trusted_hosts=trusted)
     # Short GIL slices: the worker thread's many short torch calls then wait less for the
     # event loop (on 2 CPU cores, 16% more requests/s at 32 clients with scratch:tiny).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.Server(server_config(app, host=host, port=port, log_level="info")).run()
+
+
+def server_config(app: FastAPI, **options: Any) -> Any:
+    """uvicorn's settings: at most EMOVERSE_MAX_CONNECTIONS connections at once (more get a
+    503), idle keep-alive connections closed after EMOVERSE_KEEPALIVE_S."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        limit_concurrency=settings.max_connections(),
+        timeout_keep_alive=settings.keepalive_s(),  # type: ignore[arg-type]
+        **options,
+    )
 
 
 @contextmanager
@@ -410,7 +498,7 @@ def running_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterato
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

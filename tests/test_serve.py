@@ -650,3 +650,120 @@ def test_a_reader_judges_five_poems_in_headless_chromium(judged):
     finally:
         driver.quit()
     assert sum(share.n for share in store.accuracy().values()) == before + 5
+
+
+# --- hardening (issue 15) ----------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_a_413(served):
+    big = {"emotion": "joy", "prompt": "x" * 70_000}
+    response = served.client.post("/generate", json=big)
+    assert response.status_code == 413 and "65536 bytes" in response.json()["message"]
+
+    def chunks():  # no Content-Length: the limit counts what arrives
+        yield b'{"emotion": "joy", "prompt": "'
+        for _ in range(20):
+            yield b"y" * 8192
+        yield b'"}'
+
+    response = served.client.post(
+        "/generate", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+def test_a_422_does_not_echo_the_input(served):
+    secret = "S3CRET-" * 100
+    for body in (
+        {"emotion": "joy", "prompt": secret * 3},  # too long
+        {"emotion": "joy", "mystery": secret},  # unknown field
+        {"emotion": secret},
+    ):
+        response = served.generate(**body)
+        assert response.status_code == 422 and "S3CRET" not in response.text
+        assert response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"emotion": "joy", "temperature": NaN}', "temperature"),
+        ('{"emotion": "joy", "temperature": Infinity}', "temperature"),
+        ('{"emotion": "joy", "top_p": -Infinity}', "top_p"),
+        ('{"emotion": "joy", "prompt": "\\ud800 lone"}', "prompt"),
+        ('{"emotion": "joy", "n": true}', "n"),
+        ('{"emotion": "joy", "n": "2"}', "n"),
+        ('{"emotion": "joy", "seed": 1.5}', "seed"),
+    ],
+)
+def test_non_numbers_lone_surrogates_and_loose_types_are_422(served, raw, field):
+    response = served.client.post(
+        "/generate", content=raw.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["message"].startswith(field)
+
+
+def test_an_integer_is_still_a_number(served):
+    response = served.generate(emotion="joy", temperature=1, top_p=1, max_new_tokens=8, seed=1)
+    assert response.status_code == 200
+
+
+def test_errors_name_no_server_paths(served, tmp_path):
+    data_dir = tmp_path / "data"
+    damaged = data_dir / "models" / "damaged"
+    shutil.copytree(served.models["m1"], damaged)
+    ModelRegistry.for_data_dir(data_dir).register(
+        "anticipation", damaged, metrics={}, parent="p", data_fingerprint="d"
+    )
+    raw = (damaged / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with running_app(create_app(data_dir)) as url, httpx.Client(base_url=url) as http:
+        response = http.post("/generate", json={"emotion": "anticipation"})
+        assert response.status_code == 503 and "damaged" in response.json()["message"]
+        assert str(tmp_path) not in response.text and "/tmp" not in response.text
+    for emotion, status in (("surprise", 503), ("sadness", 404)):
+        response = served.generate(emotion=emotion, max_new_tokens=8)
+        assert response.status_code == status, response.text
+        assert str(served.data_dir) not in response.text and "/tmp" not in response.text
+        assert response.json()["message"]
+    assert str(served.data_dir) not in served.client.get("/models").text
+
+
+def test_light_requests_are_answered_while_48_generations_run(served):
+    def emotions_answered_within_a_second() -> None:
+        started = time.monotonic()
+        assert served.client.get("/emotions").status_code == 200
+        assert time.monotonic() - started < 1.0
+
+    bodies = [{"emotion": "joy", "max_new_tokens": 60, "seed": i} for i in range(48)]
+    threads, responses = _post_in_threads(served.url, bodies)
+    try:
+        emotions_answered_within_a_second()  # while the requests arrive (and a model loads)
+        batcher = served.batcher()
+        _until(lambda: batcher.pending + batcher.running > 0, "generation under way")
+        emotions_answered_within_a_second()  # while they are written
+    finally:
+        for thread in threads:
+            thread.join()
+    assert all(r is not None and r.status_code == 200 for r in responses)
+
+
+def test_trusted_hosts_and_connection_settings(served, monkeypatch):
+    from apps.serve import server_config
+
+    app = create_app(served.data_dir, trusted_hosts=["poems.example"])
+    with running_app(app) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/emotions", headers={"Host": "poems.example"}).status_code == 200
+        assert http.get("/emotions", headers={"Host": "evil.example"}).status_code == 400
+    monkeypatch.setenv("EMOVERSE_MAX_CONNECTIONS", "2")
+    monkeypatch.setenv("EMOVERSE_KEEPALIVE_S", "2")
+    config = server_config(app)
+    assert (config.limit_concurrency, config.timeout_keep_alive) == (2, 2)
+    with (
+        running_app(create_app(served.data_dir)) as url,
+        httpx.Client(base_url=url) as first,
+        httpx.Client(base_url=url) as second,
+    ):
+        assert first.get("/emotions").status_code == 200  # its connection stays open...
+        assert second.get("/emotions").status_code == 503  # ...and a second reaches the bound
