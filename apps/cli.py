@@ -421,6 +421,12 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
     )
     request = GenerationRequest.from_options(**{name: getattr(args, name) for name in options})
+    local = not os.environ.get("MLFLOW_TRACKING_URI")
+    if local and data_dir.is_dir() and not RunPaths(data_dir).registry_db.is_file():
+        raise EmoverseError(  # a reader creates no registry
+            f"no {emotion} model with alias 'champion': no model registry under "
+            f"{data_dir}; run `emoverse run` first"
+        )
     record, warning = ModelRegistry.for_data_dir(data_dir, read_only=True).current(emotion)
     if warning:
         print(f"emoverse: warning: {warning}", file=sys.stderr)

@@ -85,7 +85,7 @@ def _check_sqlite(db: Path) -> None:
 
     if not db.is_file():
         return  # a new registry: MLflow creates it
-    connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True)
+    connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=60)
     try:
         result = connection.execute("PRAGMA quick_check").fetchone()
     finally:
@@ -128,9 +128,9 @@ class ModelRegistry:
             # MLflow sets its loggers up on import and announces schema migrations at INFO.
             logging.getLogger("mlflow").setLevel(logging.WARNING)
             # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
-            if uri.startswith("sqlite:///"):
-                _check_sqlite(Path(uri.removeprefix("sqlite:///")))
             with self._write_lock():
+                if uri.startswith("sqlite:///"):
+                    _check_sqlite(Path(uri.removeprefix("sqlite:///")))
                 self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 if uri.startswith("sqlite:///"):
                     self._client.search_registered_models(max_results=1)  # opens the store

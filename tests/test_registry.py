@@ -217,7 +217,7 @@ def test_read_commands_create_nothing(tmp_path, monkeypatch, capsys):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     missing = tmp_path / "nowhere"
-    for argv in (["models"], ["generate", "--emotion", "joy"]):
+    for argv in (["models"], ["generate", "--emotion", "joy"], ["serve", "--port", "1"]):
         assert cli.main([*argv, "--data-dir", str(missing)]) == cli.EXIT_BAD_INPUT
         assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
