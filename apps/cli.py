@@ -309,6 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", type=Path, default=None, help="folder for report.md (default: <data-dir>/report)"
     )
+    report.add_argument(
+        "--dial",
+        action="store_true",
+        help="add the dial: each emotion at strengths 0 to 3, fidelity and fluency (samples "
+        "6 x --dial-samples poems per emotion)",
+    )
+    report.add_argument(
+        "--dial-samples",
+        type=_bounded(4, 1024, "--dial-samples"),
+        default=32,
+        help="poems per strength for --dial (default: %(default)s)",
+    )
+    report.add_argument(
+        "--dial-emotions",
+        default=None,
+        metavar="EMOTION[,...]",
+        help="only these emotions for --dial (default: every emotion with a model)",
+    )
     return parser
 
 
@@ -577,11 +595,24 @@ def _report(args: argparse.Namespace, paths: RunPaths) -> int:
 
     if not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} does not exist; run `emoverse run` first")
+    registry = ModelRegistry.for_data_dir(paths.data_dir)
+    dial, skipped = None, None
+    if args.dial:
+        from models.family_report import measure_family_dial
+
+        emotions = None
+        if args.dial_emotions:
+            emotions = [check_label(e.strip()) for e in args.dial_emotions.split(",")]
+        dial, skipped = measure_family_dial(
+            registry, paths.partitions, paths.blends, emotions=emotions, samples=args.dial_samples
+        )
     report = write_family_report(
-        ModelRegistry.for_data_dir(paths.data_dir),
+        registry,
         JudgementStore(paths.judgements_db),
         paths.partitions,
         args.out or paths.report,
+        dial=dial,
+        dial_skipped=skipped,
     )
     print(report)
     return 0

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,6 +18,8 @@ from apps.serve import create_app, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.errors import EmoverseError, GenerationSettingError
 from emoverse.paths import RunPaths
+from emoverse.schema import POEM_SCHEMA
+from emoverse.tagging import label_texts, tag_table, write_version
 from models.blend import (
     MAX_BLEND_EMOTIONS,
     check_weights,
@@ -27,6 +30,8 @@ from models.blend import (
 )
 from models.card import read_card_metadata, save_model
 from models.config import TrainConfig
+from models.dial import DialPoint, breaks, fluent_up_to, measure_dial
+from models.evaluate import _tag_rule, distinct_n, perplexity
 from models.generate import generate_poems
 from models.modeling import build_scratch_model, load_model
 from models.registry import ModelRegistry
@@ -102,6 +107,8 @@ def family(gutenberg_dir, tmp_path_factory) -> Family:
                  CHILD)  # fmt: skip
     registry.register("anger", anger, parent="emoverse-neutral v2", **meta)
     registry.register("surprise", folders["joy"], parent="scratch:tiny", **meta)
+    rows = pa.Table.from_pylist(book_to_rows(1041, raw), schema=POEM_SCHEMA)
+    write_version(tag_table(rows), RunPaths(data_dir).partitions)
     return Family(data_dir, folders)
 
 
@@ -444,3 +451,51 @@ def test_the_page_dials_and_blends_in_headless_chromium(family, server):
         assert "cannot blend children of different bases" in error
     finally:
         driver.quit()
+
+
+# --- measuring the dial -----------------------------------------------------------------------
+
+
+def test_the_dial_measures_fidelity_and_fluency_at_each_strength(family):
+    partitions = RunPaths(family.data_dir).partitions
+    points = measure_dial(family.registry, "joy", partitions, family.blends,
+                          strengths=(0, 1, 2), samples=4, max_new_tokens=16)  # fmt: skip
+    assert [p.strength for p in points] == [0, 1, 2] and all(p.n == 4 for p in points)
+    assert points[1].model == "emoverse-neutral v1 + 1 × (emoverse-joy v1 − base)"
+    # Strength 1 is the child: its poems, judged and scored as the evaluation does.
+    poems = generate_poems(family.folders["joy"], n=4, seed=0, max_new_tokens=16)
+    for judge in ("nrc", "empath"):
+        labels = label_texts(poems, **_tag_rule(partitions), lexicon=judge)
+        assert points[1].share(judge).k == labels.count("joy")
+    assert points[1].distinct_2 == distinct_n(poems, 2)
+    assert points[1].sample_perplexity == pytest.approx(
+        perplexity(family.folders["neutral1"], poems), rel=1e-5
+    )
+    assert points[0].sample_perplexity != points[2].sample_perplexity
+
+
+def _point(strength: float, ppl: float, d2: float) -> DialPoint:
+    share = {"k": 1, "n": 4, "share": 0.25, "low": 0.05, "high": 0.7}
+    return DialPoint("joy", strength, "m", 4, {"nrc": share, "empath": share}, ppl, d2)
+
+
+def test_fluency_breaks_where_perplexity_doubles_or_distinct_2_falls():
+    points = [_point(0, 50, 0.8), _point(1, 60, 0.8), _point(1.5, 110, 0.75),
+              _point(2, 130, 0.8), _point(3, 500, 0.5)]  # fmt: skip
+    found = breaks(points)
+    assert set(found) == {2, 3}
+    assert "perplexity under the base 130 > 2x the child's 60" in found[2]
+    assert "distinct-2 0.50 < 90% of the base's 0.80" in found[3]
+    assert fluent_up_to(points) == 1.5
+    assert fluent_up_to(points[:3]) == 1.5
+
+
+def test_report_dial_writes_a_plot_and_a_table_per_emotion(family, capsys, tmp_path):
+    dial = ["--dial", "--dial-samples", "4", "--dial-emotions", "joy,surprise"]
+    code = cli.main(["report", "--data-dir", str(family.data_dir), "--out", str(tmp_path), *dial])
+    assert code == 0, capsys.readouterr().err
+    report = (tmp_path / "report.md").read_text()
+    assert "## The dial: base + S × (child − base)" in report
+    assert "### joy" in report and (tmp_path / "dial-joy.png").stat().st_size > 1000
+    assert "| 0 | " in report and "| 3 | " in report  # strengths 0 to 3 in the table
+    assert "- surprise: no dial (cannot dial or blend emoverse-surprise v1" in report
