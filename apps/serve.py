@@ -78,6 +78,7 @@ log = logging.getLogger("emoverse.serve")
 # model's batch while other clients wait.
 SERVER_MAX_N = 8
 DEFAULT_CACHE_SIZE = 4  # loaded models kept; nine GPT-2-124M children would take ~4.5 GB
+MAX_DIALS_REMEMBERED = 256  # recent recipes the event loop answers without the thread pool
 DEFAULT_REGISTRY_TTL_S = 2.0  # how stale a "which version is current" answer may be
 SWITCH_INTERVAL_S = 0.0005  # the server process's GIL slice (Python's default: 0.005)
 DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
@@ -171,6 +172,8 @@ class ModelCache:
         self.loads = 0  # models loaded so far (tests and the bench read it)
         self._current: dict[str, tuple[float, ModelRecord, str | None]] = {}
         self._versions: dict[tuple[str, int], ModelRecord] = {}  # for a recipe's base
+        # weights -> (when resolved, recipe, batcher): a repeated recipe skips the thread pool
+        self._dials: dict[tuple[tuple[str, float], ...], tuple[float, Recipe, Batcher]] = {}
         self._batchers: OrderedDict[tuple[str, int, str], Batcher] = OrderedDict()
         self._worker = Worker()  # one thread steps every loaded model's batches
         self._registry_lock = threading.Lock()  # one sqlite session, one query at a time
@@ -224,12 +227,39 @@ class ModelCache:
         folder (merged on the first request of a new recipe), loaded into this same cache."""
         if self.blends_dir is None:
             raise EmoverseError("this server has no folder to merge dialled models into")
+        now = time.monotonic()
         recipe = resolve_recipe(self, weights)
         if (own := recipe.shortcut()) is not None:
             record = recipe.base if own == recipe.base.path else recipe.active[0].record
-            return recipe, self.batcher(record)
-        folder = materialize(recipe, self.blends_dir)
-        return recipe, self._loaded(("blend", 0, str(folder)), str(folder))
+            batcher = self.batcher(record)
+        else:
+            folder = materialize(recipe, self.blends_dir)
+            batcher = self._loaded(("blend", 0, str(folder)), str(folder))
+        with self._load_lock:
+            if batcher in self._batchers.values():  # not evicted meanwhile
+                self._dials[tuple(weights.items())] = (now, recipe, batcher)
+                while len(self._dials) > MAX_DIALS_REMEMBERED:
+                    del self._dials[next(iter(self._dials))]
+        return recipe, batcher
+
+    def cached_dial(self, weights: dict[str, float]) -> tuple[Recipe, Batcher] | None:
+        """`dialled(weights)` when resolved less than `ttl_s` ago and its model is still
+        loaded; else None (the event loop's fast path, as `cached` is for one emotion)."""
+        found = self._dials.get(tuple(weights.items()))
+        if found is None or time.monotonic() - found[0] >= self.ttl_s:
+            return None
+        _, recipe, batcher = found
+        if batcher not in self._batchers.values():
+            return None
+        if self._load_lock.acquire(blocking=False):  # keep the LRU order when we can
+            try:
+                for key, loaded in self._batchers.items():
+                    if loaded is batcher:
+                        self._batchers.move_to_end(key)
+                        break
+            finally:
+                self._load_lock.release()
+        return recipe, batcher
 
     def batcher(self, record: ModelRecord) -> Batcher:
         """The record's loaded model and its batcher (loaded on first use)."""
@@ -244,7 +274,11 @@ class ModelCache:
             self.loads += 1
             self._batchers[key] = batcher
             while len(self._batchers) > self.size:
-                self._batchers.popitem(last=False)[1].close()  # ends once its work is done
+                evicted = self._batchers.popitem(last=False)[1]
+                evicted.close()  # ends once its work is done
+                # No reference may keep an evicted model in memory.
+                for weights in [w for w, (_, _, b) in self._dials.items() if b is evicted]:
+                    del self._dials[weights]
             return batcher
 
     def generator(self, record: ModelRecord) -> PoemGenerator:
@@ -377,7 +411,10 @@ def create_app(
         if weights is None:
             record, warning, batcher = await _batcher_for(models, body.emotion)
         else:
-            recipe, batcher = await run_in_threadpool(models.dialled, weights)
+            found = models.cached_dial(weights)
+            if found is None:
+                found = await run_in_threadpool(models.dialled, weights)
+            recipe, batcher = found
             # The answer's emotion and version: the heaviest in the recipe (the first of ties).
             record = max(recipe.parts, key=lambda p: p.weight).record
             warnings = [*recipe.warnings, *filter(None, [dial_warning(weights)])]

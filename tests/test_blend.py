@@ -2,7 +2,6 @@
 full children and a LoRA child fine-tuned from it with a few real steps), a real sqlite
 registry, fixed seeds. The CLI's --strength/--blend and POST /generate's strength/blend too."""
 
-import json
 import os
 from pathlib import Path
 
@@ -395,7 +394,26 @@ def test_merged_models_share_the_servers_model_cache(family, server):
         )
         assert response.status_code == 200, response.text
     assert len(models._batchers) <= models.size  # four merged models, at most three loaded
-    json.dumps(response.json())
+    # Recipes remembered for the fast path hold no evicted model.
+    loaded = list(models._batchers.values())
+    assert all(batcher in loaded for _, _, batcher in models._dials.values())
+    assert models._dials and {"joy": 0.2} not in [dict(w) for w in models._dials]
+
+
+def test_a_repeated_recipe_skips_the_thread_pool_within_the_ttl(server, monkeypatch):
+    app, client = server
+    models = app.state.models
+    monkeypatch.setattr(models, "ttl_s", 60.0)
+    body = {"blend": {"joy": 0.9, "fear": 0.1}, "max_new_tokens": 4, "seed": 1}
+    first = client.post("/generate", json=body).json()
+    assert models.cached_dial({"joy": 0.9, "fear": 0.1}) is not None
+
+    def no_resolve(weights):
+        raise AssertionError("resolved again")
+
+    monkeypatch.setattr(models, "dialled", no_resolve)
+    second = client.post("/generate", json=body).json()
+    assert second["poems"] == first["poems"] and second["recipe"] == first["recipe"]
 
 
 def test_the_page_dials_and_blends_in_headless_chromium(family, server):
