@@ -20,7 +20,7 @@ with an error naming the versions. `materialize` turns a recipe into a model fol
   temporary folder and renamed, once per key across processes (a file lock), and only the
   newest `MAX_CACHED_BLENDS` are kept on disk.
 
-Torch loads only when a merge runs.
+Torch loads only when weights are checked or merged (the family report imports this module).
 """
 
 import contextlib
@@ -42,7 +42,6 @@ from emoverse.atomic import atomic_path
 from emoverse.emotions import EMOTIONS, NEUTRAL, model_name
 from emoverse.errors import GenerationSettingError, IncompatibleModelsError
 from models.card import CARD_FILE
-from models.generate import BOUNDS
 from models.registry import ModelRecord
 
 BLEND_VERSION = "1"  # bump when the same recipe would merge to other weights
@@ -142,6 +141,8 @@ def check_weights(weights: Mapping[str, float], *, option: str = "blend") -> dic
     """The weights as {emotion: float}, or a GenerationSettingError naming `option`: one to
     MAX_BLEND_EMOTIONS of the eight emotions (not neutral: the base is in every recipe), each
     weight within BOUNDS["strength"]."""
+    from models.generate import BOUNDS  # torch: only when weights are checked
+
     lo, hi = BOUNDS["strength"]
     if not weights:
         raise GenerationSettingError(option, "must name at least one emotion")

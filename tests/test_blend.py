@@ -517,3 +517,15 @@ def test_report_dial_writes_a_plot_and_a_table_per_emotion(family, capsys, tmp_p
     assert "### joy" in report and (tmp_path / "dial-joy.png").stat().st_size > 1000
     assert "| 0 | " in report and "| 3 | " in report  # strengths 0 to 3 in the table
     assert "- surprise: no dial (cannot dial or blend emoverse-surprise v1" in report
+
+
+def test_the_family_report_still_imports_without_torch():
+    """The training flow's report task imports it: the dial must not make it load torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, models.family_report; assert 'torch' not in sys.modules"
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
