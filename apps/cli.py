@@ -510,8 +510,8 @@ def _dial_weights(
                 "--strength scales one --emotion; give each weight in --blend instead"
             )
         return blend
-    if strength is None:
-        return None
+    if strength is None or strength == 1:
+        return None  # strength 1 is the emotion's own model (as in POST /generate)
     if emotion not in EMOTIONS:
         raise EmoverseError(
             f"--strength dials one of the eight emotions, not {emotion} (the base itself)"

@@ -277,6 +277,7 @@ def test_cli_strength_and_blend(family, capsys):
     assert "# emoverse-neutral v1 + 0 × (emoverse-joy v1 − base), seed 3" in err
     code, out, err = _cli(family, capsys, "--emotion", "joy", "--strength", "1", *flags)
     assert _cli_poems(out) == generate_poems(family.folders["joy"], **POEMS)
+    assert "# emoverse-joy v1, seed 3" in err  # the emotion's own model
     code, out, err = _cli(family, capsys, "--blend", "joy=1", *flags)
     assert _cli_poems(out) == generate_poems(family.folders["joy"], **POEMS)
     code, out, err = _cli(family, capsys, "--blend", "joy=0.7,fear=0.5", *flags)
