@@ -118,7 +118,7 @@ def plot_fidelity(family: dict[str, FamilyMember], path: Path) -> Path:
             Share(**b) if (b := family[e].evaluation.judges[judge].get("base")) else None
             for e in emotions
         ]
-        series += [(f"{judge}: child", color, own), (f"{judge}: base", "#999999", base)]
+        series += [(f"{judge}: child", color, own), (f"{judge}: base", color + "80", base)]
     humans = [family[e].human for e in emotions]
     if any(humans):
         series.append(("human readers", "#2a9d4b", humans))
