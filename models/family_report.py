@@ -286,6 +286,10 @@ def write_family_report(
         "Blank cells: `n/a` means there was nothing to measure (no test poems for a "
         "perplexity, no reader answers yet for human accuracy).",
         "",
+        "The promotion gate's reason for each model:",
+        "",
+        *(f"- {label} v{m.record.version}: {m.record.promotion}" for label, m in family.items()),
+        "",
     ]
 
     if children:
