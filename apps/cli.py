@@ -73,6 +73,17 @@ def _generation_bound(option: str, flag: str, *, integer: bool = True):
     return parse
 
 
+def _blend(text: str) -> dict[str, float]:
+    """`--blend joy=0.7,fear=0.5`, checked by `models.blend` (imported when parsed)."""
+    from emoverse.errors import GenerationSettingError
+    from models.blend import parse_blend
+
+    try:
+        return parse_blend(text)
+    except GenerationSettingError as exc:
+        raise argparse.ArgumentTypeError(f"--blend {exc.problem}") from None
+
+
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainingSettings field (`--base-epochs` for base_epochs), its help the
     field's description; values are checked by TrainingSettings itself (`_training`)."""
@@ -190,7 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("train", parents=[data, training], help="train the base and the children")
     gen = sub.add_parser("generate", parents=[data], help="write a poem with an emotion's model")
-    gen.add_argument("--emotion", required=True, help=f"one of: {', '.join(LABELS)}")
+    which = gen.add_mutually_exclusive_group(required=True)
+    which.add_argument("--emotion", help=f"one of: {', '.join(LABELS)}")
+    which.add_argument(
+        "--blend",
+        type=_blend,
+        metavar="EMOTION=WEIGHT[,...]",
+        help="mix up to three emotions, each weight 0 to 3: base + sum of weight x (child - "
+        "base), e.g. joy=0.7,fear=0.5",
+    )
+    gen.add_argument(
+        "--strength",
+        type=_generation_bound("strength", "--strength", integer=False),
+        default=None,
+        help="dial the --emotion: 0 is the neutral base it was trained from, 1 the emotion's "
+        "own model (the default), up to 3 past it; fluent up to about 2",
+    )
     gen.add_argument("--prompt", default="", help="the poem's first words")
     gen.add_argument("--seed", type=_generation_bound("seed", "--seed"), default=0)
     gen.add_argument("-n", type=_bounded(1, 64, "-n"), default=1, help="how many poems")
@@ -282,6 +308,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--out", type=Path, default=None, help="folder for report.md (default: <data-dir>/report)"
+    )
+    report.add_argument(
+        "--dial",
+        action="store_true",
+        help="add the dial: each emotion at strengths 0 to 3, fidelity and fluency (samples "
+        "6 x --dial-samples poems per emotion)",
+    )
+    report.add_argument(
+        "--dial-samples",
+        type=_bounded(4, 1024, "--dial-samples"),
+        default=32,
+        help="poems per strength for --dial (default: %(default)s)",
+    )
+    report.add_argument(
+        "--dial-emotions",
+        default=None,
+        metavar="EMOTION[,...]",
+        help="only these emotions for --dial (default: every emotion with a model)",
     )
     return parser
 
@@ -411,7 +455,7 @@ def _print_training(result: dict) -> None:
 
 
 def _generate(args: argparse.Namespace, data_dir: Path) -> int:
-    emotion = check_label(args.emotion)
+    emotion = check_label(args.emotion) if args.emotion else None
     from emoverse.errors import GenerationSettingError
     from models.generate import GenerationRequest, PoemGenerator
     from models.registry import ModelRegistry
@@ -421,23 +465,67 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
     )
     request = GenerationRequest.from_options(**{name: getattr(args, name) for name in options})
+    try:
+        request.validate()  # before a merge, so bad options never cost one
+    except GenerationSettingError as exc:
+        raise EmoverseError(_flag_error(exc)) from None
     local = not os.environ.get("MLFLOW_TRACKING_URI")
     if local and data_dir.is_dir() and not RunPaths(data_dir).registry_db.is_file():
         raise EmoverseError(  # a reader creates no registry
-            f"no {emotion} model with alias 'champion': no model registry under "
+            f"no {emotion or 'blended'} model with alias 'champion': no model registry under "
             f"{data_dir}; run `emoverse run` first"
         )
-    record, warning = ModelRegistry.for_data_dir(data_dir, read_only=True).current(emotion)
-    if warning:
+    registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
+    weights = _dial_weights(emotion, args.blend, args.strength)
+    if weights is None:  # the emotion's own model, its weights checked against the registry
+        record, warning = registry.current(emotion)
+        warnings, folder, files = [warning] if warning else [], record.path, record.weights
+        names = f"{model_name(record.emotion)} v{record.version}"
+    else:
+        from models.blend import dial_warning, materialize, resolve_recipe
+
+        recipe = resolve_recipe(registry, weights)
+        warnings = [*recipe.warnings, *filter(None, [dial_warning(weights)])]
+        folder, names = materialize(recipe, RunPaths(data_dir).blends), recipe.describe()
+        files = None
+    for warning in warnings:
         print(f"emoverse: warning: {warning}", file=sys.stderr)
     try:
-        poems = PoemGenerator(record.path, record.weights).generate(request)
-    except GenerationSettingError as exc:  # name the flag, not the field
-        flag = "-n" if exc.option == "n" else "--" + exc.option.replace("_", "-")
-        raise EmoverseError(f"{flag} {exc.problem}") from None
-    print(f"# {model_name(emotion)} v{record.version}, seed {args.seed}", file=sys.stderr)
+        poems = PoemGenerator(folder, files).generate(request)
+    except GenerationSettingError as exc:
+        raise EmoverseError(_flag_error(exc)) from None
+    print(f"# {names}, seed {args.seed}", file=sys.stderr)
     print("\n\n---\n\n".join(poems))
     return 0
+
+
+def _flag_error(exc: Exception) -> str:
+    """A generation setting's error naming the flag, not the field."""
+    option, problem = exc.option, exc.problem  # type: ignore[attr-defined]
+    flag = "-n" if option == "n" else "--" + option.replace("_", "-")
+    return f"{flag} {problem}"
+
+
+def _dial_weights(
+    emotion: str | None, blend: dict[str, float] | None, strength: float | None
+) -> dict[str, float] | None:
+    """The recipe's weights, or None for the emotion's own model (no --strength, no
+    --blend)."""
+    from emoverse.emotions import EMOTIONS
+
+    if blend is not None:
+        if strength is not None:
+            raise EmoverseError(
+                "--strength scales one --emotion; give each weight in --blend instead"
+            )
+        return blend
+    if strength is None or strength == 1:
+        return None  # strength 1 is the emotion's own model (as in POST /generate)
+    if emotion not in EMOTIONS:
+        raise EmoverseError(
+            f"--strength dials one of the eight emotions, not {emotion} (the base itself)"
+        )
+    return {emotion: strength}
 
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:
@@ -527,11 +615,24 @@ def _report(args: argparse.Namespace, paths: RunPaths) -> int:
 
     if not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} does not exist; run `emoverse run` first")
+    registry = ModelRegistry.for_data_dir(paths.data_dir)
+    dial, skipped = None, None
+    if args.dial:
+        from models.family_report import measure_family_dial
+
+        emotions = None
+        if args.dial_emotions:
+            emotions = [check_label(e.strip()) for e in args.dial_emotions.split(",")]
+        dial, skipped = measure_family_dial(
+            registry, paths.partitions, paths.blends, emotions=emotions, samples=args.dial_samples
+        )
     report = write_family_report(
-        ModelRegistry.for_data_dir(paths.data_dir),
+        registry,
         JudgementStore(paths.judgements_db),
         paths.partitions,
         args.out or paths.report,
+        dial=dial,
+        dial_skipped=skipped,
     )
     print(report)
     return 0

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emoverse.emotions import LABELS
 from emoverse.errors import NoModelError
 from emoverse.judgements import Judgement, JudgementStore
-from models.registry import CHAMPION, ModelRecord
+from models.registry import CHAMPION, ModelRecord, ModelRegistry
 
 PENDING_MAX = 1024  # poems handed out and not yet judged, newest kept
 
@@ -43,8 +43,10 @@ def add_judging(
     models: Any,  # apps.serve.ModelCache
     store: JudgementStore,
     write_one: Callable[[str, Request], Awaitable[tuple[ModelRecord, str]]],
+    writer: Callable[[], ModelRegistry],
 ) -> None:
-    """Add the judging page and its two endpoints to `app`."""
+    """Add the judging page and its two endpoints to `app`. `writer` gives a registry that
+    may write (the server's own reads without the writers' lock)."""
     pending: OrderedDict[str, tuple[str, int, str]] = OrderedDict()
     lock = threading.Lock()
 
@@ -86,7 +88,7 @@ def add_judging(
         emotion, version, poem = handed_out
         store.add(Judgement(emotion, version, body.guess, poem))
         share = store.accuracy()[(emotion, version)]
-        models.registry.record_human_accuracy(emotion, version, share)
+        writer().record_human_accuracy(emotion, version, share)
         return {
             "correct": body.guess == emotion,
             "emotion": emotion,

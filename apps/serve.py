@@ -3,21 +3,26 @@
     GET  /           a page: choose an emotion, type a first line, read the poem
     GET  /emotions   the nine labels
     GET  /models     the model each emotion uses now (champion, or newest with a warning)
-    POST /generate   {emotion, prompt?, n?, seed?, max_new_tokens?, temperature?, top_k?,
-                      top_p?, no_repeat_ngram_size?} -> poems and the version that wrote them
+    POST /generate   {emotion, strength?, prompt?, n?, seed?, max_new_tokens?, temperature?,
+                      top_k?, top_p?, no_repeat_ngram_size?} or {blend: {emotion: weight},
+                      ...} -> poems, the version that wrote them, and the recipe of a dialled
+                      or blended model (models/blend.py: base + sum w * (child - base))
     POST /generate?stream=true   the same as server-sent events: `token` events
                       {poem, text} as the poems are written, then `done` with the same JSON
     GET  /judge, GET /judge/poem, POST /judgements   blind human judging (apps/judge.py)
 
 Bad input gets a 422 whose `message` names the field. Every request asks the registry (through
 a short TTL) which version is current, so `emoverse models --promote/--rollback` takes effect
-without a restart; loaded models sit in a small LRU cache keyed by (emotion, version, folder).
+without a restart; loaded models sit in a small LRU cache keyed by (emotion, version, folder);
+a dialled or blended model is merged once (cached on disk under the data dir) and then loaded
+into the same cache, so the cache bounds the memory of those too.
 Each loaded model has a `Batcher` (apps/batcher.py): requests arriving together are
 written in one batch; a full queue is a 503 with Retry-After, a request out of time a 504,
 and a client that goes away stops its poems.
 """
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -32,24 +37,38 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
 from apps.judge import add_judging
 from emoverse import settings
-from emoverse.emotions import LABELS
-from emoverse.errors import EmoverseError, GenerationSettingError, NoModelError
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
+from emoverse.errors import (
+    EmoverseError,
+    GenerationSettingError,
+    IncompatibleModelsError,
+    NoModelError,
+)
 from emoverse.judgements import JudgementStore
 from emoverse.paths import RunPaths
+from models.blend import (
+    FLUENT_MAX_STRENGTH,
+    MAX_BLEND_EMOTIONS,
+    Recipe,
+    check_weights,
+    dial_warning,
+    materialize,
+    resolve_recipe,
+)
 from models.generate import (
     BOUNDS,
     MAX_PROMPT_CHARS,
@@ -65,6 +84,7 @@ log = logging.getLogger("emoverse.serve")
 # model's batch while other clients wait.
 SERVER_MAX_N = 8
 DEFAULT_CACHE_SIZE = 4  # loaded models kept; nine GPT-2-124M children would take ~4.5 GB
+MAX_DIALS_REMEMBERED = 256  # recent recipes the event loop answers without the thread pool
 DEFAULT_REGISTRY_TTL_S = 2.0  # how stale a "which version is current" answer may be
 SWITCH_INTERVAL_S = 0.0005  # the server process's GIL slice (Python's default: 0.005)
 DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
@@ -86,7 +106,14 @@ class GenerateBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    emotion: Literal[LABELS]  # type: ignore[valid-type]
+    emotion: Literal[LABELS] | None = None  # type: ignore[valid-type]
+    # The emotion's dial: 0 the base it was trained from, 1 its own model (the default).
+    strength: float | None = _bounded("strength", None)
+    # Instead of emotion: {emotion: weight}, base + sum weight * (child - base).
+    blend: (
+        dict[str, Annotated[float, Field(ge=BOUNDS["strength"][0], le=BOUNDS["strength"][1])]]
+        | None
+    ) = Field(None, max_length=MAX_BLEND_EMOTIONS)
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     n: int = _bounded("n", 1, hi=SERVER_MAX_N)
     seed: int | None = _bounded("seed", None)  # none given: a random one, echoed back
@@ -98,9 +125,37 @@ class GenerateBody(BaseModel):
         "no_repeat_ngram_size", _DEFAULT_SAMPLING.no_repeat_ngram_size
     )
 
+    @model_validator(mode="after")
+    def _one_model(self) -> "GenerateBody":
+        if (self.emotion is None) == (self.blend is None) or (
+            self.blend is not None and self.strength is not None
+        ):
+            raise ValueError(
+                "give either emotion (with strength) or blend ({emotion: weight, ...})"
+            )
+        if self.blend is not None:
+            try:
+                self.blend = check_weights(self.blend)
+            except GenerationSettingError as exc:
+                raise ValueError(str(exc)) from None
+        if self.strength is not None and self.strength != 1 and self.emotion == NEUTRAL:
+            raise ValueError(
+                f"strength dials one of the eight emotions ({', '.join(EMOTIONS)}), not "
+                "neutral, the base itself"
+            )
+        return self
+
+    def weights(self) -> dict[str, float] | None:
+        """The recipe's weights, or None for the emotion's own model."""
+        if self.blend is not None:
+            return self.blend
+        if self.strength is None or self.strength == 1:
+            return None  # strength 1 is the child itself
+        return {self.emotion: self.strength}
+
     def to_request(self, seed: int) -> GenerationRequest:
         return GenerationRequest.from_options(
-            **self.model_dump(exclude={"emotion", "seed"}), seed=seed
+            **self.model_dump(exclude={"emotion", "seed", "strength", "blend"}), seed=seed
         )
 
 
@@ -115,13 +170,18 @@ class ModelCache:
         size: int,
         ttl_s: float,
         batching: BatchSettings | None = None,
+        blends_dir: Path | None = None,
     ):
         self.registry = registry
+        self.blends_dir = blends_dir  # where dialled and blended models are merged to
         self.size = size
         self.ttl_s = ttl_s
         self.batching = batching or BatchSettings()
         self.loads = 0  # models loaded so far (tests and the bench read it)
         self._current: dict[str, tuple[float, ModelRecord, str | None]] = {}
+        self._versions: dict[tuple[str, int], ModelRecord] = {}  # for a recipe's base
+        # weights -> (when resolved, recipe, batcher): a repeated recipe skips the thread pool
+        self._dials: dict[tuple[tuple[str, float], ...], tuple[float, Recipe, Batcher]] = {}
         self._batchers: OrderedDict[tuple[str, int, str], Batcher] = OrderedDict()
         self._worker = Worker()  # one thread steps every loaded model's batches
         self._registry_lock = threading.Lock()  # one sqlite session, one query at a time
@@ -160,20 +220,77 @@ class ModelCache:
                 self._load_lock.release()
         return record, warning, batcher
 
+    def get(self, emotion: str, *, version: int) -> ModelRecord:
+        """One version's record (a recipe's base); its folder never changes, so it is asked
+        of the registry once."""
+        with self._registry_lock:
+            if (emotion, version) not in self._versions:
+                record = self.registry.get(emotion, version=version)
+                self._versions[(emotion, version)] = record
+            return self._versions[(emotion, version)]
+
+    def dialled(self, weights: dict[str, float]) -> tuple[Recipe, Batcher]:
+        """The recipe of `weights` from the current records, and the batcher of its model:
+        the base's or the child's own where the recipe is one of them, else the merged
+        folder (merged on the first request of a new recipe), loaded into this same cache."""
+        if self.blends_dir is None:
+            raise EmoverseError("this server has no folder to merge dialled models into")
+        now = time.monotonic()
+        recipe = resolve_recipe(self, weights)
+        if (own := recipe.shortcut()) is not None:
+            record = recipe.base if own == recipe.base.path else recipe.active[0].record
+            batcher = self.batcher(record)
+        else:
+            folder = materialize(recipe, self.blends_dir)
+            batcher = self._loaded(("blend", 0, str(folder)), str(folder))
+        with self._load_lock:
+            if batcher in self._batchers.values():  # not evicted meanwhile
+                self._dials[tuple(weights.items())] = (now, recipe, batcher)
+                while len(self._dials) > MAX_DIALS_REMEMBERED:
+                    del self._dials[next(iter(self._dials))]
+        return recipe, batcher
+
+    def cached_dial(self, weights: dict[str, float]) -> tuple[Recipe, Batcher] | None:
+        """`dialled(weights)` when resolved less than `ttl_s` ago and its model is still
+        loaded; else None (the event loop's fast path, as `cached` is for one emotion)."""
+        found = self._dials.get(tuple(weights.items()))
+        if found is None or time.monotonic() - found[0] >= self.ttl_s:
+            return None
+        _, recipe, batcher = found
+        if batcher not in self._batchers.values():
+            return None
+        if self._load_lock.acquire(blocking=False):  # keep the LRU order when we can
+            try:
+                for key, loaded in self._batchers.items():
+                    if loaded is batcher:
+                        self._batchers.move_to_end(key)
+                        break
+            finally:
+                self._load_lock.release()
+        return recipe, batcher
+
     def batcher(self, record: ModelRecord) -> Batcher:
         """The record's loaded model and its batcher (loaded on first use)."""
         key = (record.emotion, record.version, record.path)
+        return self._loaded(key, record.path, record.weights)
+
+    def _loaded(
+        self, key: tuple[str, int, str], folder: str, weights: dict[str, Any] | None = None
+    ) -> Batcher:
+        """`weights`: the registry's digests of a registered folder, checked on load."""
         with self._load_lock:
             if key in self._batchers:
                 self._batchers.move_to_end(key)
                 return self._batchers[key]
-            batcher = Batcher(
-                PoemGenerator(record.path, record.weights), self.batching, self._worker
-            )
+            batcher = Batcher(PoemGenerator(folder, weights), self.batching, self._worker)
             self.loads += 1
             self._batchers[key] = batcher
             while len(self._batchers) > self.size:
-                self._batchers.popitem(last=False)[1].close()  # ends once its work is done
+                evicted = self._batchers.popitem(last=False)[1]
+                evicted.close()  # ends once its work is done
+                # No reference may keep an evicted model in memory.
+                for weights in [w for w, (_, _, b) in self._dials.items() if b is evicted]:
+                    del self._dials[weights]
             return batcher
 
     def generator(self, record: ModelRecord) -> PoemGenerator:
@@ -257,7 +374,9 @@ def create_app(
     `max_body_bytes` (default: the setting) are a 413; with `trusted_hosts`, a request naming
     another Host is a 400."""
     registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
-    models = ModelCache(registry, cache_size, registry_ttl_s, batching)
+    models = ModelCache(
+        registry, cache_size, registry_ttl_s, batching, blends_dir=RunPaths(data_dir).blends
+    )
     app = FastAPI(title="emoverse", summary="Emotion-conditioned poetry from the model registry")
     app.state.models = models
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes())
@@ -294,6 +413,11 @@ def create_app(
             content={"message": str(exc)},
             headers={"Retry-After": str(exc.retry_after_s)},
         )
+
+    @app.exception_handler(IncompatibleModelsError)
+    async def incompatible(request: Request, exc: IncompatibleModelsError) -> JSONResponse:
+        detail = [{"loc": ["body", "blend"], "msg": str(exc), "type": "value_error"}]
+        return JSONResponse(status_code=422, content={"detail": detail, "message": str(exc)})
 
     @app.exception_handler(NoModelError)
     async def no_model(request: Request, exc: NoModelError) -> JSONResponse:
@@ -350,16 +474,29 @@ def create_app(
         seed = body.seed if body.seed is not None else secrets.randbelow(BOUNDS["seed"][1] + 1)
         wanted = body.to_request(seed)
         wanted.validate()  # before a model load, so bad input never costs one
-        record, warning, batcher = await _batcher_for(models, body.emotion)
+        weights = body.weights()
+        recipe = None
+        if weights is None:
+            record, warning, batcher = await _batcher_for(models, body.emotion)
+        else:
+            found = models.cached_dial(weights)
+            if found is None:
+                found = await run_in_threadpool(models.dialled, weights)
+            recipe, batcher = found
+            # The answer's emotion and version: the heaviest in the recipe (the first of ties).
+            record = max(recipe.parts, key=lambda p: p.weight).record
+            warnings = [*recipe.warnings, *filter(None, [dial_warning(weights)])]
+            warning = "; ".join(warnings) or None
         rows = batcher.generator.rows(wanted)  # the model's own bounds (context): a 422
         job = batcher.submit(wanted, rows, stream=stream)  # a full queue: a 503
         answer = {
-            "emotion": body.emotion,
+            "emotion": record.emotion,
             "version": record.version,
             "champion": CHAMPION in record.aliases,
             "warning": warning,
             "seed": seed,
             "prompt": body.prompt,
+            "recipe": recipe.to_dict() if recipe is not None else None,
         }
         if stream:
             return StreamingResponse(
@@ -392,7 +529,13 @@ def create_app(
         finally:
             job.cancel()
 
-    add_judging(app, models, JudgementStore(RunPaths(data_dir).judgements_db), write_one)
+    add_judging(
+        app,
+        models,
+        JudgementStore(RunPaths(data_dir).judgements_db),
+        write_one,
+        functools.cache(lambda: ModelRegistry.for_data_dir(data_dir)),
+    )
     return app
 
 
@@ -531,6 +674,7 @@ PAGE = """<!doctype html>
   #meta { color: #666; font: .85rem sans-serif; }
   #warning { color: #8a6d00; font: .9rem sans-serif; }
   #error { color: #b00020; font: .9rem sans-serif; }
+  .hint { color: #666; }
 </style>
 </head>
 <body>
@@ -539,6 +683,16 @@ PAGE = """<!doctype html>
 <form id="form">
   <label for="emotion">Emotion</label>
   <select id="emotion" name="emotion" required></select>
+  <label for="strength">Strength <output id="strength-value" for="strength">1</output>
+    <span class="hint">(0: the neutral base, 1: the emotion's own model)</span></label>
+  <input id="strength" name="strength" type="range" min="0" max="__FLUENT_MAX__" step="0.1"
+         value="1">
+  <label for="second">Blend with a second emotion (optional)</label>
+  <select id="second" name="second"><option value="">none</option></select>
+  <label for="second-weight">Its weight <output id="second-weight-value"
+    for="second-weight">0.5</output></label>
+  <input id="second-weight" name="second-weight" type="range" min="0" max="__FLUENT_MAX__"
+         step="0.1" value="0.5" disabled>
   <label for="first-line">First line (optional)</label>
   <input id="first-line" name="first-line" maxlength="500" autocomplete="off"
          placeholder="Shall I compare thee to a summer's day?">
@@ -602,6 +756,12 @@ async function loadEmotions() {
       option.disabled = !m;
       $("emotion").append(option);
     }
+    for (const name of emotions.emotions.filter((e) => e !== "neutral")) {
+      const m = byEmotion[name];
+      const option = new Option(m ? `${name} (v${m.version})` : `${name} (no model)`, name);
+      option.disabled = !m;
+      $("second").append(option);
+    }
     const first = [...$("emotion").options].find((o) => !o.disabled);
     if (first) {
       first.selected = true;
@@ -613,6 +773,33 @@ async function loadEmotions() {
   }
 }
 
+// The dial: the strength and the second emotion's weight show their values; neither applies
+// to the neutral base, and the weight only with a second emotion.
+function syncDial() {
+  $("strength-value").textContent = $("strength").value;
+  $("second-weight-value").textContent = $("second-weight").value;
+  const neutral = $("emotion").value === "neutral";
+  $("strength").disabled = neutral;
+  $("second").disabled = neutral;
+  $("second-weight").disabled = neutral || !$("second").value;
+}
+for (const id of ["strength", "second-weight", "emotion", "second"]) {
+  $(id).addEventListener("input", syncDial);
+  $(id).addEventListener("change", syncDial);
+}
+
+// What to ask for: the emotion's own model, a dialled one, or a blend of two.
+function modelPart() {
+  const emotion = $("emotion").value;
+  const strength = Number($("strength").value);
+  const second = $("second").value;
+  if (emotion === "neutral") { return { emotion }; }
+  if (second && second !== emotion) {
+    return { blend: { [emotion]: strength, [second]: Number($("second-weight").value) } };
+  }
+  return strength === 1 ? { emotion } : { emotion, strength };
+}
+
 $("form").addEventListener("submit", async (event) => {
   event.preventDefault();
   show("error", ""); show("warning", "");
@@ -620,7 +807,7 @@ $("form").addEventListener("submit", async (event) => {
   $("write").disabled = true;
   // A first line is a whole line: the model goes on from the next one.
   const line = $("first-line").value.trimEnd();
-  const body = { emotion: $("emotion").value, prompt: line ? line + "\\n" : "" };
+  const body = { ...modelPart(), prompt: line ? line + "\\n" : "" };
   try {
     // Streamed: the poem appears as it is written, then the final answer replaces it.
     const response = await fetch("/generate?stream=true", {
@@ -639,7 +826,9 @@ $("form").addEventListener("submit", async (event) => {
       }
     });
     $("poem").textContent = result.poems[0];
-    $("meta").textContent = `emoverse-${result.emotion} v${result.version}, seed ${result.seed}`;
+    const who = result.recipe ? result.recipe.formula
+                              : `emoverse-${result.emotion} v${result.version}`;
+    $("meta").textContent = `${who}, seed ${result.seed}`;
     show("warning", result.warning);
   } catch (e) {
     $("meta").textContent = "";
@@ -649,8 +838,8 @@ $("form").addEventListener("submit", async (event) => {
   }
 });
 
-loadEmotions();
+loadEmotions().then(syncDial);
 </script>
 </body>
 </html>
-"""
+""".replace("__FLUENT_MAX__", f"{FLUENT_MAX_STRENGTH:g}")

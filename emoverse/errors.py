@@ -36,3 +36,8 @@ class GenerationSettingError(EmoverseError):
 
     def __reduce__(self) -> tuple:  # pickles (Prefect ships task errors) with both arguments
         return (type(self), (self.option, self.problem))
+
+
+class IncompatibleModelsError(EmoverseError):
+    """Models that cannot be blended (children of different bases or tokenizers, or of no
+    registered base): the message names the versions."""

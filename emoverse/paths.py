@@ -20,6 +20,7 @@ class RunPaths:
         <data_dir>/partitions/             emotion=<label>/ and _manifest.json (tag)
         <data_dir>/models/<emotion>/       run-<key>/ model folders (train)
         <data_dir>/models/foundation/      pretrained foundations of scratch presets
+        <data_dir>/models/blends/          merged dialled and blended models (a cache)
         <data_dir>/registry/mlflow.db      the model registry (unless MLFLOW_TRACKING_URI)
         <data_dir>/judgements/judgements.db  readers' blind guesses (emoverse serve's /judge)
         <data_dir>/report/                 report.md and its figures (emoverse report)
@@ -57,6 +58,10 @@ class RunPaths:
     @property
     def models(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def blends(self) -> Path:
+        return self.data_dir / "models" / "blends"
 
     @property
     def registry_db(self) -> Path:

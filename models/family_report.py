@@ -5,21 +5,34 @@ Per emotion it shows the model each emotion uses now (champion, else newest) aga
 it was trained from: fidelity under both judges with 95% intervals beside the base's share,
 lift and the one-sided p-value, human accuracy where readers have judged, perplexities,
 distinct-n, the loss curve and three sample poems; then the 9x9 confusion matrices, and how
-often the two judges agree on real poems (the ceiling for the Empath figures).
+often the two judges agree on real poems (the ceiling for the Empath figures). Asked for
+(`emoverse report --dial`), a section on the dial: each emotion at strengths 0 to 3
+(models/dial.py), one plot and one table per emotion, and where fluency breaks.
 """
 
 import json
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL, model_name
+from emoverse.errors import EmoverseError
 from emoverse.judgements import JudgementStore
 from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
 from emoverse.tagging import judge_agreement, read_partition
 from models.card import LOSS_PLOT_FILE
+from models.dial import (
+    DIAL_STRENGTHS,
+    DialPoint,
+    breaks,
+    dial_table,
+    fluent_up_to,
+    measure_dial,
+    plot_dial,
+)
 from models.records import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
 from models.registry import ModelRecord, ModelRegistry
 
@@ -105,7 +118,7 @@ def plot_fidelity(family: dict[str, FamilyMember], path: Path) -> Path:
             Share(**b) if (b := family[e].evaluation.judges[judge].get("base")) else None
             for e in emotions
         ]
-        series += [(f"{judge}: child", color, own), (f"{judge}: base", "#999999", base)]
+        series += [(f"{judge}: child", color, own), (f"{judge}: base", color + "80", base)]
     humans = [family[e].human for e in emotions]
     if any(humans):
         series.append(("human readers", "#2a9d4b", humans))
@@ -148,13 +161,82 @@ def _agreement(partitions_dir: Path) -> dict[str, Any] | None:
     return judge_agreement(texts, labels) if texts else None
 
 
+def measure_family_dial(
+    registry: ModelRegistry,
+    partitions_dir: Path,
+    blends_dir: Path,
+    *,
+    emotions: Sequence[str] | None = None,
+    strengths: Sequence[float] = DIAL_STRENGTHS,
+    samples: int = 32,
+    seed: int = 0,
+) -> tuple[dict[str, list[DialPoint]], dict[str, str]]:
+    """(emotion -> its dial, emotion -> why it has none) for `emotions` (default: every
+    emotion with a model). K = `samples` poems per strength: 6 strengths cost 6K poems."""
+    dials: dict[str, list[DialPoint]] = {}
+    skipped: dict[str, str] = {}
+    for emotion in emotions or [e for e in EMOTIONS if registry.list(e)]:
+        try:
+            dials[emotion] = measure_dial(
+                registry, emotion, partitions_dir, blends_dir,
+                strengths=strengths, samples=samples, seed=seed,
+            )  # fmt: skip
+        except EmoverseError as exc:  # no model, or no base to dial it from
+            skipped[emotion] = str(exc)
+    return dials, skipped
+
+
+def _dial_section(
+    dials: Mapping[str, Sequence[DialPoint]], skipped: Mapping[str, str], out_dir: Path
+) -> list[str]:
+    lines = [
+        "## The dial: base + S × (child − base)",
+        "",
+        "Each emotion at strength S from 0 (the base it was trained from) through 1 (its own "
+        "model) to 3, merged in weights (models/blend.py). Fidelity under both judges with 95% "
+        "intervals; fluency as the poems' perplexity under the base and their distinct-2. "
+        "Fluency breaks where the poems are more than twice as surprising to the base as the "
+        "child's own, or distinct-2 falls more than 10% below the base's.",
+        "",
+    ]
+    for emotion, points in dials.items():
+        if not points:
+            continue
+        plot_dial(points, out_dir / f"dial-{emotion}.png")
+        broken = breaks(points)
+        where = (
+            f"fluency breaks at strength {min(broken):g}; fluent up to {fluent_up_to(points):g}"
+            if broken
+            else f"fluent at every measured strength (up to {max(p.strength for p in points):g})"
+        )
+        lines += [
+            f"### {emotion}",
+            "",
+            f"{points[0].model.split(' + ')[0]} and {model_name(emotion)}: {where}.",
+            "",
+            f"![the {emotion} dial](dial-{emotion}.png)",
+            "",
+            *dial_table(points),
+            "",
+        ]
+    for emotion, reason in skipped.items():
+        lines += [f"- {emotion}: no dial ({reason})"]
+    if skipped:
+        lines.append("")
+    return lines
+
+
 def write_family_report(
     registry: ModelRegistry,
     judgements: JudgementStore,
     partitions_dir: Path,
     out_dir: Path,
+    *,
+    dial: Mapping[str, Sequence[DialPoint]] | None = None,
+    dial_skipped: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write `out_dir/report.md` and its figures; returns the markdown file."""
+    """Write `out_dir/report.md` and its figures; returns the markdown file. With `dial`
+    (`measure_family_dial`'s), a section on the dial."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     family = collect_family(registry, judgements)
@@ -162,6 +244,8 @@ def write_family_report(
     lines = ["# emoverse: does each child carry its emotion?", ""]
     if not family:
         lines += ["No evaluated model in the registry yet: run `emoverse run` first.", ""]
+        if dial is not None:
+            lines += _dial_section(dial, dial_skipped or {}, out_dir)
         (out_dir / REPORT_FILE).write_text("\n".join(lines))
         return out_dir / REPORT_FILE
     base = family.get(NEUTRAL)
@@ -201,6 +285,10 @@ def write_family_report(
         "",
         "Blank cells: `n/a` means there was nothing to measure (no test poems for a "
         "perplexity, no reader answers yet for human accuracy).",
+        "",
+        "The promotion gate's reason for each model:",
+        "",
+        *(f"- {label} v{m.record.version}: {m.record.promotion}" for label, m in family.items()),
         "",
     ]
 
@@ -245,6 +333,8 @@ def write_family_report(
         ppl = member.evaluation.perplexity
         lines.append(f"| {label} | " + " | ".join(_ppl(ppl.get(lb)) for lb in LABELS) + " |")
     lines += ["", "Own-emotion test split for children, all nine for the base.", ""]
+    if dial is not None:
+        lines += _dial_section(dial, dial_skipped or {}, out_dir)
     lines += ["## Loss curves and sample poems", ""]
     for label, member in family.items():
         lines += [f"### {label} (v{member.record.version})", ""]

@@ -29,6 +29,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "top_k": (0, 1000),  # 0: no top-k filter
     "top_p": (0.01, 1.0),  # 1: no nucleus filter
     "no_repeat_ngram_size": (0, 16),  # 0: repeats allowed
+    # An emotion's dial (models/blend.py): 0 the base, 1 the child, above 1 past it.
+    "strength": (0.0, 3.0),
 }
 MAX_PROMPT_CHARS = 2000
 # Weight files that unpickle on load, and so can run code: never loaded.

@@ -51,3 +51,24 @@ def test_serve_bench_prints_every_run_without_errors():
     }
     assert re.search(r"^2 clients: batched / one at a time: [\d.]+x$", out, re.M)
     assert "HTTP, 2 clients, batched: poems equal to in-process: 4/4" in out
+
+
+def test_dial_bench_prints_the_dial_the_merge_and_the_latencies(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "dial.py"),
+            *("--books", "2", "--base-steps", "3", "--child-steps", "3", "--samples", "4"),
+            *("--requests", "2", "--out", str(tmp_path / "report")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert out.count("| strength | fidelity (NRC) |") == 2
+    assert "### Merging a new recipe" in out and "cached requests (median)" in out
+    assert re.search(r"^fluent up to: \w+ [\d.]+, \w+ [\d.]+$", out, re.M)
+    assert len(list((tmp_path / "report").glob("dial-*.png"))) == 2

@@ -327,6 +327,7 @@ def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsy
         row = next(line for line in report.splitlines() if line.startswith(f"| {emotion} |"))
         assert f"v{record.version}" in row and "n=" in row  # shares with their n
     assert "Empath gives the NRC label to" in report  # the ceiling for the second judge
+    assert f"- joy v{registry.current('joy')[0].version}: " in report  # the gate's reason
     assert report.count("### ") == len(LABELS)  # loss curve and samples per model
     assert cli.main(["models", "--data-dir", str(data_dir)]) == 0
     listing = capsys.readouterr().out

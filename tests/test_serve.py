@@ -156,7 +156,7 @@ def test_a_request_without_a_seed_gets_one_that_reproduces_it(served):
     ("body", "message"),
     [
         ({"emotion": "happy"}, "emotion: Input should be 'anger', 'anticipation', 'disgust'"),
-        ({}, "emotion: Field required"),
+        ({}, "body: Value error, give either emotion (with strength) or blend"),
         ({"emotion": "joy", "n": 0}, "n: Input should be greater than or equal to 1"),
         (
             {"emotion": "joy", "n": SERVER_MAX_N + 1},
@@ -461,6 +461,9 @@ def test_the_page_writes_a_poem_in_headless_chromium(served):
         emotion = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#emotion option"))
         assert emotion.get_attribute("value") == "anger"
         assert not emotion.is_enabled()  # no model: not choosable
+        # The dial starts at the emotion's own model, with no second emotion.
+        assert driver.find_element(By.ID, "strength").get_attribute("value") == "1"
+        assert Select(driver.find_element(By.ID, "second")).first_selected_option.text == "none"
         Select(driver.find_element(By.ID, "emotion")).select_by_value("joy")
         driver.find_element(By.ID, "first-line").send_keys("Shall I compare thee")
         driver.find_element(By.ID, "write").click()

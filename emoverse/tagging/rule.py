@@ -17,7 +17,8 @@ from emoverse.tagging.counting import count_texts
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
-def _check_rule(min_hits: int, min_margin: int) -> None:
+def check_rule(min_hits: int, min_margin: int) -> None:
+    """Below 1, ties and poems without hits would get an emotion: refused."""
     if min_hits < 1 or min_margin < 1:
         raise EmoverseError(
             f"min_hits and min_margin must be at least 1, got {min_hits} and {min_margin}"
@@ -28,7 +29,7 @@ def label_for(counts: dict[str, int], min_hits: int = 1, min_margin: int = 1) ->
     """The emotion with the highest count when that count is at least `min_hits` and beats
     every other emotion by at least `min_margin`; otherwise `neutral` (defaults: strictly the
     highest, and any hit)."""
-    _check_rule(min_hits, min_margin)
+    check_rule(min_hits, min_margin)
     ranked = sorted(((counts[e], e) for e in EMOTIONS), key=lambda pair: -pair[0])
     (top, emotion), (second, _) = ranked[0], ranked[1]
     return emotion if top >= min_hits and top - second >= min_margin else NEUTRAL
@@ -36,7 +37,7 @@ def label_for(counts: dict[str, int], min_hits: int = 1, min_margin: int = 1) ->
 
 def labels_for(counts: np.ndarray, min_hits: int = 1, min_margin: int = 1) -> np.ndarray:
     """`label_for` over a [n, 10] count matrix: indices into LABELS."""
-    _check_rule(min_hits, min_margin)
+    check_rule(min_hits, min_margin)
     emotions = counts[:, : len(EMOTIONS)]
     if len(emotions) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -120,7 +121,7 @@ def tag_table(
     on_progress: Callable[[int], None] | None = None,
 ) -> pa.Table:
     """Add the ten counts, `n_tokens`, `label` and `split` to a table of poems."""
-    _check_rule(min_hits, min_margin)
+    check_rule(min_hits, min_margin)
     counts, n_tokens = count_texts(
         poems.column("text"),
         lemmatize=lemmatize,

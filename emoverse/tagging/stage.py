@@ -19,7 +19,7 @@ from emoverse.errors import MissingStageOutputError
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging.counting import TAGGER_VERSION
 from emoverse.tagging.lexicon import TOKENS_LEMMAS, TOKENS_SURFACE, load_lexicon
-from emoverse.tagging.rule import SPLITS, _check_rule, tag_table
+from emoverse.tagging.rule import SPLITS, check_rule, tag_table
 from emoverse.tagging.store import (
     KEEP_VERSIONS,
     check_partitions,
@@ -62,7 +62,7 @@ def tag_poems(
     current version was made from the same file with the same tagger, lexicon and options
     (then it is kept, `skipped` is True, and nothing is read or written). The new manifest
     says how many poems changed label against the version it replaces."""
-    _check_rule(min_hits, min_margin)
+    check_rule(min_hits, min_margin)
     poems_file = Path(poems_file)
     if not poems_file.is_file():
         raise MissingStageOutputError(f"no poems at {poems_file}; run `emoverse ingest` first")
