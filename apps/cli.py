@@ -27,30 +27,20 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
-def _bounded(lo: int, hi: int, name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {value}")
-        return value
+def _check(text: str, lo: float, hi: float, flag: str, *, integer: bool) -> float:
+    """`text` as a number within [lo, hi], else the argparse error naming `flag`."""
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise argparse.ArgumentTypeError(f"{flag} must be {kind}, got {text!r}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{flag} must be between {lo} and {hi}, got {value}")
+    return value
 
-    return parse
 
-
-def _bounded_float(lo: float, hi: float, name: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse
+def _bounded(lo: float, hi: float, flag: str, *, integer: bool = True):
+    return lambda text: _check(text, lo, hi, flag, integer=integer)
 
 
 def _generation_bound(option: str, flag: str, *, integer: bool = True):
@@ -60,15 +50,7 @@ def _generation_bound(option: str, flag: str, *, integer: bool = True):
     def parse(text: str) -> float:
         from models.generate import BOUNDS
 
-        lo, hi = BOUNDS[option]
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            kind = "an integer" if integer else "a number"
-            raise argparse.ArgumentTypeError(f"{flag} must be {kind}, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{flag} must be between {lo} and {hi}, got {value}")
-        return value
+        return _check(text, *BOUNDS[option], flag, integer=integer)
 
     return parse
 
@@ -263,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     batching = BatchSettings()
     serve.add_argument(
         "--batch-window-ms",
-        type=_bounded_float(0, 1000, "--batch-window-ms"),
+        type=_bounded(0, 1000, "--batch-window-ms", integer=False),
         default=batching.window_ms,
         help="how long a request waits for others to share its batch (default: %(default)s)",
     )
@@ -281,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--request-timeout",
-        type=_bounded_float(0.1, 3600, "--request-timeout"),
+        type=_bounded(0.1, 3600, "--request-timeout", integer=False),
         default=batching.timeout_s,
         help="seconds a request may take, queue included; then a 504 (default: %(default)s)",
     )
