@@ -1,5 +1,7 @@
-"""Write-then-rename helpers, so a crash never leaves a half-written file or folder in place."""
+"""Write-then-rename helpers, so a crash never leaves a half-written file or folder in place,
+and the file checksum that verifies what was written."""
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -31,3 +33,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (checksums of books, partitions and
+    weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

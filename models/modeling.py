@@ -1,7 +1,6 @@
 """Where a training stage's starting model comes from: a Hugging Face id or folder, or a
 GPT-2 configuration built from scratch with a tokenizer trained on the corpus."""
 
-import hashlib
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +17,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from emoverse.atomic import atomic_path
+from emoverse.atomic import atomic_path, sha256_file
 from emoverse.errors import EmoverseError
 from models.config import scratch_preset
 from models.tokenizer import train_bpe_tokenizer
@@ -43,18 +42,13 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("*.safetensors"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
     """{file name: {size, sha256}} of a folder's safetensors files (recorded at save and at
     registration, checked on load)."""
-    return {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in weight_files(folder)}
+    return {
+        p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in weight_files(folder)
+    }
 
 
 def recorded_digests(folder: Path) -> dict[str, dict[str, Any]] | None:
@@ -99,7 +93,7 @@ def verify_weights(folder: Path, expected: dict[str, dict[str, Any]] | None = No
         with _verified_lock:
             if key in _verified:
                 continue
-        if _sha256(path) != want.get("sha256"):
+        if sha256_file(path) != want.get("sha256"):
             raise DamagedModelError(
                 f"weight file {path} is damaged (its sha256 differs from the one recorded "
                 f"when it was saved); {REBUILD_HINT}"

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emoverse.atomic import sha256_file
 from emoverse.emotions import LABELS
 from emoverse.errors import MissingStageOutputError
 from emoverse.schema import POEM_SCHEMA
@@ -36,13 +37,6 @@ class TagResult:
     skipped: bool  # True: the current version already has this input and these options
     manifest: dict[str, Any]
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tag_poems(
@@ -72,7 +66,7 @@ def tag_poems(
         "lemmatize": lemmatize,
         "negation": negation,
     }
-    input_sha = _sha256_file(poems_file)
+    input_sha = sha256_file(poems_file)
     fingerprint = hashlib.sha256(
         json.dumps(
             {

@@ -5,7 +5,6 @@ switched in one `os.replace`: a crash at any point leaves the previous version c
 
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emoverse.atomic import sha256_file
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, MissingStageOutputError
 from emoverse.schema import TAGGED_SCHEMA
@@ -186,16 +186,9 @@ def write_version(
     return manifest
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _digest(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def partition_problems(partitions_dir: Path, *, hashes: bool = False) -> list[str]:
@@ -218,7 +211,7 @@ def partition_problems(partitions_dir: Path, *, hashes: bool = False) -> list[st
         if want and size != want.get("size"):
             problems.append(f"{path} is damaged ({size} bytes, {want.get('size')} recorded)")
             continue
-        if want and hashes and _sha256(path) != want.get("sha256"):
+        if want and hashes and sha256_file(path) != want.get("sha256"):
             problems.append(f"{path} is damaged (its sha256 differs from the manifest's)")
             continue
         try:
