@@ -647,9 +647,20 @@ def test_a_reader_judges_five_poems_in_headless_chromium(judged):
             answer = driver.find_element(By.ID, "answer").text
             assert answer.split(": it was ")[1].split()[0] in ("joy", "sadness")
             driver.find_element(By.ID, "next").click()
-        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tally tr"))
-        counted = sum(int(r.find_elements(By.TAG_NAME, "td")[1].text.split()[2]) for r in rows)
-        assert counted == before + 5  # the counts appear, every answer in them
+        # The tally is redrawn after each answer lands, so it is read in one script call (no
+        # element handles to go stale) until the last answer's redraw has arrived.
+        read = (
+            "return [...document.querySelectorAll('#tally tr td:nth-child(2)')]"
+            ".map((e) => e.textContent)"
+        )
+
+        def counted(d) -> int:
+            return sum(int(cell.split()[2]) for cell in d.execute_script(read))
+
+        try:
+            wait.until(lambda d: counted(d) == before + 5)  # every answer in the counts
+        finally:
+            assert counted(driver) == before + 5
     finally:
         driver.quit()
     assert sum(share.n for share in store.accuracy().values()) == before + 5
