@@ -13,7 +13,7 @@ import pytest
 
 from apps import cli
 from emoverse.emotions import LABELS
-from emoverse.tagging import write_version
+from emoverse.tagging import read_partitions, write_version
 from flows.pipeline import pipeline
 from flows.training import train
 from models.card import read_card_metadata
@@ -38,9 +38,9 @@ def test_pipeline_writes_nine_partitions_and_nine_champions(pipeline_run):
     assert result["ingest"]["books"] == 4
     poems = pq.read_table(data_dir / "poems" / "poems.parquet")
     assert poems.num_rows == result["ingest"]["poems"] > 600
-    partitions = pq.read_table(data_dir / "partitions")
+    partitions = read_partitions(data_dir / "partitions")
     assert partitions.num_rows == poems.num_rows
-    assert set(partitions.column("emotion").to_pylist()) == set(LABELS)
+    assert set(partitions.column("label").to_pylist()) == set(LABELS)
     assert result["partitions"] == {
         label: partitions.filter(pc.equal(partitions["label"], label)).num_rows for label in LABELS
     }
@@ -142,11 +142,11 @@ def test_changing_one_partition_retrains_only_that_child(pipeline_run):
     data_dir, _ = pipeline_run
     registry = ModelRegistry.for_data_dir(data_dir)
     before = _versions(registry)
-    tagged = pq.read_table(data_dir / "partitions")
+    tagged = read_partitions(data_dir / "partitions")
     joy_train = pc.and_(pc.equal(tagged["label"], "joy"), pc.equal(tagged["split"], "train"))
     dropped = pc.index(joy_train, True).as_py()  # one joy training poem leaves the corpus
     kept = pa.concat_tables([tagged.slice(0, dropped), tagged.slice(dropped + 1)])
-    write_version(kept.drop_columns(["emotion"]), data_dir / "partitions")
+    write_version(kept, data_dir / "partitions")
 
     out = train(str(data_dir), SETTINGS)
 

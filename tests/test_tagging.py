@@ -35,6 +35,7 @@ from emoverse.tagging import (
     list_versions,
     read_manifest,
     read_partition,
+    read_partitions,
     split_for,
     tag_poems,
     tag_report,
@@ -347,8 +348,13 @@ def test_write_partitions_gives_nine_hive_partitions(blake_poems, blake_tagged, 
         assert part.schema == TAGGED_SCHEMA
         assert part.num_rows == counts[label]
         assert set(part.column("label").to_pylist()) <= {label}
-    # The whole directory reads back as one hive-partitioned dataset (the manifest is not data).
-    whole = pq.read_table(tmp_path / "partitions")
+    for label in LABELS:  # one file per split, those without rows schema-only
+        assert {p.name for p in (tmp_path / "partitions" / f"emotion={label}").iterdir()} == {
+            f"{split}.parquet" for split in tagging.SPLITS
+        }
+    # pyarrow reads the whole folder as one hive-partitioned dataset once told that the
+    # dataset card is not data (the manifest's "_" it skips itself).
+    whole = pq.read_table(tmp_path / "partitions", ignore_prefixes=[".", "_", "README"])
     assert whole.num_rows == blake_poems.num_rows
     assert set(whole.column("emotion").to_pylist()) == {k for k, v in counts.items() if v}
     assert any(counts[e] for e in EMOTIONS)
@@ -363,7 +369,7 @@ def test_a_failed_write_keeps_the_previous_partitions(blake_tagged, tmp_path, mo
 
     def failing_write(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 1:  # the first file with rows: some empty ones are written by then
             raise OSError("disk full")
         return real_write(*args, **kwargs)
 
@@ -403,7 +409,7 @@ def test_the_manifest_records_counts_tagger_lexicon_and_input(poems_file, tmp_pa
     }
     assert manifest["label_changes"] is None  # nothing before it
     assert manifest["tokens"] == "surface"
-    tagged = pq.read_table(tmp_path / "partitions").to_pydict()
+    tagged = read_partitions(tmp_path / "partitions").to_pydict()
     for label in LABELS:
         for split in tagging.SPLITS:
             pairs = zip(tagged["label"], tagged["split"], strict=True)
@@ -434,10 +440,10 @@ def test_versions_are_kept_three_deep_and_readable(blake_tagged, tmp_path):
         write_partitions(blake_tagged.slice(0, n), target)
     assert list_versions(target) == ["v000002", "v000003", "v000004"]
     assert os.readlink(target) == "partitions.versions/v000004"
-    assert pq.read_table(target).num_rows == 20
+    assert read_partitions(target).num_rows == 20
     older = tmp_path / "partitions.versions" / "v000003"
     assert json.loads((older / "_manifest.json").read_text())["rows"] == 15
-    assert pq.read_table(older).num_rows == 15
+    assert read_partitions(older).num_rows == 15
 
 
 def test_partitions_from_before_versions_are_moved_aside(blake_tagged, tmp_path):
@@ -445,7 +451,7 @@ def test_partitions_from_before_versions_are_moved_aside(blake_tagged, tmp_path)
     (target / "emotion=joy").mkdir(parents=True)
     pq.write_table(blake_tagged.slice(0, 2), target / "emotion=joy" / "part-0.parquet")
     write_partitions(blake_tagged, target)
-    assert target.is_symlink() and pq.read_table(target).num_rows == blake_tagged.num_rows
+    assert target.is_symlink() and read_partitions(target).num_rows == blake_tagged.num_rows
     assert list_versions(target) == ["v000000", "v000001"]
 
 
@@ -476,7 +482,7 @@ def test_a_killed_writer_leaves_the_previous_version_current(blake_tagged, tmp_p
     assert read_manifest(target)["version"] == "v000001"
     assert list_versions(target) == ["v000001"]
     assert {label: read_partition(target, label).num_rows for label in LABELS} == before
-    assert pq.read_table(target).num_rows == blake_tagged.num_rows
+    assert read_partitions(target).num_rows == blake_tagged.num_rows
     # The next writer clears the leftovers and goes on.
     write_partitions(blake_tagged.slice(0, 7), target)
     assert read_manifest(target)["rows"] == 7 and list_versions(target)[-1] == "v000002"
@@ -516,9 +522,9 @@ def test_report_prints_the_distribution_per_split(poems_file, tmp_path):
 def test_a_new_version_says_how_many_labels_changed(poems_file, tmp_path):
     target = tmp_path / "partitions"
     tag_poems(poems_file, target, workers=1)
-    before = pq.read_table(target).to_pydict()
+    before = read_partitions(target).to_pydict()
     negated = tag_poems(poems_file, target, negation=True, workers=1)
-    after = pq.read_table(target).to_pydict()
+    after = read_partitions(target).to_pydict()
     old = dict(zip(before["poem_id"], before["label"], strict=True))
     moved = sum(1 for p, lb in zip(after["poem_id"], after["label"], strict=True) if old[p] != lb)
     changes = negated.manifest["label_changes"]
@@ -535,10 +541,10 @@ def test_a_truncated_partition_file_is_detected_and_tagged_again(poems_file, tmp
 
     target = tmp_path / "partitions"
     first = tag_poems(poems_file, target, workers=1)
-    damaged = target / "emotion=joy" / "part-0.parquet"
+    damaged = target / "emotion=joy" / "train.parquet"
     raw = damaged.read_bytes()
     damaged.resolve().write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(MissingStageOutputError, match=r"emotion=joy/part-0\.parquet is damaged"):
+    with pytest.raises(MissingStageOutputError, match=r"emotion=joy/train\.parquet is damaged"):
         tag_report(target)  # it must not say all is well
     with pytest.raises(MissingStageOutputError, match="`emoverse tag` writes the partitions"):
         load_partition(target, "joy", "train")
@@ -551,3 +557,44 @@ def test_a_truncated_partition_file_is_detected_and_tagged_again(poems_file, tmp
     raw[len(raw) // 2] ^= 0xFF
     damaged.resolve().write_bytes(bytes(raw))
     assert not tag_poems(poems_file, target, workers=1).skipped
+
+
+def test_a_version_from_before_the_dataset_card_is_rewritten_without_counting(
+    poems_file, tmp_path, monkeypatch
+):
+    from emoverse.tagging import stage, store
+
+    target = tmp_path / "partitions"
+    first = tag_poems(poems_file, target, workers=1)
+    # Turn it into layout 1: one part-0.parquet per label, no card, the old manifest fields.
+    version = target.resolve()
+    manifest = json.loads((version / "_manifest.json").read_text())
+    for label in LABELS:
+        folder = version / f"emotion={label}"
+        rows = read_partition(target, label)
+        for old in folder.iterdir():
+            old.unlink()
+        pq.write_table(rows, folder / "part-0.parquet")
+    manifest["files"] = {label: f"emotion={label}/part-0.parquet" for label in LABELS}
+    manifest["digests"] = {
+        label: store._digest(version / manifest["files"][label]) for label in LABELS
+    }
+    del manifest["layout"]
+    (version / "_manifest.json").write_text(json.dumps(manifest))
+    (version / "README.md").unlink()
+    assert not store.partition_problems(target, hashes=True)  # a sound layout-1 version
+    before = {label: read_partition(target, label, "train").num_rows for label in LABELS}
+
+    def no_counting(*args, **kwargs):
+        raise AssertionError("the poems were tagged again")
+
+    monkeypatch.setattr(stage, "tag_table", no_counting)
+    again = tag_poems(poems_file, target, workers=1)
+    assert not again.skipped and again.version == "v000002"
+    assert again.counts == first.counts
+    assert again.manifest["layout"] == store.LAYOUT
+    assert again.manifest["fingerprint"] == first.manifest["fingerprint"]
+    assert again.manifest["label_changes"]["changed"] == 0
+    assert (target / "README.md").is_file()
+    assert {label: read_partition(target, label, "train").num_rows for label in LABELS} == before
+    assert tag_poems(poems_file, target, workers=1).skipped  # and now it is current

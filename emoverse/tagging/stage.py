@@ -1,7 +1,6 @@
 """The tag stage: poems file -> a new version of the nine partitions, unless nothing changed
 (its own 'already done?' key), and the report of a version."""
 
-
 import hashlib
 import json
 import time
@@ -23,9 +22,11 @@ from emoverse.tagging.lexicon import TOKENS_LEMMAS, TOKENS_SURFACE, load_lexicon
 from emoverse.tagging.rule import SPLITS, check_rule, tag_table
 from emoverse.tagging.store import (
     KEEP_VERSIONS,
+    LAYOUT,
     check_partitions,
     partition_problems,
     read_manifest,
+    read_partitions,
     write_version,
 )
 
@@ -36,7 +37,6 @@ class TagResult:
     version: str
     skipped: bool  # True: the current version already has this input and these options
     manifest: dict[str, Any]
-
 
 
 def tag_poems(
@@ -82,7 +82,9 @@ def tag_poems(
     unchanged = not force and current is not None and current.get("fingerprint") == fingerprint
     # A damaged file in the current version: tag again into a new, whole version.
     if unchanged and not partition_problems(partitions_dir, hashes=True):
-        return TagResult(current["counts"], current["version"], True, current)
+        if current.get("layout", 1) == LAYOUT:
+            return TagResult(current["counts"], current["version"], True, current)
+        return _relayout(partitions_dir, current, keep)
 
     started = time.perf_counter()
     poems = pq.read_table(poems_file).select(POEM_SCHEMA.names).cast(POEM_SCHEMA)
@@ -113,6 +115,20 @@ def tag_poems(
             "label_changes": changes,
         },
     )
+    return TagResult(manifest["counts"], manifest["version"], False, manifest)
+
+
+# What write_version works out itself; the rest of a manifest describes how rows were tagged.
+_DERIVED = {"version", "created", "rows", "counts", "splits", "files", "digests", "layout"}
+
+
+def _relayout(partitions_dir: Path, current: dict[str, Any], keep: int) -> TagResult:
+    """The current version's own rows, written again as a new version in today's layout (with
+    its dataset card): same labels, same key, nothing counted again."""
+    tagged = read_partitions(partitions_dir)
+    info = {k: v for k, v in current.items() if k not in _DERIVED}
+    info["label_changes"] = label_changes(partitions_dir, tagged)
+    manifest = write_version(tagged, partitions_dir, keep=keep, info=info)
     return TagResult(manifest["counts"], manifest["version"], False, manifest)
 
 

@@ -1,8 +1,10 @@
 """Versioned partitions: `<partitions>` links to `<partitions>.versions/vNNNNNN/`, which holds
-`emotion=<label>/part-0.parquet` for all nine labels (TAGGED_SCHEMA) and `_manifest.json`.
-A version is written under a temporary name, renamed when complete, and the link is then
-switched in one `os.replace`: a crash at any point leaves the previous version current."""
-
+`emotion=<label>/<split>.parquet` for all nine labels and three splits (TAGGED_SCHEMA),
+`_manifest.json` and a dataset card (`README.md`), so that `datasets.load_dataset` reads the
+folder as it is. A version is written under a temporary name, renamed when complete, and the
+link is then switched in one `os.replace`: a crash at any point leaves the previous version
+current. Versions written before the card (layout 1) hold one `part-0.parquet` per label;
+they still read, and `tag_poems` rewrites them in this layout without counting again."""
 
 import fcntl
 import json
@@ -25,11 +27,15 @@ from emoverse.atomic import sha256_file
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, MissingStageOutputError
 from emoverse.schema import TAGGED_SCHEMA
+from emoverse.tagging.card import CARD_NAME, dataset_card
 from emoverse.tagging.counting import TAGGER_VERSION
 from emoverse.tagging.lexicon import load_lexicon
 from emoverse.tagging.rule import SPLITS
 
 MANIFEST_NAME = "_manifest.json"  # a leading "_": pyarrow's dataset discovery skips it
+# 2: one file per label and split, and a dataset card. Not part of the tag stage's key: a
+# version in an older layout is rewritten from its own rows, not tagged again.
+LAYOUT = 2
 KEEP_VERSIONS = 3
 
 _VERSION = re.compile(r"v(\d{6,})")
@@ -77,21 +83,32 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def split_file(label: str, split: str) -> str:
+    """A split's file, relative to the version folder: named by its split, so that `datasets`'
+    default patterns find the splits even without the card (`data_dir=`)."""
+    return f"emotion={label}/{split}.parquet"
+
+
 def _write_labels(tagged: pa.Table, folder: Path) -> dict[str, dict[str, int]]:
-    """One Parquet file per label (all nine, empty ones too); rows per label and split."""
+    """One Parquet file per label and split (empty ones too); rows per label and split."""
     folder.mkdir(parents=True)
     by_split: dict[str, dict[str, int]] = {}
     labels = tagged.column("label")
     for label in LABELS:
+        (folder / f"emotion={label}").mkdir()
         rows = tagged.filter(pc.equal(labels, label))
-        part = folder / f"emotion={label}"
-        part.mkdir()
-        pq.write_table(rows, part / "part-0.parquet")
-        _fsync(part / "part-0.parquet")
-        tally = {
-            v["values"]: v["counts"] for v in pc.value_counts(rows.column("split")).to_pylist()
-        }
-        by_split[label] = {s: int(tally.get(s, 0)) for s in SPLITS}
+        by_split[label] = {}
+        for split in SPLITS:
+            part = rows.filter(pc.equal(rows.column("split"), split))
+            path = folder / split_file(label, split)
+            if part.num_rows:
+                pq.write_table(part, path)
+            else:
+                # Schema only, no row group: `datasets` skips such a file, while one empty row
+                # group (what write_table writes) fails it ("BatchSize must be greater than 0").
+                pq.ParquetWriter(path, part.schema).close()
+            _fsync(path)
+            by_split[label][split] = part.num_rows
     return by_split
 
 
@@ -167,14 +184,17 @@ def write_version(
                 rows=tagged.num_rows,
                 counts={label: sum(splits[label].values()) for label in LABELS},
                 splits=splits,
-                files={label: f"emotion={label}/part-0.parquet" for label in LABELS},
+                layout=LAYOUT,
+                files={label: {s: split_file(label, s) for s in SPLITS} for label in LABELS},
                 digests={
-                    label: _digest(tmp / f"emotion={label}" / "part-0.parquet")
+                    label: {s: _digest(tmp / split_file(label, s)) for s in SPLITS}
                     for label in LABELS
                 },
             )
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-            _fsync(tmp / MANIFEST_NAME)
+            (tmp / CARD_NAME).write_text(dataset_card(manifest), encoding="utf-8")
+            for name in (MANIFEST_NAME, CARD_NAME):
+                _fsync(tmp / name)
             _fsync(tmp)
             os.rename(tmp, store / version)  # complete versions only ever carry a vNNNNNN name
             _fsync(store)
@@ -184,7 +204,6 @@ def write_version(
         _switch(partitions_dir, store / version)
         _prune(partitions_dir, store, keep, current=version)
     return manifest
-
 
 
 def _digest(path: Path) -> dict[str, Any]:
@@ -200,10 +219,8 @@ def partition_problems(partitions_dir: Path, *, hashes: bool = False) -> list[st
     if manifest is None:
         return []
     problems = []
-    digests = manifest.get("digests") or {}
-    for label, rel in (manifest.get("files") or {}).items():
+    for rel, want in _recorded_files(manifest):
         path = partitions_dir / rel
-        want = digests.get(label) or {}
         if not path.is_file():
             problems.append(f"{path} is missing")
             continue
@@ -219,6 +236,18 @@ def partition_problems(partitions_dir: Path, *, hashes: bool = False) -> list[st
         except (OSError, pa.ArrowException) as exc:
             problems.append(f"{path} is not a readable Parquet file ({str(exc)[:120]})")
     return problems
+
+
+def _recorded_files(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(file, its recorded size and sha256) for every file of a manifest, in either layout."""
+    digests = manifest.get("digests") or {}
+    found = []
+    for label, files in (manifest.get("files") or {}).items():
+        if isinstance(files, str):  # layout 1: one file per label
+            found.append((files, digests.get(label) or {}))
+        else:
+            found += [(rel, (digests.get(label) or {}).get(s) or {}) for s, rel in files.items()]
+    return found
 
 
 def check_partitions(partitions_dir: Path) -> None:
@@ -238,9 +267,17 @@ def write_partitions(tagged: pa.Table, partitions_dir: Path) -> dict[str, int]:
 
 def read_partition(partitions_dir: Path, label: str, split: str | None = None) -> pa.Table:
     """Read one label's rows (optionally one split) with the declared schema."""
-    table = pq.read_table(Path(partitions_dir) / f"emotion={label}", schema=TAGGED_SCHEMA)
+    folder = Path(partitions_dir) / f"emotion={label}"
+    if split is not None and (folder / f"{split}.parquet").is_file():
+        return pq.read_table(folder / f"{split}.parquet", schema=TAGGED_SCHEMA)
+    table = pq.read_table(folder, schema=TAGGED_SCHEMA)
     if split is not None:
         table = table.filter(pc.equal(table.column("split"), split))
     return table
 
 
+def read_partitions(partitions_dir: Path) -> pa.Table:
+    """Every label's rows, label by label, with the declared schema. (A plain `pq.read_table`
+    of the folder would read the dataset card as Parquet too: pyarrow readers pass
+    `ignore_prefixes=[".", "_", "README"]`.)"""
+    return pa.concat_tables(read_partition(partitions_dir, label) for label in LABELS)
