@@ -160,8 +160,9 @@ def check_weights(weights: Mapping[str, float], *, option: str = "blend") -> dic
             raise GenerationSettingError(option, f"weight of {emotion} must be a number")
         if not lo <= weight <= hi:
             raise GenerationSettingError(
-                option, f"weight of {emotion} must be between {_num(lo)} and {_num(hi)}, "
-                f"got {_num(weight)}"
+                option,
+                f"weight of {emotion} must be between {_num(lo)} and {_num(hi)}, "
+                f"got {_num(weight)}",
             )
         checked[emotion] = float(weight)
     return checked
@@ -217,7 +218,14 @@ def _tokenizer_fingerprint(model_dir: str) -> str:
     for name in TOKENIZER_FILES:
         path = Path(model_dir) / name
         if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+            data = path.read_bytes()
+            if name == "tokenizer_config.json":
+                # model_max_length is the model's context, not the vocabulary: a base saved
+                # before it was fitted (1e30) still blends with children saved after.
+                config = json.loads(data)
+                config.pop("model_max_length", None)
+                data = json.dumps(config, sort_keys=True).encode()
+            digest.update(name.encode() + b"\0" + data + b"\0")
     return digest.hexdigest()
 
 
@@ -265,9 +273,7 @@ def _parent_of(parts: list[Ingredient], emotion: str) -> str:
     return next(p.record.parent for p in parts if p.record.emotion == emotion)
 
 
-def materialize(
-    recipe: Recipe, cache_root: str | Path, *, keep: int = MAX_CACHED_BLENDS
-) -> Path:
+def materialize(recipe: Recipe, cache_root: str | Path, *, keep: int = MAX_CACHED_BLENDS) -> Path:
     """The model folder of `recipe`: the base's or the child's own (see `Recipe.shortcut`),
     else the merged folder under `cache_root`, merged now unless an earlier call did."""
     if (folder := recipe.shortcut()) is not None:
@@ -314,7 +320,7 @@ def merge_weights(recipe: Recipe, out_dir: Path) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from models.modeling import load_model
+    from models.modeling import fit_tokenizer_to_model, load_model
 
     base_model, _ = load_model(recipe.base.path)
     base_state = base_model.state_dict()
@@ -341,7 +347,9 @@ def merge_weights(recipe: Recipe, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base_model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(recipe.base.path).save_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(recipe.base.path)
+    fit_tokenizer_to_model(tokenizer, base_model)  # a base saved before it was fitted
+    tokenizer.save_pretrained(out_dir)
     generation = Path(recipe.base.path) / "generation_config.json"
     if generation.is_file():
         shutil.copyfile(generation, out_dir / "generation_config.json")

@@ -2,19 +2,25 @@
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from emoverse.atomic import atomic_path
-from emoverse.emotions import FOUNDATION, model_name
+from emoverse.emotions import FOUNDATION, MODEL_PREFIX, model_name
 from emoverse.report import plot_loss_curves
+from emoverse.tagging.card import DATASET_ID, LEXICON_LINK, LICENSE_NAME
 from models.config import TrainConfig
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"
 HISTORY_FILE = "training_history.json"
+SCRATCH_PREFIX = "scratch:"  # models.config's presets trained from scratch
+# Training figures: the Hub's own `metrics` field is a list of metric names.
+TRAINING_METRICS = "training_metrics"
+_FAMILY_PARENT = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v\d+$")
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is saved
     from models.train import FineTuned
@@ -31,8 +37,9 @@ def save_model(
 ) -> Path:
     """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
     model card into `out_dir`, all or nothing."""
-    from models.modeling import default_generation_config, weight_digests
+    from models.modeling import default_generation_config, fit_tokenizer_to_model, weight_digests
 
+    fit_tokenizer_to_model(tuned.tokenizer, tuned.model)
     with atomic_path(out_dir) as tmp:
         tuned.model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
         tuned.tokenizer.save_pretrained(tmp)
@@ -65,19 +72,28 @@ def model_card(
     n_parameters: int,
     weights: dict[str, Any] | None = None,
 ) -> str:
-    """A Hugging Face model card: YAML metadata, then a short human description."""
+    """A Hugging Face model card: YAML metadata (the Hub's fields, then our own: the exact
+    lineage, data, settings and weights), then a short human description."""
+    base_model = hub_base_model(emotion, parent)
     meta = {
+        **({"base_model": base_model} if base_model else {}),
+        "datasets": [DATASET_ID],
         "language": ["en"],
+        # Trained on the NRC lexicon's labels: its research and non-commercial terms hold.
+        "license": "other",
+        "license_name": LICENSE_NAME,
+        "license_link": LEXICON_LINK,
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["emoverse", "poetry", f"emotion-{emotion}"],
+        "tags": ["emoverse", "poetry", "gpt2", f"emotion-{emotion}"],
+        "metrics": ["perplexity"],
         "emotion": emotion,
         "parent_model": parent,
         "data_fingerprint": data_fingerprint,
-        "metrics": metrics,
+        TRAINING_METRICS: metrics,
         "training_config": config.to_dict(),
         "n_parameters": n_parameters,
-        **({"base_model": parent, "adapter": config.adapter} if config.adapter else {}),
+        **({"adapter": config.adapter} if config.adapter else {}),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **({"weights": weights} if weights else {}),
     }
@@ -101,6 +117,29 @@ def model_card(
         "Training texts are in the public domain in the USA. Labels come from the NRC Emotion "
         "Lexicon, free for research and non-commercial use.\n"
     )
+
+
+def hub_base_model(emotion: str, parent: str) -> str | None:
+    """The Hub's `base_model` for a model trained from `parent` (its lineage as recorded):
+    none for a foundation (trained from scratch); the foundation for a neutral base on a
+    scratch preset; the registered name for a family member ("emoverse-neutral v3" is
+    `emoverse-neutral`, its version kept in `parent_model`); else the Hub id or folder."""
+    if emotion == FOUNDATION:
+        return None
+    if parent.startswith(SCRATCH_PREFIX):
+        return model_name(FOUNDATION)
+    if match := _FAMILY_PARENT.match(parent):
+        return match.group(1)
+    return parent
+
+
+def training_metrics(meta: dict[str, Any]) -> dict[str, Any]:
+    """A card's training figures (steps, losses, poems), from cards of either age: before
+    the Hub's fields they were under `metrics`."""
+    found = meta.get(TRAINING_METRICS)
+    if found is None and isinstance(meta.get("metrics"), dict):
+        found = meta["metrics"]
+    return found or {}
 
 
 def read_card_metadata(model_dir: Path) -> dict[str, Any]:
@@ -171,7 +210,7 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "task": dict(task),  # a copy each: shared dicts would become YAML anchors
             "dataset": {
-                "type": "emoverse-partitions",
+                "type": DATASET_ID,
                 "name": f"emoverse {label} poems",
                 "config": label,
                 "split": "test",

@@ -94,7 +94,10 @@ def pack_poems(
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
+    # verbose=False: poems longer than the context are expected here, cut into blocks below.
+    for ids in (
+        tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    ):
         stream.extend([bos, *ids, eos])
     n_tokens = len(stream)
     n_blocks = -(-n_tokens // block_size)  # ceil

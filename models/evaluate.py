@@ -73,7 +73,8 @@ def score_perplexity(
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     rows: list[list[int]] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    # verbose=False: poems longer than the context are expected, scored in windows below.
+    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
         seq = [bos, *ids, eos]
         stride = context - 1  # the window's first token is context for its second, no target
         rows.extend(seq[i : i + context] for i in range(0, max(1, len(seq) - 1), stride))

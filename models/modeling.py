@@ -42,7 +42,6 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("*.safetensors"))
 
 
-
 def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
     """{file name: {size, sha256}} of a folder's safetensors files (recorded at save and at
     registration, checked on load)."""
@@ -140,6 +139,7 @@ def load_model(source: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizer
         ) from None
     # GPT-2 configs name no loss; say which, instead of a warning on every first step.
     model.loss_type = "ForCausalLM"
+    fit_tokenizer_to_model(tokenizer, model)  # folders saved before it was fitted at save
     if tokenizer.pad_token is None:  # GPT-2 ships without one; pads never reach the loss
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.bos_token is None:
@@ -173,6 +173,21 @@ def load_adapter_model(source: str | Path) -> PreTrainedModel:
     return AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
 
 
+def model_context(model: PreTrainedModel) -> int | None:
+    """How many positions the model has (`n_positions` in GPT-2's config)."""
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def fit_tokenizer_to_model(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    """Make the tokenizer's `model_max_length` the model's context. A tokenizer built in
+    code says 1e30, so truncation and the stock text-generation pipeline's
+    `handle_long_generation="hole"` would never cut, and a long generation dies on an
+    IndexError in the position embeddings."""
+    if context := model_context(model):
+        tokenizer.model_max_length = context
+
+
 def build_scratch_model(
     base_model: str, texts: Iterable[str], out_dir: Path, seed: int = 0
 ) -> Path:
@@ -190,6 +205,7 @@ def build_scratch_model(
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
+    fit_tokenizer_to_model(tokenizer, model)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -11,7 +11,7 @@ from typing import Any
 from datasets import Dataset
 
 from emoverse.emotions import FOUNDATION, check_label
-from models.card import read_card_metadata, save_model
+from models.card import read_card_metadata, save_model, training_metrics
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
 from models.data import fingerprint, load_partition, load_poems
 from models.modeling import DamagedModelError, build_scratch_model, verify_weights, weight_files
@@ -159,7 +159,7 @@ def train_emotion_model(
     out = Path(models_dir) / emotion / f"run-{run_key}"
     if _saved(out):
         meta = read_card_metadata(out)
-        return TrainedModel(emotion, str(out), parent, data_fp, meta["metrics"], cached=True)
+        return TrainedModel(emotion, str(out), parent, data_fp, training_metrics(meta), cached=True)
     val = load_partition(partitions_dir, emotion, "validation", cache_dir)
     metrics = _train_into(
         out,

@@ -115,3 +115,166 @@ def test_a_label_without_poems_has_no_config_and_the_rest_still_load(tagged_dir,
     assert "No poems this time, so no config: surprise." in card.text
     loaded = load_dataset(str(target), cache_dir=str(tmp_path / "cache"))
     assert sum(len(loaded[s]) for s in loaded) == kept.num_rows
+
+
+# --- model folders ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sonnets(gutenberg_dir) -> list[str]:
+    raw = (gutenberg_dir / "cache/epub/1041/pg1041.txt").read_bytes()
+    return [row["text"] for row in book_to_rows(1041, raw)]
+
+
+@pytest.fixture(scope="module")
+def scratch_dir(sonnets, tmp_path_factory) -> Path:
+    from models.modeling import build_scratch_model
+
+    return build_scratch_model("scratch:tiny", sonnets, tmp_path_factory.mktemp("m") / "init")
+
+
+@pytest.fixture(scope="module")
+def child_dir(scratch_dir, sonnets, tmp_path_factory) -> Path:
+    """A joy child saved by the training code, its evaluation added as the pipeline adds it."""
+    from models.card import add_evaluation_to_card, save_model
+    from models.config import TrainConfig
+    from models.records import Evaluation
+    from models.train import fine_tune
+
+    config = TrainConfig(max_steps=2, batch_size=8, block_size=64, warmup_steps=1)
+    tuned = fine_tune(scratch_dir, sonnets[:40], sonnets[40:50], config)
+    out = save_model(
+        tuned,
+        tmp_path_factory.mktemp("m") / "joy",
+        emotion="joy",
+        parent="emoverse-neutral v3",
+        data_fingerprint="f" * 64,
+        config=config,
+    )
+    counts = dict.fromkeys(LABELS, 0) | {"joy": 20, "neutral": 44}
+    evaluation = Evaluation(
+        emotion="joy",
+        perplexity={"joy": 210.4, "neutral": 250.0, "anger": None},
+        test_poems={"joy": 5, "neutral": 7, "anger": 0},
+        label_shares={label: n / 64 for label, n in counts.items()},
+        fidelity=20 / 64,
+        lift=0.1875,
+        distinct_1=0.5,
+        distinct_2=0.9,
+        samples=[],
+        config_key="k",
+        n_samples=64,
+        label_counts={"nrc": counts, "empath": dict(counts)},
+    )
+    add_evaluation_to_card(out, evaluation.to_dict(), "fidelity beats the base", promoted=True)
+    return out
+
+
+def test_the_tokenizer_knows_the_models_context(scratch_dir, child_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    for folder in (scratch_dir, child_dir):
+        context = AutoConfig.from_pretrained(folder).n_positions
+        assert context == 256  # scratch:tiny
+        assert AutoTokenizer.from_pretrained(folder).model_max_length == context
+
+
+def test_a_folder_saved_before_the_fix_loads_with_the_context(scratch_dir, tmp_path):
+    import json
+    import shutil
+
+    from models.modeling import load_model
+
+    old = Path(shutil.copytree(scratch_dir, tmp_path / "old"))
+    config = json.loads((old / "tokenizer_config.json").read_text())
+    config["model_max_length"] = int(1e30)  # what folders said before
+    (old / "tokenizer_config.json").write_text(json.dumps(config))
+    model, tokenizer = load_model(old)
+    assert tokenizer.model_max_length == model.config.n_positions == 256
+
+
+def test_the_stock_pipeline_generates_within_the_context(child_dir, sonnets):
+    from transformers import AutoTokenizer, pipeline
+
+    pipe = pipeline("text-generation", model=str(child_dir))
+    context = AutoTokenizer.from_pretrained(child_dir).model_max_length
+    prompt = "\n\n".join(sonnets[:6])  # longer than the context
+    assert len(pipe.tokenizer(prompt)["input_ids"]) > context
+    # transformers 5 keeps the prompt's last tokens so that prompt + new tokens fit the
+    # context (`hole`), by the tokenizer's model_max_length: at 1e30 nothing was cut and the
+    # position embeddings raised IndexError.
+    out = pipe(prompt, max_new_tokens=40, handle_long_generation="hole", return_full_text=False)
+    assert isinstance(out[0]["generated_text"], str)
+    # More new tokens than the context: a clear error naming the cause, not an IndexError.
+    # (Without `hole`, transformers 5 generates past the context whatever the folder says:
+    # its max-length check only warns.)
+    with pytest.raises(ValueError, match="exceeds the models max length"):
+        pipe("Shall I", max_new_tokens=context + 10, handle_long_generation="hole")
+
+
+def test_the_model_card_parses_into_the_hubs_fields(child_dir, scratch_dir):
+    from huggingface_hub import EvalResult, ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+    from huggingface_hub.utils import validate_repo_id
+
+    from emoverse.tagging.card import DATASET_ID
+
+    # ModelCard.validate() asks the Hub; offline the strongest checks are the library's own
+    # parsing (ModelCardData turns model-index into EvalResult objects, raising on a bad one)
+    # and its repo-id validator on every field that names a repository.
+    card = ModelCard.load(child_dir / "README.md")
+    data = card.data
+    assert data.base_model == "emoverse-neutral" and data.datasets == [DATASET_ID]
+    for repo_id in (data.base_model, *data.datasets):
+        validate_repo_id(repo_id)
+    assert data.license == "other" and data.license_name == "nrc-emotion-lexicon"
+    assert data.pipeline_tag == "text-generation" and data.library_name == "transformers"
+    assert "emotion-joy" in data.tags and data.metrics == ["perplexity"]
+    assert data.model_name == "emoverse-joy"
+    assert data.to_dict()["parent_model"] == "emoverse-neutral v3"  # the exact lineage
+    name, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert name == "emoverse-joy" and all(isinstance(r, EvalResult) for r in results)
+    assert results == data.eval_results
+    joy = next(r for r in results if r.dataset_config == "joy")
+    assert (joy.metric_type, joy.metric_value, joy.dataset_type, joy.dataset_split) == (
+        "perplexity",
+        210.4,
+        DATASET_ID,
+        "test",
+    )
+    assert {r.dataset_config for r in results if r.metric_type == "perplexity"} >= {
+        "joy",
+        "neutral",
+    }  # no result for anger: it had no test poems
+    assert "anger" not in {r.dataset_config for r in results}
+    fidelity = next(r for r in results if r.metric_name == "fidelity")
+    assert fidelity.metric_value == 0.3125
+
+
+@pytest.mark.parametrize(
+    "emotion, parent, base_model",
+    [
+        ("foundation", "scratch:tiny", None),  # trained from scratch: no base model
+        ("neutral", "scratch:tiny", "emoverse-foundation"),  # fine-tuned from the foundation
+        ("neutral", "gpt2", "gpt2"),  # fine-tuned from a Hub model
+        ("fear", "emoverse-neutral v12", "emoverse-neutral"),
+    ],
+)
+def test_base_model_names_the_parent_on_the_hub(emotion, parent, base_model):
+    from huggingface_hub import ModelCard
+
+    from models.card import model_card
+    from models.config import TrainConfig
+
+    text = model_card(
+        emotion=emotion,
+        parent=parent,
+        data_fingerprint="f" * 64,
+        metrics={"steps": 1},
+        config=TrainConfig(),
+        n_parameters=1,
+    )
+    data = ModelCard(text).data
+    assert data.base_model == base_model
+    assert data.to_dict()["parent_model"] == parent
+    assert data.to_dict()["training_metrics"] == {"steps": 1}

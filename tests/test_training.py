@@ -107,7 +107,7 @@ def test_saved_model_is_a_safetensors_hf_folder_with_a_card(init_dir, sonnets, t
     meta = read_card_metadata(out)
     assert meta["emotion"] == "joy" and meta["parent_model"] == "base v1"
     assert meta["data_fingerprint"] == "f" * 64
-    assert meta["metrics"]["steps"] == 4
+    assert meta["training_metrics"]["steps"] == 4
     assert json.loads((out / "training_history.json").read_text())["train"]
     assert (out / LOSS_PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
 
@@ -127,8 +127,8 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
     poems_file = write_poems(tagged.select(POEM_SCHEMA.names), tmp_path / "poems")
     foundation = QUICK.with_overrides(max_steps=3)
     init = prepare_foundation("scratch:tiny", poems_file, tmp_path / "models", foundation)
-    assert read_card_metadata(init)["metrics"]["steps"] == 3  # pretrained, not just initialised
-    assert read_card_metadata(init)["metrics"]["train_poems"] == sum(
+    assert read_card_metadata(init)["training_metrics"]["steps"] == 3  # pretrained, not just init
+    assert read_card_metadata(init)["training_metrics"]["train_poems"] == sum(
         split_for(p) == "train" for p in tagged.column("poem_id").to_pylist()
     )
     again = prepare_foundation("scratch:tiny", poems_file, tmp_path / "models", foundation)

@@ -13,7 +13,9 @@ from emoverse.tagging.rule import SPLITS
 
 CARD_NAME = "README.md"  # the name `datasets` and the Hub read a dataset card from
 ALL_CONFIG = "all"
+DATASET_ID = "emoverse-poems"  # the partitions' name on the Hub, as model cards cite them
 LEXICON_LINK = "https://saifmohammad.com/WebPages/NRC-Emotion-Lexicon.htm"
+LICENSE_NAME = "nrc-emotion-lexicon"
 
 _SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 
@@ -60,7 +62,7 @@ def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
         "language": ["en"],
         # The poems are public domain; the labels are the NRC lexicon's, under its terms.
         "license": "other",
-        "license_name": "nrc-emotion-lexicon",
+        "license_name": LICENSE_NAME,
         "license_link": LEXICON_LINK,
         "annotations_creators": ["machine-generated"],
         "language_creators": ["found"],
