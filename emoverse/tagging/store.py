@@ -267,10 +267,9 @@ def write_partitions(tagged: pa.Table, partitions_dir: Path) -> dict[str, int]:
 
 def read_partition(partitions_dir: Path, label: str, split: str | None = None) -> pa.Table:
     """Read one label's rows (optionally one split) with the declared schema."""
-    folder = Path(partitions_dir) / f"emotion={label}"
-    if split is not None and (folder / f"{split}.parquet").is_file():
-        return pq.read_table(folder / f"{split}.parquet", schema=TAGGED_SCHEMA)
-    table = pq.read_table(folder, schema=TAGGED_SCHEMA)
+    if split is not None and (one := Path(partitions_dir) / split_file(label, split)).is_file():
+        return pq.read_table(one, schema=TAGGED_SCHEMA)
+    table = pq.read_table(Path(partitions_dir) / f"emotion={label}", schema=TAGGED_SCHEMA)
     if split is not None:
         table = table.filter(pc.equal(table.column("split"), split))
     return table
