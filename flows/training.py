@@ -14,7 +14,14 @@ from emoverse.errors import EmoverseError
 from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TrainingSettings
-from models.records import EvalConfig, Evaluation, FailedModel, SkippedModel, promotion_decision
+from models.records import (
+    NOT_PROMOTED,
+    EvalConfig,
+    Evaluation,
+    FailedModel,
+    SkippedModel,
+    promotion_decision,
+)
 from models.registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_model_task,
@@ -70,9 +77,8 @@ def train_emotion(
     promote, reason = promotion_decision(evaluation, base_eval)
     if promote and CHAMPION not in base.aliases:
         promote = False
-        reason = (
-            f"not promoted: its base {parent} is not the neutral champion (passed the gate "
-            f"against it: {reason})"
+        reason = NOT_PROMOTED + (
+            f"its base {parent} is not the neutral champion (passed the gate against it: {reason})"
         )
     get_run_logger().info("%s: %s", emotion, reason)
     return register_model_task(trained, data_dir, evaluation, promote=promote, promotion=reason)
