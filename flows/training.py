@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from emoverse.emotions import EMOTIONS, NEUTRAL, Emotion, model_name
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, SettingError
 from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TrainingSettings
@@ -105,7 +105,9 @@ def train(
         NEUTRAL, foundation, data_dir, base_config, settings.base_model, settings.min_poems
     )
     if isinstance(base, SkippedModel):
-        raise EmoverseError(f"cannot train the neutral base model: {base.reason}")
+        raise SettingError(
+            "min_poems", f"is {settings.min_poems}: no neutral base to train ({base.reason})"
+        )
     eval_config = EvalConfig(samples=settings.eval_samples)
     base_eval = evaluate_model_task(base, data_dir, eval_config)
     promote, reason = gate_base_task(base, base_eval, data_dir, eval_config)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass as validated
 
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, SettingError
 from emoverse.settings import DEFAULT_BASE_MODEL
 
 SCRATCH_PREFIX = "scratch:"
@@ -89,7 +89,7 @@ class TrainConfig:
         try:
             return replace(self, **{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
-            raise EmoverseError(one_line(exc)) from None
+            raise setting_error(exc) from None
 
 
 # Per-stage defaults. The foundation (scratch presets only) learns verse from every poem;
@@ -164,14 +164,14 @@ class TrainingSettings(BaseModel):
         )
 
 
-def one_line(error: ValidationError, flag_names: bool = False) -> str:
-    """A pydantic error as one line: `batch_size: must be ... (got 0)`, or `--batch-size: ...`
-    with `flag_names`; a validator's own message (an unknown preset) as it is."""
+def setting_error(error: ValidationError) -> EmoverseError:
+    """A pydantic error as one line naming the field: `batch_size should be ..., got 0` (a
+    SettingError, which a CLI words with its flag); a validator's own message (an unknown
+    preset) as it is."""
     first = error.errors()[0]
     message = first["msg"]
     if first["type"] == "value_error":
-        return message.removeprefix("Value error, ")
+        return EmoverseError(message.removeprefix("Value error, "))
     name = ".".join(str(part) for part in first["loc"]) or "value"
-    if flag_names:
-        name = "--" + name.replace("_", "-")
-    return f"{name}: {message[:1].lower()}{message[1:]}, got {first.get('input')!r}"
+    problem = message.removeprefix("Input ")  # "Input should be ..." -> "should be ..."
+    return SettingError(name, f"{problem[:1].lower()}{problem[1:]}, got {first.get('input')!r}")

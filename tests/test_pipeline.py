@@ -195,7 +195,7 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     )
     out = train(str(data_dir), settings)
     assert smallest in out["skipped"]
-    assert f"fewer than --min-poems {train_poems + 1}" in out["skipped"][smallest]
+    assert f"fewer than min_poems = {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
     # The skipped emotion keeps its versions; the others got a new one.
     assert [r.version for r in registry.list(smallest)] == before[smallest]
@@ -213,11 +213,28 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     assert "worse than the champion's" in base.promotion
     assert "champion" not in joy.aliases
     assert joy.promotion.startswith("not promoted")
+
     # This run's children are LoRA adapters on the new base; the base is a full model.
     assert (Path(joy.path) / "adapter_config.json").exists()
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
     config = read_card_metadata(joy.path)["training_config"]
     assert (config["batch_size"], config["block_size"], config["adapter"]) == (4, 64, "lora")
+
+
+def test_too_few_neutral_poems_name_the_setting_as_each_caller_does(pipeline_run, capsys):
+    """The flow's message names the parameter as the UI's run form does; the CLI its flag."""
+    from emoverse.errors import SettingError
+
+    data_dir, result = pipeline_run
+    too_many = result["partitions"]["neutral"] + 1
+    with pytest.raises(SettingError) as caught:
+        train(str(data_dir), SETTINGS.model_copy(update={"min_poems": too_many}))
+    assert str(caught.value).startswith(f"min_poems is {too_many}: no neutral base to train")
+    assert "--" not in str(caught.value)
+    argv = ["train", "--data-dir", str(data_dir), "--min-poems", str(too_many)]
+    assert cli.main([*argv, "--max-steps", "3", "--eval-samples", "4"]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"emoverse: error: --min-poems is {too_many}: no neutral base to train" in err
 
 
 def _digest(path) -> str:
