@@ -78,7 +78,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=field.description)
         elif choices := [
             c
-            for arg in get_args(field.annotation)
+            for arg in (field.annotation, *get_args(field.annotation))
             if get_origin(arg) is Literal
             for c in get_args(arg)
         ]:

@@ -42,6 +42,26 @@ def _emit(server, event: str, resource: dict, payload: dict) -> None:
     )
 
 
+def test_the_run_forms_offer_choices_and_real_defaults():
+    """The UI builds its run form from this schema: a choice where there is one, and a
+    default shown rather than a "None" toggle wherever a setting has one."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import pipeline
+    from flows.training import train_emotion
+
+    schema = parameter_schema(pipeline).model_dump()
+    settings = schema["definitions"]["TrainingSettings"]["properties"]
+    assert settings["adapter"]["enum"] == ["full", "lora"]
+    assert settings["adapter"]["default"] == "full"
+    for name in ("foundation_epochs", "base_epochs", "child_epochs", "batch_size", "compile"):
+        assert "anyOf" not in settings[name], name  # not "a value or null"
+        assert settings[name]["default"] is not None, name
+    assert schema["properties"]["settings"]["default"]["child_epochs"] == 4
+    emotion = parameter_schema(train_emotion).model_dump()["definitions"]["Emotion"]
+    assert emotion["enum"] == list(EMOTIONS)
+
+
 @pytest.mark.slow
 def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(tmp_path, request, gutenberg_server):
     data_dir = tmp_path / "run"
