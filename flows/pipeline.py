@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow
 
 from emoverse.paths import RunPaths
-from flows.corpus import ingest, tag
+from flows.corpus import books_run_name, ingest, tag
 from flows.training import train
 from models.config import TrainingSettings
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", flow_run_name=books_run_name("pipeline"))
 def pipeline(
     data_dir: str | None = None,
     mirror: str | None = None,

@@ -84,7 +84,7 @@ def train_emotion(
     return register_model_task(trained, data_dir, evaluation, promote=promote, promotion=reason)
 
 
-@flow(name="train")
+@flow(name="train", flow_run_name="train-base")  # the children are runs of their own
 def train(
     data_dir: str | None = None,
     settings: TrainingSettings = TrainingSettings(),

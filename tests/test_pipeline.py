@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -324,9 +325,41 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     report = by_key["family-report"]
     assert report.type == "markdown" and "does each child carry its emotion" in report.data
     assert report.data.count("data:image/png;base64,") >= 3  # fidelity and two matrices
-    evaluation = by_key["family-evaluation"]
-    rows = json.loads(evaluation.data)
-    assert {"fidelity (NRC)", "base (NRC)", "p", "fidelity (Empath)"} <= set(rows[0])
+    # Narrow tables of numbers rounded for people; a blank cell is "—", explained.
+    fidelity = {r["emotion"]: r for r in json.loads(by_key["family-evaluation"].data)}
+    columns = ["emotion", "n", "NRC", "base (NRC)", "p", "Empath", "base (Empath)"]
+    assert list(fidelity["joy"]) == columns
+    assert re.fullmatch(r"\d+% \[\d+%–\d+%\]", fidelity["joy"]["NRC"])
+    assert (
+        fidelity["neutral"]["base (NRC)"] == "—"
+        and "—: " in by_key["family-evaluation"].description
+    )
+    fluency = {r["emotion"]: r for r in json.loads(by_key["family-fluency"].data)}
+    assert re.fullmatch(r"[\d,]+\.\d", fluency["neutral"]["perplexity"])
+    assert fluency["neutral"]["base's"] == "—"
+    versions = json.loads(by_key["registry-versions"].data)
+    assert all("not promoted" not in r["why"] for r in versions)  # said once, by "champion"
+    assert all(re.fullmatch(r"\d+\.\d\d", r["val loss"]) for r in versions if r["version"] != "—")
+
+    # The pipeline's own page carries the family's versions and report, and its subflows
+    # and children are named for what they do.
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        (run,) = [
+            r
+            for r in client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"]))
+            )
+            if r.state.is_completed()
+        ]
+        names = {r.name for r in client.read_flow_runs(limit=200)}
+    on_pipeline = {a.key for a in artifacts if a.flow_run_id == run.id}
+    assert {"registry-versions", "family-report"} <= on_pipeline
+    assert run.name == f"pipeline-{len(BOOKS)} books"
+    assert {f"ingest-{len(BOOKS)} books", "tag", "train-base"} | {
+        f"train-{e}" for e in LABELS[:-1]
+    } <= names
 
 
 def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsys, tmp_path):
