@@ -41,8 +41,8 @@ def ingest(
     Args:
         data_dir: The run's data folder (relative paths are from the working directory);
             default `$EMOVERSE_DATA_DIR`, else data/run.
-        mirror: A Gutenberg mirror URL or local folder; default the public site
-            (or `$EMOVERSE_GUTENBERG_MIRROR`).
+        mirror: A Gutenberg mirror URL or local folder; default `$EMOVERSE_GUTENBERG_MIRROR`
+            (set on the work pool), else the public site.
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv); also supplies titles and authors.
         max_parallel: Downloads at a time.
@@ -102,7 +102,8 @@ def refresh_corpus(
 
     Args:
         data_dir: The run's data folder; default `$EMOVERSE_DATA_DIR`, else data/run.
-        mirror: A Gutenberg mirror URL or local folder; default the public site.
+        mirror: A Gutenberg mirror URL or local folder; default `$EMOVERSE_GUTENBERG_MIRROR`
+            (set on the work pool), else the public site.
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv).
     """
