@@ -68,7 +68,8 @@ def _start(emotion: str, parameters: dict[str, Any]) -> FlowRun:
         timeout=0,  # start them all, then wait
     )
     with get_client(sync_client=True) as client:
-        # Not forced: a worker that took the run already wins, and it simply runs.
+        # A worker polls every few seconds, so it has yet to see the run; should one take it in
+        # this moment, the run still starts (it proposes Running from this state).
         client.set_flow_run_state(run.id, Scheduled(name=AWAITING_GPU))
     return run
 

@@ -3,6 +3,7 @@
 Torch loads inside the tasks that train or evaluate, not on import: a flow that only passes
 these records on (or `prefect deploy`) does not pay for it."""
 
+import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -340,7 +341,8 @@ def _unregistered_row(emotion: str, why: str) -> dict[str, str]:
 
 
 def _rounded(value: float | None, digits: int = 1) -> str:
-    return BLANK if value is None else f"{value:,.{digits}f}"
+    """A number for people; nothing measured (None, or NaN: no validation poems) is BLANK."""
+    return BLANK if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
 
 
 def _share(e: Evaluation, judge: str, key: str) -> str:

@@ -119,7 +119,7 @@ def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(
             run_id = server.run_deployment(
                 "pipeline/pipeline", {"ids": BOOKS, "settings": {"max_steps": 2, "eval_samples": 4}}
             )
-            run = server.wait_for_flow_run(run_id, timeout=270)
+            run = server.wait_for_flow_run(run_id, timeout=600)  # two cores, shared
             logs = f"cpu worker:\n{cpu.log_tail()}\ngpu worker:\n{gpu.log_tail()}"
             assert run.state is not None and run.state.is_completed(), logs
         seconds = time.monotonic() - started

@@ -339,7 +339,7 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     assert fluency["neutral"]["base's"] == "—"
     versions = json.loads(by_key["registry-versions"].data)
     assert all("not promoted" not in r["why"] for r in versions)  # said once, by "champion"
-    assert all(re.fullmatch(r"\d+\.\d\d", r["val loss"]) for r in versions if r["version"] != "—")
+    assert all(re.fullmatch(r"\d+\.\d\d|—", r["val loss"]) for r in versions), versions
 
     # The pipeline's own page carries the family's versions and report, and its subflows
     # and children are named for what they do.
