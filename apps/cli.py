@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from emoverse import settings as env
 from emoverse.emotions import LABELS, check_label, model_name
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, SettingError
 from emoverse.paths import RunPaths
 from emoverse.settings import parse_ids
-from models.config import TrainingSettings, one_line
+from models.config import TrainingSettings, setting_error
 from models.records import JUDGES, Evaluation
 
 EXIT_BAD_INPUT = 2
@@ -78,7 +78,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=field.description)
         elif choices := [
             c
-            for arg in get_args(field.annotation)
+            for arg in (field.annotation, *get_args(field.annotation))
             if get_origin(arg) is Literal
             for c in get_args(arg)
         ]:
@@ -96,7 +96,7 @@ def _training(args: argparse.Namespace) -> TrainingSettings:
     try:
         return TrainingSettings(**given)
     except ValidationError as exc:
-        raise EmoverseError(one_line(exc, flag_names=True)) from None
+        raise setting_error(exc) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except EmoverseError as exc:
-        print(f"emoverse: error: {exc}", file=sys.stderr)
+        print(f"emoverse: error: {_worded(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("emoverse: interrupted", file=sys.stderr)
@@ -438,7 +438,6 @@ def _print_training(result: dict) -> None:
 
 def _generate(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion) if args.emotion else None
-    from emoverse.errors import GenerationSettingError
     from models.generate import GenerationRequest, PoemGenerator
     from models.registry import ModelRegistry
 
@@ -447,10 +446,7 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
     )
     request = GenerationRequest.from_options(**{name: getattr(args, name) for name in options})
-    try:
-        request.validate()  # before a merge, so bad options never cost one
-    except GenerationSettingError as exc:
-        raise EmoverseError(_flag_error(exc)) from None
+    request.validate()  # before a merge, so bad options never cost one
     local = not os.environ.get("MLFLOW_TRACKING_URI")
     if local and data_dir.is_dir() and not RunPaths(data_dir).registry_db.is_file():
         raise EmoverseError(  # a reader creates no registry
@@ -472,20 +468,19 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         files = None
     for warning in warnings:
         print(f"emoverse: warning: {warning}", file=sys.stderr)
-    try:
-        poems = PoemGenerator(folder, files).generate(request)
-    except GenerationSettingError as exc:
-        raise EmoverseError(_flag_error(exc)) from None
+    poems = PoemGenerator(folder, files).generate(request)
     print(f"# {names}, seed {args.seed}", file=sys.stderr)
     print("\n\n---\n\n".join(poems))
     return 0
 
 
-def _flag_error(exc: Exception) -> str:
-    """A generation setting's error naming the flag, not the field."""
-    option, problem = exc.option, exc.problem  # type: ignore[attr-defined]
-    flag = "-n" if option == "n" else "--" + option.replace("_", "-")
-    return f"{flag} {problem}"
+def _worded(error: EmoverseError) -> str:
+    """The error's one line, a setting named by its flag rather than its field (the library
+    and the flows name fields: that is what the UI's run form and the HTTP API show)."""
+    if not isinstance(error, SettingError) or "." in error.setting:
+        return str(error)
+    flag = "-n" if error.setting == "n" else "--" + error.setting.replace("_", "-")
+    return f"{flag} {error.problem}"
 
 
 def _dial_weights(

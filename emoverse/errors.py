@@ -25,17 +25,26 @@ class MissingStageOutputError(EmoverseError):
     """A stage was asked to run before the stage it reads from."""
 
 
-class GenerationSettingError(EmoverseError):
-    """A generation option (or the model asked to generate) outside what is allowed; `option`
-    names it, so a CLI can print its flag and a server the request field."""
+class SettingError(EmoverseError):
+    """A setting's value is the problem. `setting` is the field's name, as flow parameters,
+    the UI's run form and the HTTP API name it, and the message reads `<setting> <problem>`;
+    a CLI prints its own flag in its place (`--min-poems is 5, ...`)."""
 
-    def __init__(self, option: str, problem: str):
-        super().__init__(f"{option} {problem}")
-        self.option = option
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
         self.problem = problem
 
     def __reduce__(self) -> tuple:  # pickles (Prefect ships task errors) with both arguments
-        return (type(self), (self.option, self.problem))
+        return (type(self), (self.setting, self.problem))
+
+
+class GenerationSettingError(SettingError):
+    """A generation option (or the model asked to generate) outside what is allowed."""
+
+    @property
+    def option(self) -> str:
+        return self.setting
 
 
 class IncompatibleModelsError(EmoverseError):

@@ -1,10 +1,12 @@
 """The corpus stages: fetch and split books (`ingest`), tag them into the nine partitions
 (`tag`), and both in one flow for a schedule (`refresh-corpus`)."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from emoverse import settings as env
 from emoverse.corpus import poetry_ids_from_catalog
@@ -13,7 +15,20 @@ from tasks.ingest import ingest_books_task
 from tasks.tag import tag_poems_task
 
 
-@flow(name="ingest")
+def books_run_name(stage: str) -> Callable[[], str]:
+    """Names a run for its stage and books (`ingest-4 books`) rather than Prefect's random
+    words; read from the run's parameters when it starts."""
+
+    def name() -> str:
+        ids, catalog = flow_run.parameters.get("ids"), flow_run.parameters.get("catalog")
+        if ids:
+            return f"{stage}-{len(ids)} books"
+        return f"{stage}-catalog books" if catalog else f"{stage}-{len(env.curated_ids())} books"
+
+    return name
+
+
+@flow(name="ingest", flow_run_name=books_run_name("ingest"))
 def ingest(
     data_dir: str | None = None,
     mirror: str | None = None,
@@ -26,8 +41,8 @@ def ingest(
     Args:
         data_dir: The run's data folder (relative paths are from the working directory);
             default `$EMOVERSE_DATA_DIR`, else data/run.
-        mirror: A Gutenberg mirror URL or local folder; default the public site
-            (or `$EMOVERSE_GUTENBERG_MIRROR`).
+        mirror: A Gutenberg mirror URL or local folder; default `$EMOVERSE_GUTENBERG_MIRROR`
+            (set on the work pool), else the public site.
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv); also supplies titles and authors.
         max_parallel: Downloads at a time.
@@ -40,7 +55,7 @@ def ingest(
     )
 
 
-@flow(name="tag")
+@flow(name="tag", flow_run_name="tag")
 def tag(
     data_dir: str | None = None,
     min_hits: int = 1,
@@ -75,7 +90,7 @@ def tag(
     )
 
 
-@flow(name="refresh-corpus")
+@flow(name="refresh-corpus", flow_run_name=books_run_name("refresh-corpus"))
 def refresh_corpus(
     data_dir: str | None = None,
     mirror: str | None = None,
@@ -87,7 +102,8 @@ def refresh_corpus(
 
     Args:
         data_dir: The run's data folder; default `$EMOVERSE_DATA_DIR`, else data/run.
-        mirror: A Gutenberg mirror URL or local folder; default the public site.
+        mirror: A Gutenberg mirror URL or local folder; default `$EMOVERSE_GUTENBERG_MIRROR`
+            (set on the work pool), else the public site.
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv).
     """

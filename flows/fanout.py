@@ -8,14 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import Flow, get_client, get_run_logger
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 
 from emoverse import settings as env
 from models.records import FailedModel
 
 TRAIN_EMOTION_DEPLOYMENT = "train-emotion/train-emotion"
+AWAITING_GPU = "AwaitingGPU"  # the state of a child waiting for a `gpu` worker
 
 
 def fan_out(child_flow: Flow, emotions: tuple[str, ...], **parameters: Any) -> dict[str, Any]:
@@ -53,19 +55,31 @@ def _deployment_exists(name: str) -> bool:
     return True
 
 
+def _start(emotion: str, parameters: dict[str, Any]) -> FlowRun:
+    """One `train-emotion` run, named as the flow names it (`train-joy`) from the start, and
+    queued rather than late while it waits for a `gpu` worker: Prefect marks a run Late when
+    it is still in the state named "Scheduled" past its start time (its late-runs service
+    looks at that name only); a Scheduled state of another name is picked up by workers all
+    the same (as Prefect's own AwaitingRetry and AwaitingConcurrencySlot are)."""
+    run = run_deployment(
+        TRAIN_EMOTION_DEPLOYMENT,
+        parameters={"emotion": emotion, **parameters},
+        flow_run_name=f"train-{emotion}",
+        timeout=0,  # start them all, then wait
+    )
+    with get_client(sync_client=True) as client:
+        # A worker polls every few seconds, so it has yet to see the run; should one take it in
+        # this moment, the run still starts (it proposes Running from this state).
+        client.set_flow_run_state(run.id, Scheduled(name=AWAITING_GPU))
+    return run
+
+
 def _on_workers(emotions: tuple[str, ...], parameters: dict[str, Any]) -> dict[str, Any]:
     """Start one `train-emotion` run per emotion at once (linked to this run as subflows) and
     poll until all are final; the `gpu` work pool and concurrency limit decide how many train
     at a time."""
     logger = get_run_logger()
-    runs = {
-        emotion: run_deployment(
-            TRAIN_EMOTION_DEPLOYMENT,
-            parameters={"emotion": emotion, **parameters},
-            timeout=0,  # start them all, then wait below
-        )
-        for emotion in emotions
-    }
+    runs = {emotion: _start(emotion, parameters) for emotion in emotions}
     logger.info("started %d %s runs; waiting for them", len(runs), TRAIN_EMOTION_DEPLOYMENT)
     outcomes: dict[str, Any] = {}
     with get_client(sync_client=True) as client:

@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow
 
 from emoverse.paths import RunPaths
-from flows.corpus import ingest, tag
+from flows.corpus import books_run_name, ingest, tag
 from flows.training import train
 from models.config import TrainingSettings
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", flow_run_name=books_run_name("pipeline"))
 def pipeline(
     data_dir: str | None = None,
     mirror: str | None = None,
@@ -27,8 +27,8 @@ def pipeline(
     Args:
         data_dir: The run's data folder (relative paths are from the working directory);
             default `$EMOVERSE_DATA_DIR`, else data/run.
-        mirror: A Gutenberg mirror URL or local folder; default the public site
-            (or `$EMOVERSE_GUTENBERG_MIRROR`).
+        mirror: A Gutenberg mirror URL or local folder; default `$EMOVERSE_GUTENBERG_MIRROR`
+            (set on the work pool), else the public site.
         ids: Gutenberg book ids; default the poetry books of `catalog`, else the curated list.
         catalog: A Gutenberg catalog CSV (pg_catalog.csv); also supplies titles and authors.
         max_parallel: Downloads at a time.

@@ -10,11 +10,18 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from emoverse.emotions import EMOTIONS, NEUTRAL, Emotion, model_name
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, SettingError
 from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TrainingSettings
-from models.records import EvalConfig, Evaluation, FailedModel, SkippedModel, promotion_decision
+from models.records import (
+    NOT_PROMOTED,
+    EvalConfig,
+    Evaluation,
+    FailedModel,
+    SkippedModel,
+    promotion_decision,
+)
 from models.registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_model_task,
@@ -70,15 +77,14 @@ def train_emotion(
     promote, reason = promotion_decision(evaluation, base_eval)
     if promote and CHAMPION not in base.aliases:
         promote = False
-        reason = (
-            f"not promoted: its base {parent} is not the neutral champion (passed the gate "
-            f"against it: {reason})"
+        reason = NOT_PROMOTED + (
+            f"its base {parent} is not the neutral champion (passed the gate against it: {reason})"
         )
     get_run_logger().info("%s: %s", emotion, reason)
     return register_model_task(trained, data_dir, evaluation, promote=promote, promotion=reason)
 
 
-@flow(name="train")
+@flow(name="train", flow_run_name="train-base")  # the children are runs of their own
 def train(
     data_dir: str | None = None,
     settings: TrainingSettings = TrainingSettings(),
@@ -99,7 +105,9 @@ def train(
         NEUTRAL, foundation, data_dir, base_config, settings.base_model, settings.min_poems
     )
     if isinstance(base, SkippedModel):
-        raise EmoverseError(f"cannot train the neutral base model: {base.reason}")
+        raise SettingError(
+            "min_poems", f"is {settings.min_poems}: no neutral base to train ({base.reason})"
+        )
     eval_config = EvalConfig(samples=settings.eval_samples)
     base_eval = evaluate_model_task(base, data_dir, eval_config)
     promote, reason = gate_base_task(base, base_eval, data_dir, eval_config)

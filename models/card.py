@@ -13,6 +13,7 @@ from emoverse.emotions import FOUNDATION, MODEL_PREFIX, model_name
 from emoverse.report import plot_loss_curves
 from emoverse.tagging.card import DATASET_ID, LEXICON_LINK, LICENSE_NAME
 from models.config import TrainConfig
+from models.records import gate_reasons
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"
@@ -275,7 +276,7 @@ def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bo
     if promoted is True:
         decision = f"promoted to champion: {promotion}"
     elif promoted is False:
-        decision = f"registered, not promoted: {promotion.removeprefix('not promoted: ')}"
+        decision = f"registered, not promoted: {gate_reasons(promotion)}"
     else:
         decision = f"promotion: {promotion}"
     judges = "".join(

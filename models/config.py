@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass as validated
 
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, SettingError
 from emoverse.settings import DEFAULT_BASE_MODEL
 
 SCRATCH_PREFIX = "scratch:"
@@ -27,6 +27,8 @@ NonNegative = Annotated[float, Field(ge=0)]
 MinPoems = Annotated[int, Field(ge=1, le=10**6)]
 EvalSamples = Annotated[int, Field(ge=1, le=256)]
 Adapter = Literal["lora"]
+# The children's fine-tuning as a choice in the UI's run form: every weight, or a LoRA adapter.
+ChildTuning = Literal["full", "lora"]
 
 # GPT-2-shaped configurations trained from scratch, for when no pretrained model can be had
 # (offline, tests, CPU demos). Sizes in parameters with the preset's vocabulary.
@@ -89,7 +91,7 @@ class TrainConfig:
         try:
             return replace(self, **{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
-            raise EmoverseError(one_line(exc)) from None
+            raise setting_error(exc) from None
 
 
 # Per-stage defaults. The foundation (scratch presets only) learns verse from every poem;
@@ -105,6 +107,8 @@ class TrainingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Real defaults (the stages' own), not None, where one exists: the UI's run form shows
+    # them; only a cap (max_steps) and the per-stage learning rate stay optional.
     base_model: str = Field(
         DEFAULT_BASE_MODEL,
         description="What the neutral base starts from: a Hugging Face hub id (gpt2), a local "
@@ -113,22 +117,26 @@ class TrainingSettings(BaseModel):
     min_poems: MinPoems = Field(
         1, description="Skip an emotion whose partition has fewer training poems."
     )
-    foundation_epochs: Epochs | None = Field(
-        None, description="Epochs of the foundation (scratch presets only)."
+    foundation_epochs: Epochs = Field(
+        FOUNDATION_TRAIN.epochs, description="Epochs of the foundation (scratch presets only)."
     )
-    base_epochs: Epochs | None = Field(None, description="Epochs of the neutral base.")
-    child_epochs: Epochs | None = Field(None, description="Epochs of each emotion child.")
+    base_epochs: Epochs = Field(BASE_TRAIN.epochs, description="Epochs of the neutral base.")
+    child_epochs: Epochs = Field(CHILD_TRAIN.epochs, description="Epochs of each emotion child.")
     max_steps: Steps | None = Field(
         None, description="Cap on optimizer steps per stage (smoke runs)."
     )
-    batch_size: BatchSize | None = Field(None, description="Blocks per step.")
-    block_size: BlockSize | None = Field(None, description="Tokens per packed training block.")
-    learning_rate: LearningRate | None = Field(
-        None, description="Peak learning rate of every stage."
+    batch_size: BatchSize = Field(TrainConfig.batch_size, description="Blocks per step.")
+    block_size: BlockSize = Field(
+        TrainConfig.block_size, description="Tokens per packed training block."
     )
-    compile: bool | None = Field(None, description="torch.compile the model (GPUs).")
-    adapter: Adapter | None = Field(
-        None, description="Train the children as LoRA adapters on the base."
+    learning_rate: LearningRate | None = Field(
+        None, description="Peak learning rate of every stage (unset: each stage's own)."
+    )
+    compile: bool = Field(False, description="torch.compile the model (GPUs).")
+    adapter: ChildTuning = Field(
+        "full",
+        description="How the children are fine-tuned from the base: every weight (full) or "
+        "as LoRA adapters (lora).",
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -139,6 +147,14 @@ class TrainingSettings(BaseModel):
         description="Poems generated per model to measure emotion fidelity (shares move in "
         "steps of 1/n; the promotion gate needs enough of them to see a difference).",
     )
+
+    @field_validator("overrides")
+    @classmethod
+    def _not_a_named_setting(cls, value: dict[str, Any]) -> dict[str, Any]:
+        named = sorted(set(value) & (set(cls.model_fields) | {"epochs"}))
+        if named:
+            raise ValueError(f"overrides may not name {', '.join(named)}: a setting of its own")
+        return value
 
     @field_validator("base_model")
     @classmethod
@@ -157,21 +173,22 @@ class TrainingSettings(BaseModel):
             **self.overrides,
             **{k: v for k in named if (v := getattr(self, k)) is not None},
         }
+        adapter = None if self.adapter == "full" else self.adapter
         return (
             FOUNDATION_TRAIN.with_overrides(**common, epochs=self.foundation_epochs),
             BASE_TRAIN.with_overrides(**common, epochs=self.base_epochs),
-            CHILD_TRAIN.with_overrides(**common, epochs=self.child_epochs, adapter=self.adapter),
+            CHILD_TRAIN.with_overrides(**common, epochs=self.child_epochs, adapter=adapter),
         )
 
 
-def one_line(error: ValidationError, flag_names: bool = False) -> str:
-    """A pydantic error as one line: `batch_size: must be ... (got 0)`, or `--batch-size: ...`
-    with `flag_names`; a validator's own message (an unknown preset) as it is."""
+def setting_error(error: ValidationError) -> EmoverseError:
+    """A pydantic error as one line naming the field: `batch_size should be ..., got 0` (a
+    SettingError, which a CLI words with its flag); a validator's own message (an unknown
+    preset) as it is."""
     first = error.errors()[0]
     message = first["msg"]
     if first["type"] == "value_error":
-        return message.removeprefix("Value error, ")
+        return EmoverseError(message.removeprefix("Value error, "))
     name = ".".join(str(part) for part in first["loc"]) or "value"
-    if flag_names:
-        name = "--" + name.replace("_", "-")
-    return f"{name}: {message[:1].lower()}{message[1:]}, got {first.get('input')!r}"
+    problem = message.removeprefix("Input ")  # "Input should be ..." -> "should be ..."
+    return SettingError(name, f"{problem[:1].lower()}{problem[1:]}, got {first.get('input')!r}")

@@ -18,7 +18,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from emoverse.atomic import atomic_path, sha256_file
-from emoverse.errors import EmoverseError
+from emoverse.errors import EmoverseError, SettingError
 from models.config import scratch_preset
 from models.tokenizer import train_bpe_tokenizer
 
@@ -127,9 +127,10 @@ def load_model(source: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizer
             raise DamagedModelError(
                 f"cannot load the model in {source}: {_first_line(exc)}; {REBUILD_HINT}"
             ) from None
-        raise EmoverseError(
-            f"cannot load base model {str(source)!r}: {_first_line(exc)} "
-            "(no network? use --base-model scratch:tiny or a local folder)"
+        raise SettingError(
+            "base_model",
+            f"{str(source)!r} cannot be loaded: {_first_line(exc)} "
+            "(no network? use scratch:tiny or a local model folder)",
         ) from None
     except Exception as exc:  # safetensors' own errors, a shape that does not fit the config
         if not local:

@@ -28,6 +28,9 @@ MAX_DISTINCT_2_DROP = 0.10  # a child whose distinct-2 is >10% below the base's 
 # replace it. Reseeding alone moved it by 0.3-0.4% on bench/quality.py's 112 neutral test poems
 # (bench/RESULTS.md); 2% leaves room for the demo run's ten times smaller test split.
 BASE_PERPLEXITY_MARGIN = 0.02
+# How a refused model's reason starts (the registry's `promotion` tag, the card, the CLI), once:
+# whoever quotes a reason inside a sentence of its own takes it off (`gate_reasons`).
+NOT_PROMOTED = "not promoted: "
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,13 @@ def promotion_decision(child: Evaluation, base: Evaluation) -> tuple[bool, str]:
     checks = [(fidelity_ok, fidelity_text), (ppl_ok, ppl_text), (fluent, fluency_text)]
     if all(ok for ok, _ in checks):
         return True, "; ".join(text for _, text in checks)
-    return False, "not promoted: " + "; ".join(text for ok, text in checks if not ok)
+    return False, NOT_PROMOTED + "; ".join(text for ok, text in checks if not ok)
+
+
+def gate_reasons(promotion: str) -> str:
+    """A promotion reason without its verdict ("not promoted: "), to quote in a sentence that
+    already says so."""
+    return promotion.removeprefix(NOT_PROMOTED)
 
 
 def base_promotion_decision(
@@ -178,8 +187,8 @@ def base_promotion_decision(
             f"neutral perplexity {new_ppl:.1f} is within {margin:.0%} of the champion's "
             f"{old_ppl:.1f}"
         )
-    return False, (
-        f"not promoted: neutral perplexity {new_ppl:.1f} is more than {margin:.0%} worse than "
+    return False, NOT_PROMOTED + (
+        f"neutral perplexity {new_ppl:.1f} is more than {margin:.0%} worse than "
         f"the champion's {old_ppl:.1f}"
     )
 

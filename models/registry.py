@@ -21,6 +21,7 @@ from emoverse.emotions import LABELS, MODEL_PREFIX, check_label, model_name
 from emoverse.errors import EmoverseError, NoModelError
 from emoverse.paths import RunPaths
 from emoverse.stats import Share
+from models.records import gate_reasons
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
@@ -329,7 +330,8 @@ class ModelRegistry:
             if not versions:
                 raise
         newest = versions[-1]
-        reason = f" ({newest.promotion})" if newest.promotion else ""
+        why = gate_reasons(newest.promotion)
+        reason = f" ({why})" if why else ""
         return newest, (
             f"{model_name(emotion)} has no champion; using its newest version "
             f"v{newest.version}, which was not promoted{reason}"

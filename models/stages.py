@@ -152,7 +152,7 @@ def train_emotion_model(
     train = load_partition(partitions_dir, emotion, "train", cache_dir)
     if len(train) < max(1, min_poems):
         return SkippedModel(
-            emotion, f"{len(train)} training poems, fewer than --min-poems {max(1, min_poems)}"
+            emotion, f"{len(train)} training poems, fewer than min_poems = {max(1, min_poems)}"
         )
     data_fp = fingerprint(train)
     run_key = _run_key(init, data_fp, config)

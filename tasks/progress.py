@@ -5,12 +5,17 @@ import base64
 import re
 from pathlib import Path
 from types import TracebackType
+from uuid import UUID
 
+from prefect import get_client
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 
@@ -56,7 +61,30 @@ class StageProgress:
         self._bar.close()
 
 
-def publish_markdown(markdown_file: Path, *, key: str, description: str) -> None:
+def show_on_parent_run(artifact_id: UUID) -> None:
+    """Copy an artifact of this run onto the flow run that started it, if any (the pipeline
+    for its `train` subflow): a run's Artifacts tab lists only its own, so a user reading the
+    pipeline's run would otherwise find its family report in a subflow. The copy has the same
+    key and is made last, so it is also the latest of that key."""
+    parent = flow_run.parent_flow_run_id
+    if not parent:
+        return
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id]))
+        )
+        client.create_artifact(
+            ArtifactCreate(
+                key=artifact.key,
+                type=artifact.type,
+                description=artifact.description,
+                data=artifact.data,
+                flow_run_id=UUID(parent),
+            )
+        )
+
+
+def publish_markdown(markdown_file: Path, *, key: str, description: str) -> UUID:
     """A markdown file as an artifact, the PNGs it links beside it inlined (the UI has no
     file server), except loss curves, which each model's own artifact already shows."""
     folder = Path(markdown_file).parent
@@ -70,7 +98,7 @@ def publish_markdown(markdown_file: Path, *, key: str, description: str) -> None
         return f"![{alt}](data:image/png;base64,{data})"
 
     text = re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", inline, Path(markdown_file).read_text())
-    create_markdown_artifact(text, key=key, description=description)
+    return create_markdown_artifact(text, key=key, description=description)
 
 
 def publish_image(png: Path, *, key: str, title: str, extra_markdown: str = "") -> None:

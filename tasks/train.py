@@ -3,6 +3,7 @@
 Torch loads inside the tasks that train or evaluate, not on import: a flow that only passes
 these records on (or `prefect deploy`) does not pay for it."""
 
+import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,9 +31,10 @@ from models.records import (
     TrainedModel,
     base_promotion_decision,
     confusion_matrix,
+    gate_reasons,
 )
-from models.registry import ModelRecord, ModelRegistry
-from tasks.progress import StageProgress, publish_image, publish_markdown
+from models.registry import CHAMPION, ModelRecord, ModelRegistry
+from tasks.progress import StageProgress, publish_image, publish_markdown, show_on_parent_run
 
 # The global concurrency limit every training and evaluation holds a slot of, wherever it runs
 # (in-process or on a `gpu` worker): create it with as many slots as there are GPUs,
@@ -269,26 +271,32 @@ def publish_family_task(
     failed: list[FailedModel],
     data_dir: str,
 ) -> None:
-    """The run's registry versions, the family's evaluation table, its 9x9 confusion matrix
-    (model x label of the poems it wrote) and the family report as Prefect artifacts."""
+    """The run's registry versions, the family's evaluation in two narrow tables (fidelity;
+    fluency), its 9x9 confusion matrix (model x label of the poems it wrote) and the family
+    report as Prefect artifacts; the versions and the report also on the run that started
+    this one (the pipeline), whose page would otherwise show none of them."""
     rows = [
         {
             "emotion": r.emotion,
-            "version": r.version,
-            "aliases": ",".join(r.aliases),
-            "promotion": r.promotion,
-            "val_loss": r.metrics.get("val_loss"),
-            "train_poems": r.metrics.get("train_poems"),
-            "path": r.path,
+            "version": f"v{r.version}",
+            "champion": "yes" if CHAMPION in r.aliases else "no",
+            "val loss": _rounded(r.metrics.get("val_loss"), 2),
+            "train poems": r.metrics.get("train_poems", BLANK),
+            "why": gate_reasons(r.promotion) or BLANK,
         }
         for r in registered
     ]
-    rows += [
-        {"emotion": s.emotion, "version": None, "promotion": f"skipped: {s.reason}"}
-        for s in skipped
-    ]
-    rows += [{"emotion": f.emotion, "version": None, "promotion": "failed"} for f in failed]
-    create_table_artifact(rows, key="registry-versions", description="Models this run registered")
+    rows += [_unregistered_row(s.emotion, f"skipped: {s.reason}") for s in skipped]
+    rows += [_unregistered_row(f.emotion, f"failed: {f.reason}") for f in failed]
+    show_on_parent_run(
+        create_table_artifact(
+            rows,
+            key="registry-versions",
+            description="Models this run registered; champion: the version the emotion uses "
+            f"now; why: the promotion gate's reasons. {BLANK}: not registered (skipped or "
+            "failed). Model folders: `emoverse models`.",
+        )
+    )
 
     evaluations = {
         r.emotion: Evaluation.from_dict(r.metrics["evaluation"])
@@ -298,11 +306,19 @@ def publish_family_task(
     if not evaluations:
         return
     create_table_artifact(
-        [_evaluation_row(emotion, e) for emotion, e in evaluations.items()],
+        [_fidelity_row(emotion, e) for emotion, e in evaluations.items()],
         key="family-evaluation",
-        description="Per model: the share of its sampled poems each judge labels with its "
-        "emotion [95% interval], the base's share, perplexities and diversity; n/a where there "
-        "is nothing to measure (no test poems, or no base for the base itself)",
+        description="Per model, the share of its n sampled poems each judge labels with its "
+        "emotion [95% interval], beside the share of the base's poems; p: Fisher's exact "
+        f"one-sided test that the child's NRC share beats the base's. {BLANK}: nothing to "
+        "compare (the base itself).",
+    )
+    create_table_artifact(
+        [_fluency_row(emotion, e) for emotion, e in evaluations.items()],
+        key="family-fluency",
+        description="Per model: perplexity on its own emotion's test poems and of its sampled "
+        "poems under the base (lower: more fluent), distinct-2 (share of distinct word pairs) "
+        f"beside the base's. {BLANK}: nothing to measure (no test poems, or the base itself).",
     )
     model_rows, matrix = confusion_matrix(evaluations)
     with tempfile.TemporaryDirectory() as tmp:
@@ -316,28 +332,46 @@ def publish_family_task(
     _publish_report(data_dir)
 
 
-def _evaluation_row(emotion: str, e: Evaluation) -> dict[str, str]:
-    """One row of the family table, rounded for people."""
+BLANK = "—"  # a cell with nothing to show; each table's description says why
 
-    def share(judge: str, key: str) -> str:
-        got = e.judges.get(judge, {}).get(key)
-        return "n/a" if not got else f"{got['share']:.0%} [{got['low']:.0%}–{got['high']:.0%}]"
 
-    def number(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:,.1f}"
+def _unregistered_row(emotion: str, why: str) -> dict[str, str]:
+    blank = dict.fromkeys(("version", "champion", "val loss", "train poems"), BLANK)
+    return {"emotion": emotion, **blank, "why": why}
 
+
+def _rounded(value: float | None, digits: int = 1) -> str:
+    """A number for people; nothing measured (None, or NaN: no validation poems) is BLANK."""
+    return BLANK if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def _share(e: Evaluation, judge: str, key: str) -> str:
+    got = e.judges.get(judge, {}).get(key)
+    return BLANK if not got else f"{got['share']:.0%} [{got['low']:.0%}–{got['high']:.0%}]"
+
+
+def _fidelity_row(emotion: str, e: Evaluation) -> dict[str, str]:
+    """One model's fidelity under both judges, rounded for people."""
     p = e.judges.get("nrc", {}).get("p_value")
     return {
         "emotion": emotion,
         "n": str(e.n_samples),
-        "fidelity (NRC)": share("nrc", "fidelity"),
-        "base (NRC)": share("nrc", "base"),
-        "p": "n/a" if p is None else f"{p:.2g}",
-        "fidelity (Empath)": share("empath", "fidelity"),
-        "base (Empath)": share("empath", "base"),
-        "ppl own": number(e.perplexity.get(emotion)),
-        "ppl under base": number(e.sample_perplexity),
+        "NRC": _share(e, "nrc", "fidelity"),
+        "base (NRC)": _share(e, "nrc", "base"),
+        "p": BLANK if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}"),
+        "Empath": _share(e, "empath", "fidelity"),
+        "base (Empath)": _share(e, "empath", "base"),
+    }
+
+
+def _fluency_row(emotion: str, e: Evaluation) -> dict[str, str]:
+    """One model's perplexities and diversity, rounded for people."""
+    return {
+        "emotion": emotion,
+        "perplexity": _rounded(e.perplexity.get(emotion)),
+        "under base": _rounded(e.sample_perplexity),
         "distinct-2": f"{e.distinct_2:.2f}",
+        "base's": _rounded(e.base_distinct_2, 2),
     }
 
 
@@ -353,5 +387,9 @@ def _publish_report(data_dir: str) -> Path:
         paths.partitions,
         paths.report,
     )
-    publish_markdown(report, key="family-report", description="Does each child carry its emotion?")
+    show_on_parent_run(
+        publish_markdown(
+            report, key="family-report", description="Does each child carry its emotion?"
+        )
+    )
     return report

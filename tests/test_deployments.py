@@ -42,14 +42,59 @@ def _emit(server, event: str, resource: dict, payload: dict) -> None:
     )
 
 
+def test_the_run_forms_offer_choices_and_real_defaults():
+    """The UI builds its run form from this schema: a choice where there is one, and a
+    default shown rather than a "None" toggle wherever a setting has one."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import pipeline
+    from flows.training import train_emotion
+
+    schema = parameter_schema(pipeline).model_dump()
+    settings = schema["definitions"]["TrainingSettings"]["properties"]
+    assert settings["adapter"]["enum"] == ["full", "lora"]
+    assert settings["adapter"]["default"] == "full"
+    for name in ("foundation_epochs", "base_epochs", "child_epochs", "batch_size", "compile"):
+        assert "anyOf" not in settings[name], name  # not "a value or null"
+        assert settings[name]["default"] is not None, name
+    assert schema["properties"]["settings"]["default"]["child_epochs"] == 4
+    emotion = parameter_schema(train_emotion).model_dump()["definitions"]["Emotion"]
+    assert emotion["enum"] == list(EMOTIONS)
+
+
 @pytest.mark.slow
-def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(tmp_path, request, gutenberg_server):
+def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(
+    tmp_path, request, gutenberg_server, monkeypatch
+):
     data_dir = tmp_path / "run"
+    registry_uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+    (tmp_path / "registry").mkdir()
     database = migrated_database(request.config.cache.mkdir("prefect-server"))
     quiet = {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}  # no cron runs mid-test
     with running_server(tmp_path / "prefect", database=database, env=quiet) as server:
-        server.create_process_pool("cpu")
-        server.create_process_pool("gpu")
+        # The site's settings live on the pools, as the README says, not in any run's
+        # parameters: the scheduled runs of a deployment have none.
+        template = tmp_path / "process-pool.json"
+        server.cli(
+            "work-pool", "get-default-base-job-template", "--type", "process", "-f", str(template)
+        )
+        job = json.loads(template.read_text())
+        job["variables"]["properties"]["env"]["default"] = {
+            "EMOVERSE_GUTENBERG_MIRROR": gutenberg_server,
+            "EMOVERSE_DATA_DIR": str(data_dir),
+            "MLFLOW_TRACKING_URI": registry_uri,
+        }
+        template.write_text(json.dumps(job))
+        for pool in ("cpu", "gpu"):
+            server.cli(
+                "work-pool",
+                "create",
+                pool,
+                "--type",
+                "process",
+                "--base-job-template",
+                str(template),
+            )
         server.create_concurrency_limit("gpu", 1)  # one "GPU": trainings take turns
         t0 = time.monotonic()
         server.cli("deploy", "--all", cwd=REPO)
@@ -72,15 +117,9 @@ def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(tmp_path, request, guten
             running_worker("gpu", env=server.env, cwd=REPO, limit=2) as gpu,
         ):
             run_id = server.run_deployment(
-                "pipeline/pipeline",
-                {
-                    "data_dir": str(data_dir),
-                    "mirror": gutenberg_server,
-                    "ids": BOOKS,
-                    "settings": {"max_steps": 2, "eval_samples": 4},
-                },
+                "pipeline/pipeline", {"ids": BOOKS, "settings": {"max_steps": 2, "eval_samples": 4}}
             )
-            run = server.wait_for_flow_run(run_id, timeout=270)
+            run = server.wait_for_flow_run(run_id, timeout=600)  # two cores, shared
             logs = f"cpu worker:\n{cpu.log_tail()}\ngpu worker:\n{gpu.log_tail()}"
             assert run.state is not None and run.state.is_completed(), logs
         seconds = time.monotonic() - started
@@ -92,10 +131,19 @@ def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(tmp_path, request, guten
             for r in children:
                 assert r.state.is_completed() and r.work_pool_name == "gpu"
                 assert r.parent_task_run_id is not None  # linked to the pipeline's run
+                assert r.name == f"train-{r.parameters['emotion']}"
+                # Waiting for the gpu worker (two at a time) is queued, not Late.
+                states = [st.name for st in client.read_flow_run_states(r.id)]
+                assert "Late" not in states and "AwaitingGPU" in states, states
+            names = {r.name for r in client.read_flow_runs(limit=200)}
+            assert {f"pipeline-{len(BOOKS)} books", f"ingest-{len(BOOKS)} books"} <= names
+            assert {"tag", "train-base"} <= names
             from prefect.events.filters import EventFilter, EventNameFilter
 
             ours = EventFilter(event=EventNameFilter(prefix=["emoverse."]))
             emitted = client.read_events(filter=ours, limit=50).events
+        assert (data_dir / "poems" / "poems.parquet").is_file()  # the pool's data dir
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_uri)  # the pool's registry
         registry = ModelRegistry.for_data_dir(data_dir)
         records = {label: registry.current(label)[0] for label in LABELS}
         assert all(r.version == 1 for r in records.values())
@@ -105,7 +153,9 @@ def test_the_deployed_pipeline_fans_out_to_the_gpu_pool(tmp_path, request, guten
             assert records[emotion].promotion.startswith("not promoted") != promoted
 
         with server.client() as client:  # this server has seen this run's tree only
-            keys = {a.key for a in client.read_artifacts()}
+            keys = {a.key for a in client.read_artifacts(limit=200)}
+        # The pipeline's own page shows the family's versions and report.
+        assert {"registry-versions", "family-report"} <= {a.key for a in server.artifacts(run_id)}
         assert {
             "label-distribution",
             "label-distribution-chart",

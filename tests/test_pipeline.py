@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     )
     out = train(str(data_dir), settings)
     assert smallest in out["skipped"]
-    assert f"fewer than --min-poems {train_poems + 1}" in out["skipped"][smallest]
+    assert f"fewer than min_poems = {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
     # The skipped emotion keeps its versions; the others got a new one.
     assert [r.version for r in registry.list(smallest)] == before[smallest]
@@ -213,11 +214,28 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     assert "worse than the champion's" in base.promotion
     assert "champion" not in joy.aliases
     assert joy.promotion.startswith("not promoted")
+
     # This run's children are LoRA adapters on the new base; the base is a full model.
     assert (Path(joy.path) / "adapter_config.json").exists()
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
     config = read_card_metadata(joy.path)["training_config"]
     assert (config["batch_size"], config["block_size"], config["adapter"]) == (4, 64, "lora")
+
+
+def test_too_few_neutral_poems_name_the_setting_as_each_caller_does(pipeline_run, capsys):
+    """The flow's message names the parameter as the UI's run form does; the CLI its flag."""
+    from emoverse.errors import SettingError
+
+    data_dir, result = pipeline_run
+    too_many = result["partitions"]["neutral"] + 1
+    with pytest.raises(SettingError) as caught:
+        train(str(data_dir), SETTINGS.model_copy(update={"min_poems": too_many}))
+    assert str(caught.value).startswith(f"min_poems is {too_many}: no neutral base to train")
+    assert "--" not in str(caught.value)
+    argv = ["train", "--data-dir", str(data_dir), "--min-poems", str(too_many)]
+    assert cli.main([*argv, "--max-steps", "3", "--eval-samples", "4"]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"emoverse: error: --min-poems is {too_many}: no neutral base to train" in err
 
 
 def _digest(path) -> str:
@@ -307,9 +325,41 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     report = by_key["family-report"]
     assert report.type == "markdown" and "does each child carry its emotion" in report.data
     assert report.data.count("data:image/png;base64,") >= 3  # fidelity and two matrices
-    evaluation = by_key["family-evaluation"]
-    rows = json.loads(evaluation.data)
-    assert {"fidelity (NRC)", "base (NRC)", "p", "fidelity (Empath)"} <= set(rows[0])
+    # Narrow tables of numbers rounded for people; a blank cell is "—", explained.
+    fidelity = {r["emotion"]: r for r in json.loads(by_key["family-evaluation"].data)}
+    columns = ["emotion", "n", "NRC", "base (NRC)", "p", "Empath", "base (Empath)"]
+    assert list(fidelity["joy"]) == columns
+    assert re.fullmatch(r"\d+% \[\d+%–\d+%\]", fidelity["joy"]["NRC"])
+    assert (
+        fidelity["neutral"]["base (NRC)"] == "—"
+        and "—: " in by_key["family-evaluation"].description
+    )
+    fluency = {r["emotion"]: r for r in json.loads(by_key["family-fluency"].data)}
+    assert re.fullmatch(r"[\d,]+\.\d", fluency["neutral"]["perplexity"])
+    assert fluency["neutral"]["base's"] == "—"
+    versions = json.loads(by_key["registry-versions"].data)
+    assert all("not promoted" not in r["why"] for r in versions)  # said once, by "champion"
+    assert all(re.fullmatch(r"\d+\.\d\d|—", r["val loss"]) for r in versions), versions
+
+    # The pipeline's own page carries the family's versions and report, and its subflows
+    # and children are named for what they do.
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        (run,) = [
+            r
+            for r in client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"]))
+            )
+            if r.state.is_completed()
+        ]
+        names = {r.name for r in client.read_flow_runs(limit=200)}
+    on_pipeline = {a.key for a in artifacts if a.flow_run_id == run.id}
+    assert {"registry-versions", "family-report"} <= on_pipeline
+    assert run.name == f"pipeline-{len(BOOKS)} books"
+    assert {f"ingest-{len(BOOKS)} books", "tag", "train-base"} | {
+        f"train-{e}" for e in LABELS[:-1]
+    } <= names
 
 
 def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsys, tmp_path):

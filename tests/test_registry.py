@@ -170,6 +170,20 @@ def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path)
     assert record.version == 1 and record.aliases == []
     assert record.promotion == "fidelity 0.10 does not beat the base's 0.12"
     assert "no champion" in warning and "v1" in warning and "does not beat" in warning
+    # The gate's own reasons start "not promoted: "; the warning says so once, not twice.
+    registry.register(
+        "disgust",
+        _folder(tmp_path, "d2"),
+        metrics={},
+        parent="p",
+        data_fingerprint="y",
+        promote=False,
+        promotion="not promoted: perplexity 9.0 is not below base 8.0",
+    )
+    _, warning = registry.current("disgust")
+    assert warning.endswith("v2, which was not promoted (perplexity 9.0 is not below base 8.0)"), (
+        warning
+    )
     registry.promote("disgust", 1)
     assert registry.current("disgust") == (registry.get("disgust"), None)
     with pytest.raises(NoModelError):

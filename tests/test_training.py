@@ -168,7 +168,7 @@ def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_pa
         min_poems=too_many,
     )
     assert isinstance(skipped, SkippedModel)
-    assert f"fewer than --min-poems {too_many}" in skipped.reason
+    assert skipped.reason.endswith(f"fewer than min_poems = {too_many}")  # the field's name
 
 
 RESUMABLE_RUN = """
@@ -291,10 +291,30 @@ def test_a_lora_child_is_small_and_loads_like_a_full_one(init_dir, sonnets, tmp_
 def test_unknown_settings_fail_clearly():
     from emoverse.errors import EmoverseError
 
-    with pytest.raises(EmoverseError, match="adapter: input should be 'lora', got 'qlora'"):
+    with pytest.raises(EmoverseError, match="adapter should be 'lora', got 'qlora'"):
         QUICK.with_overrides(adapter="qlora")
     with pytest.raises(EmoverseError, match=r"unknown training setting.*bach_size"):
         QUICK.with_overrides(bach_size=4)
+
+
+def test_a_bad_setting_is_named_by_its_field_and_the_cli_names_its_flag(tmp_path, capsys):
+    from pydantic import ValidationError
+
+    from apps import cli
+    from models.config import TrainingSettings, setting_error
+
+    with pytest.raises(ValidationError) as caught:
+        TrainingSettings(batch_size=0)
+    # What a flow (and so the UI) says: the field, as the run form names it.
+    assert str(setting_error(caught.value)) == (
+        "batch_size should be greater than or equal to 1, got 0"
+    )
+    # The CLI says the same with its flag.
+    argv = ["train", "--batch-size", "0", "--data-dir", str(tmp_path / "run")]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (
+        "emoverse: error: --batch-size should be greater than or equal to 1, got '0'\n"
+    )
 
 
 def test_a_stage_trains_data_parallel_under_torchrun(gutenberg_dir, init_dir, tmp_path):
