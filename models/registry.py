@@ -261,6 +261,7 @@ class ModelRegistry:
         Idempotent: a folder already registered returns its existing version untouched, so a
         retried or cached run never adds a duplicate (nor takes the alias back after a
         rollback)."""
+        import mlflow.transformers  # noqa: F401  (seconds to import: not while holding the lock)
         from mlflow.exceptions import MlflowException
 
         from models.generate import check_safetensors_only
@@ -271,8 +272,6 @@ class ModelRegistry:
         folder = Path(model_dir).resolve()
         relative = self._relative(folder)
         weights = json.dumps(recorded_digests(folder) or weight_digests(folder))
-        import mlflow.transformers  # noqa: F401  (seconds to import: not while holding the lock)
-
         check_safetensors_only(folder)  # what would not be served is not registered either
         if not (folder / "config.json").is_file():
             raise EmoverseError(f"{folder} is not a model folder (no config.json) to register")
