@@ -266,15 +266,17 @@ class ModelRegistry:
 
         from models.generate import check_safetensors_only
         from models.mlflow_log import card_params, log_model_folder, saved_history
-        from models.modeling import recorded_digests, weight_digests
+        from models.modeling import ADAPTER_CONFIG, recorded_digests, weight_digests
 
         name = model_name(check_label(emotion))
         folder = Path(model_dir).resolve()
         relative = self._relative(folder)
         weights = json.dumps(recorded_digests(folder) or weight_digests(folder))
         check_safetensors_only(folder)  # what would not be served is not registered either
-        if not (folder / "config.json").is_file():
-            raise EmoverseError(f"{folder} is not a model folder (no config.json) to register")
+        if not any((folder / f).is_file() for f in ("config.json", ADAPTER_CONFIG)):
+            raise EmoverseError(
+                f"{folder} is not a model folder (no config.json or {ADAPTER_CONFIG}) to register"
+            )
         with self._write_lock():
             if existing := self._version_with_source(name, str(folder), relative):
                 mv = self._client.get_model_version(name, str(existing))

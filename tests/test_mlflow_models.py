@@ -146,3 +146,30 @@ def test_a_moved_data_dir_is_relinked_by_the_next_writer(trained, data, tmp_path
     assert Path(MlflowClient().get_model_version("emoverse-joy", "2").source).is_relative_to(
         moved.resolve()
     )
+
+
+def test_a_lora_child_is_logged_merged(trained, data, monkeypatch):
+    """An adapter folder names its base by path; the logged model is the merged model, so
+    stock MLflow loads it without PEFT or the base's folder."""
+    lora = QUICK.with_overrides(adapter="lora", learning_rate=3e-2)
+    folder = data / "models" / "trust" / "run-1"
+    save_model(
+        fine_tune(trained, POEMS, [], lora),
+        folder,
+        emotion="trust",
+        parent="emoverse-neutral v1",
+        data_fingerprint="f",
+        config=lora,
+    )
+    record = ModelRegistry.for_data_dir(data).register(
+        "trust", folder, metrics={}, parent="emoverse-neutral v1", data_fingerprint="f"
+    )
+    logged = Path(
+        MlflowClient(f"sqlite:///{data}/registry/mlflow.db")
+        .get_logged_model(record.model_id)
+        .artifact_location
+    )
+    assert (logged / "model" / "model.safetensors").is_file()
+    assert not (logged / "model" / "adapter_config.json").exists()
+    _stock(monkeypatch, data)
+    assert mlflow.pyfunc.load_model("models:/emoverse-trust@champion").predict(["O"])[0]
