@@ -173,3 +173,18 @@ def test_a_lora_child_is_logged_merged(trained, data, monkeypatch):
     assert not (logged / "model" / "adapter_config.json").exists()
     _stock(monkeypatch, data)
     assert mlflow.pyfunc.load_model("models:/emoverse-trust@champion").predict(["O"])[0]
+
+
+def test_a_folder_trained_again_takes_its_logged_model_along(data, scratch_model):
+    """A damaged folder is removed and trained again under the same name: re-registering
+    it keeps the version and points the logged model's weights at the new files."""
+    registry = ModelRegistry.for_data_dir(data)
+    record = registry.get("joy")
+    folder = Path(record.path)
+    shutil.rmtree(folder)
+    link_model(scratch_model, folder)  # other weights, same folder
+    again = registry.register("joy", folder, metrics={}, parent="p", data_fingerprint="f")
+    assert again.version == record.version and again.weights != record.weights
+    source = MlflowClient(registry.uri).get_model_version("emoverse-joy", "1").source
+    logged = Path(source) / "model" / "model.safetensors"
+    assert logged.stat().st_ino == (folder / "model.safetensors").stat().st_ino
