@@ -283,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="give the champion back to the version before (needs --emotion)",
     )
+    change.add_argument(
+        "--relink",
+        action="store_true",
+        help="after moving or copying the data dir: point the registry's stored MLflow "
+        "locations at this data dir (any writing command does it too)",
+    )
     report = sub.add_parser(
         "report",
         parents=[data],
@@ -526,6 +532,8 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
     writes = args.promote is not None or args.rollback
     if writes and emotion is None:
         raise EmoverseError("--promote and --rollback need --emotion")
+    if args.relink:
+        return _relink(data_dir)
     if not writes and not os.environ.get("MLFLOW_TRACKING_URI"):
         if not data_dir.is_dir():
             raise EmoverseError(f"data dir {data_dir} does not exist; run `emoverse run` first")
@@ -582,6 +590,24 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         "shares: fidelity [95% Wilson interval] of n sampled poems (human: of n readers' "
         "guesses); `emoverse report` explains them"
     )
+    return 0
+
+
+def _relink(data_dir: Path) -> int:
+    from models.registry import ModelRegistry
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        raise EmoverseError(
+            "--relink is for the sqlite registry under a data dir; unset MLFLOW_TRACKING_URI"
+        )
+    if not RunPaths(data_dir).registry_db.is_file():
+        raise EmoverseError(f"no model registry under {data_dir}; nothing to relink")
+    registry = ModelRegistry.for_data_dir(data_dir)  # a writer relinks on opening
+    if registry.relinked is None:
+        print(f"the registry's locations already name {data_dir}; nothing changed")
+    else:
+        old, count = registry.relinked
+        print(f"relinked {count} stored locations from {old} to {registry.data_dir}")
     return 0
 
 

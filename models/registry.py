@@ -1,15 +1,22 @@
 """The per-emotion model registry: one MLflow registered model `emoverse-<emotion>` per label,
-each version pointing at a Hugging Face model folder, the current one under alias `champion`.
+the current version under alias `champion`.
 
-sqlite under `<data-dir>/registry/` by default; `MLFLOW_TRACKING_URI` points every flow, CLI
-and API at a shared tracking server instead.
+Each version is a stock MLflow model (`models/mlflow_log.py`): an MLflow run of experiment
+`emoverse` with the training settings, metrics and evaluation, and a transformers-flavour
+LoggedModel, so `mlflow.transformers.load_model("models:/emoverse-joy@champion")` and
+`mlflow.pyfunc.load_model(...)` work. The project's own lookups (`ModelRecord.path`) use the
+Hugging Face folder the version was registered from (kept in a tag): that folder is the
+version's identity, where its checkpoints, card and evaluation cache live.
+
+sqlite under `<data-dir>/registry/` by default, artifacts under `<data-dir>/registry/artifacts/`;
+`MLFLOW_TRACKING_URI` points every flow, CLI and API at a shared tracking server instead.
 """
 
 import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +35,9 @@ PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
 HUMAN_TAG = "human_accuracy"  # readers' blind guesses: a Share as JSON
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
 RELATIVE_TAG = "relative_path"  # the folder under the data dir (sqlite registries there)
+FOLDER_TAG = "folder"  # the folder's absolute path (registries not under a data dir)
+MODEL_ID_TAG = "model_id"  # the LoggedModel: `models:/<model_id>` (sqlite keeps no link)
+ARTIFACTS_DIR = "artifacts"  # beside a sqlite database: the runs' and models' artifacts
 WEIGHTS_TAG = "weights"  # {file: {size, sha256}} of the folder's weights at registration
 # A remote tracking server that does not answer must fail in seconds, not minutes: MLflow's
 # own settings, unless the environment sets them.
@@ -54,6 +64,8 @@ class ModelRecord:
     human_accuracy: dict[str, Any] | None = None
     # The weights recorded at registration ({file: {size, sha256}}), checked on load
     weights: dict[str, Any] | None = None
+    run_id: str = ""  # the MLflow run that logged it ("" for versions from before runs)
+    model_id: str = ""  # its LoggedModel, `models:/<model_id>`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +131,8 @@ class ModelRegistry:
         self.uri = uri
         self.read_only = read_only
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self.relinked: tuple[Path, int] | None = None  # (the data dir it named, locations)
+        self._experiment_id: str | None = None
         scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
         if scheme in ("http", "https", "databricks"):
             for name, value in REMOTE_DEFAULTS.items():
@@ -131,7 +145,9 @@ class ModelRegistry:
             # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
             with self._write_lock():
                 if uri.startswith("sqlite:///"):
-                    _check_sqlite(Path(uri.removeprefix("sqlite:///")))
+                    _check_sqlite(self._db)
+                    if not read_only and self._db.is_file():
+                        self._relink_if_moved()
                 self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 if uri.startswith("sqlite:///"):
                     self._client.search_registered_models(max_results=1)  # opens the store
@@ -139,6 +155,44 @@ class ModelRegistry:
             raise
         except Exception as exc:
             raise self._unreadable(exc) from None
+
+    @property
+    def _db(self) -> Path:
+        return Path(self.uri.removeprefix("sqlite:///"))
+
+    @property
+    def _home(self) -> Path:
+        """What a sqlite registry's stored locations lie under: the data dir, else the
+        database's folder."""
+        return self.data_dir if self.data_dir is not None else self._db.resolve().parent
+
+    def _relink_if_moved(self) -> None:
+        """A data dir moved or copied elsewhere keeps working for stock MLflow loaders too:
+        locations naming the old data dir are rewritten to this one (`emoverse models
+        --relink` does it explicitly)."""
+        from models.relink import relink, stored_home
+
+        artifacts = self._db.resolve().parent / ARTIFACTS_DIR
+        old = stored_home(self._db, self._home, artifacts)
+        if old is not None and old != self._home:
+            self.relinked = (old, relink(self._db, old, self._home))
+
+    def _experiment(self) -> str:
+        """The `emoverse` experiment's id, created on first use; a sqlite registry keeps its
+        artifacts beside its database (not ./mlruns wherever the process started)."""
+        from models.mlflow_log import EXPERIMENT
+
+        if self._experiment_id is None:
+            found = self._client.get_experiment_by_name(EXPERIMENT)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            else:
+                local = self.uri.startswith("sqlite:///")
+                location = str(self._db.resolve().parent / ARTIFACTS_DIR) if local else None
+                self._experiment_id = self._client.create_experiment(
+                    EXPERIMENT, artifact_location=location
+                )
+        return self._experiment_id
 
     def _unreadable(self, exc: BaseException) -> EmoverseError:
         text = str(exc).strip()
@@ -196,25 +250,39 @@ class ModelRegistry:
         data_fingerprint: str,
         promote: bool = True,
         promotion: str = "",
+        params: Mapping[str, Any] | None = None,
+        history: Mapping[str, Sequence[tuple[int, float]]] | None = None,
     ) -> ModelRecord:
-        """Add `model_dir` as a new version of the emotion's model; make it champion if
-        `promote`. `promotion` records why it was (or was not) promoted.
+        """Log `model_dir` (a Hugging Face model folder) as an MLflow run and model and add it
+        as a new version of the emotion's model; make it champion if `promote`. `promotion`
+        records why it was (or was not) promoted. `params` (default: the training settings in
+        the folder's card) become the run's params, the numbers in `metrics` its metrics, and
+        `history` (default: the folder's `training_history.json`) its loss curves.
 
         Idempotent: a folder already registered returns its existing version untouched, so a
         retried or cached run never adds a duplicate (nor takes the alias back after a
         rollback)."""
+        import mlflow.transformers  # noqa: F401  (seconds to import: not while holding the lock)
         from mlflow.exceptions import MlflowException
 
-        from models.modeling import recorded_digests, weight_digests
+        from models.generate import check_safetensors_only
+        from models.mlflow_log import card_params, log_model_folder, saved_history
+        from models.modeling import ADAPTER_CONFIG, recorded_digests, weight_digests
 
         name = model_name(check_label(emotion))
-        source = str(Path(model_dir).resolve())
-        relative = self._relative(Path(model_dir))
-        weights = json.dumps(recorded_digests(Path(model_dir)) or weight_digests(Path(model_dir)))
+        folder = Path(model_dir).resolve()
+        relative = self._relative(folder)
+        weights = json.dumps(recorded_digests(folder) or weight_digests(folder))
+        check_safetensors_only(folder)  # what would not be served is not registered either
+        if not any((folder / f).is_file() for f in ("config.json", ADAPTER_CONFIG)):
+            raise EmoverseError(
+                f"{folder} is not a model folder (no config.json or {ADAPTER_CONFIG}) to register"
+            )
         with self._write_lock():
-            if existing := self._version_with_source(name, source, relative):
+            if existing := self._version_with_source(name, str(folder), relative):
                 mv = self._client.get_model_version(name, str(existing))
                 if (mv.tags or {}).get(WEIGHTS_TAG) != weights:  # trained again after damage
+                    self._relink_weights(mv, folder)
                     self._client.set_model_version_tag(name, str(existing), WEIGHTS_TAG, weights)
                 return self.get(emotion, version=existing)
             try:
@@ -222,16 +290,31 @@ class ModelRegistry:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
+            lineage = {"emotion": emotion, "parent": parent, "data_fingerprint": data_fingerprint}
+            logged = log_model_folder(
+                self._client,
+                self._experiment(),
+                name,
+                folder,
+                metrics=metrics,
+                params=card_params(folder) if params is None else params,
+                history=saved_history(folder) if history is None else history,
+                tags={**lineage, **({RELATIVE_TAG: relative} if relative else {})},
+            )
             version = self._client.create_model_version(
                 name,
-                source=source,
+                # The model's own location rather than `models:/<model_id>`: MLflow's sqlite
+                # store resolves the latter through the process-wide tracking URI.
+                source=logged.artifact_location,
+                run_id=logged.run_id,
+                model_id=logged.model_id,
                 tags={
-                    "emotion": emotion,
-                    "parent": parent,
-                    "data_fingerprint": data_fingerprint,
+                    **lineage,
                     "metrics": json.dumps(metrics),
                     PROMOTION_TAG: promotion,
                     WEIGHTS_TAG: weights,
+                    FOLDER_TAG: str(folder),
+                    MODEL_ID_TAG: logged.model_id,
                     **({RELATIVE_TAG: relative} if relative else {}),
                 },
             )
@@ -239,12 +322,22 @@ class ModelRegistry:
                 self._set_champion(name, int(version.version))
         return self.get(emotion, version=int(version.version))
 
+    def _relink_weights(self, mv: Any, folder: Path) -> None:
+        """A folder trained again (its weights were damaged) under the same name: the logged
+        model's weights follow it, where they are local links or copies."""
+        from models.mlflow_log import is_local, link_weights, local_path
+
+        if (mv.tags or {}).get(MODEL_ID_TAG) and is_local(mv.source):
+            model_dir = local_path(mv.source) / "model"
+            if model_dir.is_dir():
+                link_weights(folder, model_dir)
+
     def _version_with_source(self, name: str, source: str, relative: str | None) -> int | None:
         for mv in self._client.search_model_versions(f"name = '{name}'"):
             tags = mv.tags or {}
             if relative and tags.get(RELATIVE_TAG) == relative:
                 return int(mv.version)
-            if self._resolve(mv.source, tags.get(RELATIVE_TAG)) == source:
+            if self._folder(mv) == source:
                 return int(mv.version)
         return None
 
@@ -358,8 +451,14 @@ class ModelRegistry:
             )
         return records
 
+    def _folder(self, mv: Any) -> str:
+        """The Hugging Face folder a version was registered from (older versions: their
+        source), read under the current data dir."""
+        tags = mv.tags or {}
+        return self._resolve(tags.get(FOLDER_TAG) or mv.source, tags.get(RELATIVE_TAG))
+
     def _record(self, mv: Any, aliases: "list[str] | None" = None) -> ModelRecord:
-        return _record(mv, aliases, self._resolve(mv.source, (mv.tags or {}).get(RELATIVE_TAG)))
+        return _record(mv, aliases, self._folder(mv))
 
 
 for _name in ("register", "record_human_accuracy", "promote", "rollback", "get", "current", "list"):
@@ -380,4 +479,6 @@ def _record(mv: Any, aliases: list[str] | None, path: str) -> ModelRecord:
         promotion=tags.get(PROMOTION_TAG, ""),
         human_accuracy=json.loads(tags[HUMAN_TAG]) if HUMAN_TAG in tags else None,
         weights=json.loads(tags[WEIGHTS_TAG]) if tags.get(WEIGHTS_TAG) else None,
+        run_id=mv.run_id or "",
+        model_id=tags.get(MODEL_ID_TAG, ""),
     )

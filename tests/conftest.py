@@ -189,3 +189,21 @@ def scripted_mirror() -> Iterator[ScriptedMirror]:
         host, port = server.server_address[:2]
         mirror.url = f"http://{host}:{port}"
         yield mirror
+
+
+@pytest.fixture(scope="session")
+def scratch_model(tmp_path_factory) -> Path:
+    """One real, untrained `scratch:tiny` model folder (safetensors, tokenizer, card-less):
+    what the registry logs as an MLflow model. Copy it with `link_model`."""
+    from models.modeling import build_scratch_model
+
+    texts = ["Shall I compare thee to a summer's day?\nThou art more lovely and more temperate"]
+    return build_scratch_model("scratch:tiny", texts * 50, tmp_path_factory.mktemp("scratch") / "m")
+
+
+def link_model(model: Path, folder: Path) -> Path:
+    """A copy of a model folder whose files are hard links (no bytes copied)."""
+    import shutil
+
+    shutil.copytree(model, folder, copy_function=os.link)
+    return folder

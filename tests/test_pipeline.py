@@ -386,3 +386,20 @@ def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsy
     missing = tmp_path / "nothing-here"
     assert cli.main(["report", "--data-dir", str(missing)]) == cli.EXIT_BAD_INPUT
     assert "does not exist" in capsys.readouterr().err and not missing.exists()
+
+
+def test_every_version_is_a_stock_mlflow_model(pipeline_run, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    data_dir, _ = pipeline_run
+    registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
+    client = MlflowClient(registry.uri)
+    for record in registry.list():
+        run = client.get_run(record.run_id)
+        assert {"learning_rate", "batch_size"} <= set(run.data.params)
+        assert run.data.metrics["evaluation.fidelity"] == record.metrics["evaluation"]["fidelity"]
+        assert "evaluation.json" in {a.path for a in client.list_artifacts(record.run_id)}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    poems = mlflow.pyfunc.load_model("models:/emoverse-neutral@champion").predict(["The rose"])
+    assert len(poems) == 1 and poems[0].startswith("The rose")

@@ -1,8 +1,10 @@
-"""The per-emotion registry on a real MLflow sqlite database."""
+"""The per-emotion registry on a real MLflow sqlite database, with real (tiny, untrained)
+model folders: every version is logged as an MLflow model."""
 
 import pytest
+from conftest import link_model
 
-from emoverse.errors import NoModelError, UnknownEmotionError
+from emoverse.errors import EmoverseError, NoModelError, UnknownEmotionError
 from models.registry import CHAMPION, ModelRegistry
 
 
@@ -12,24 +14,24 @@ def registry(tmp_path, monkeypatch):
     return ModelRegistry.for_data_dir(tmp_path)
 
 
-def _folder(tmp_path, name):
-    path = tmp_path / name
-    path.mkdir()
-    return path
+@pytest.fixture
+def model_folder(scratch_model):
+    """model_folder(tmp_path, name): a model folder there (the scratch model, hard-linked)."""
+    return lambda tmp_path, name: link_model(scratch_model, tmp_path / name)
 
 
-def test_register_then_look_up_the_champion(registry, tmp_path):
+def test_register_then_look_up_the_champion(registry, tmp_path, model_folder):
     assert registry.uri == f"sqlite:///{tmp_path.resolve()}/registry/mlflow.db"
     v1 = registry.register(
         "joy",
-        _folder(tmp_path, "j1"),
+        model_folder(tmp_path, "j1"),
         metrics={"val_loss": 4.2},
         parent="emoverse-neutral v1",
         data_fingerprint="abc",
     )
     v2 = registry.register(
         "joy",
-        _folder(tmp_path, "j2"),
+        model_folder(tmp_path, "j2"),
         metrics={"val_loss": 4.0},
         parent="emoverse-neutral v1",
         data_fingerprint="abd",
@@ -42,20 +44,27 @@ def test_register_then_look_up_the_champion(registry, tmp_path):
     assert registry.get("joy", version=1).path == str(tmp_path / "j1")
 
 
-def test_unpromoted_version_leaves_the_champion(registry, tmp_path):
-    registry.register("fear", _folder(tmp_path, "f1"), metrics={}, parent="p", data_fingerprint="x")
+def test_unpromoted_version_leaves_the_champion(registry, tmp_path, model_folder):
     registry.register(
-        "fear", _folder(tmp_path, "f2"), metrics={}, parent="p", data_fingerprint="y", promote=False
+        "fear", model_folder(tmp_path, "f1"), metrics={}, parent="p", data_fingerprint="x"
+    )
+    registry.register(
+        "fear",
+        model_folder(tmp_path, "f2"),
+        metrics={},
+        parent="p",
+        data_fingerprint="y",
+        promote=False,
     )
     assert registry.get("fear").version == 1
     listed = registry.list("fear")
     assert [(r.version, r.aliases) for r in listed] == [(1, [CHAMPION]), (2, [])]
 
 
-def test_list_covers_every_emotion_in_label_order(registry, tmp_path):
+def test_list_covers_every_emotion_in_label_order(registry, tmp_path, model_folder):
     for emotion in ("trust", "anger", "neutral"):
         registry.register(
-            emotion, _folder(tmp_path, emotion), metrics={}, parent="p", data_fingerprint="x"
+            emotion, model_folder(tmp_path, emotion), metrics={}, parent="p", data_fingerprint="x"
         )
     assert [r.emotion for r in registry.list()] == ["anger", "trust", "neutral"]
 
@@ -67,17 +76,21 @@ def test_missing_and_unknown_emotions_fail_clearly(registry):
         registry.get("happiness")
 
 
-def test_a_second_client_sees_the_same_registry(registry, tmp_path):
+def test_a_second_client_sees_the_same_registry(registry, tmp_path, model_folder):
     registry.register(
-        "surprise", _folder(tmp_path, "s1"), metrics={}, parent="p", data_fingerprint="x"
+        "surprise", model_folder(tmp_path, "s1"), metrics={}, parent="p", data_fingerprint="x"
     )
     assert ModelRegistry.for_data_dir(tmp_path).get("surprise").version == 1
 
 
-def test_promote_and_roll_back_the_champion(registry, tmp_path):
+def test_promote_and_roll_back_the_champion(registry, tmp_path, model_folder):
     for i in (1, 2, 3):
         registry.register(
-            "trust", _folder(tmp_path, f"t{i}"), metrics={}, parent="p", data_fingerprint=str(i)
+            "trust",
+            model_folder(tmp_path, f"t{i}"),
+            metrics={},
+            parent="p",
+            data_fingerprint=str(i),
         )
     assert registry.get("trust").version == 3
     assert registry.promote("trust", 1).version == 1
@@ -91,18 +104,18 @@ def test_promote_and_roll_back_the_champion(registry, tmp_path):
 
 
 REGISTER_ONE = """
-import sys
+import os, shutil, sys
 from pathlib import Path
 from models.registry import ModelRegistry
 data_dir, emotion, folder = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-folder.mkdir()
+shutil.copytree(sys.argv[4], folder, copy_function=os.link)
 ModelRegistry.for_data_dir(data_dir).register(
     emotion, folder, metrics={}, parent="p", data_fingerprint=folder.name
 )
 """
 
 
-def test_eight_processes_registering_at_once_lose_nothing(tmp_path):
+def test_eight_processes_registering_at_once_lose_nothing(tmp_path, scratch_model):
     """The fan-out's children finish together: each registers from its own process, on a
     database that none of them has created yet."""
     import subprocess
@@ -111,7 +124,15 @@ def test_eight_processes_registering_at_once_lose_nothing(tmp_path):
     emotions = ["joy", "fear"] * 4
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", REGISTER_ONE, str(tmp_path), emotion, str(tmp_path / f"m{i}")],
+            [
+                sys.executable,
+                "-c",
+                REGISTER_ONE,
+                str(tmp_path),
+                emotion,
+                str(tmp_path / f"m{i}"),
+                str(scratch_model),
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -127,12 +148,16 @@ def test_eight_processes_registering_at_once_lose_nothing(tmp_path):
         assert registry.get(emotion).version == 4
 
 
-def test_cli_promotes_and_rolls_back(registry, tmp_path, capsys):
+def test_cli_promotes_and_rolls_back(registry, tmp_path, capsys, model_folder):
     from apps import cli
 
     for i in (1, 2):
         registry.register(
-            "anger", _folder(tmp_path, f"a{i}"), metrics={}, parent="p", data_fingerprint=str(i)
+            "anger",
+            model_folder(tmp_path, f"a{i}"),
+            metrics={},
+            parent="p",
+            data_fingerprint=str(i),
         )
     base = ["models", "--data-dir", str(tmp_path), "--emotion", "anger"]
     assert cli.main([*base, "--promote", "1"]) == 0
@@ -143,11 +168,11 @@ def test_cli_promotes_and_rolls_back(registry, tmp_path, capsys):
     assert "need --emotion" in capsys.readouterr().err
 
 
-def test_registering_the_same_folder_again_returns_its_version(registry, tmp_path):
-    folder = _folder(tmp_path, "a1")
+def test_registering_the_same_folder_again_returns_its_version(registry, tmp_path, model_folder):
+    folder = model_folder(tmp_path, "a1")
     first = registry.register("anger", folder, metrics={}, parent="p", data_fingerprint="x")
     registry.register(
-        "anger", _folder(tmp_path, "a2"), metrics={}, parent="p", data_fingerprint="y"
+        "anger", model_folder(tmp_path, "a2"), metrics={}, parent="p", data_fingerprint="y"
     )
     registry.rollback("anger")
     again = registry.register("anger", folder, metrics={}, parent="p", data_fingerprint="x")
@@ -156,10 +181,10 @@ def test_registering_the_same_folder_again_returns_its_version(registry, tmp_pat
     assert registry.get("anger").version == 1  # a cached rerun leaves the rollback alone
 
 
-def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path):
+def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path, model_folder):
     registry.register(
         "disgust",
-        _folder(tmp_path, "d1"),
+        model_folder(tmp_path, "d1"),
         metrics={},
         parent="p",
         data_fingerprint="x",
@@ -193,21 +218,20 @@ def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path)
 # --- hardening (issue 15) ----------------------------------------------------------------------
 
 
-def _registered_data_dir(tmp_path, name="data"):
+def _registered_data_dir(tmp_path, model, name="data"):
     data = tmp_path / name
-    folder = data / "models" / "joy" / "run-1"
-    folder.mkdir(parents=True)
+    folder = link_model(model, data / "models" / "joy" / "run-1")
     ModelRegistry.for_data_dir(data).register(
         "joy", folder, metrics={}, parent="p", data_fingerprint="x"
     )
     return data
 
 
-def test_a_copied_data_dir_uses_its_own_models(tmp_path, monkeypatch):
+def test_a_copied_data_dir_uses_its_own_models(tmp_path, monkeypatch, scratch_model):
     import shutil
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    original = _registered_data_dir(tmp_path)
+    original = _registered_data_dir(tmp_path, scratch_model)
     copy = tmp_path / "copy"
     shutil.copytree(original, copy)
     path = ModelRegistry.for_data_dir(copy, read_only=True).get("joy").path
@@ -215,7 +239,7 @@ def test_a_copied_data_dir_uses_its_own_models(tmp_path, monkeypatch):
     # A version registered with only an absolute path (before relative paths) whose folder
     # moved with its data dir resolves under the data dir it is read from.
     old = ModelRegistry(f"sqlite:///{original.resolve()}/registry/mlflow.db")
-    (original / "models" / "joy" / "run-2").mkdir()
+    link_model(scratch_model, original / "models" / "joy" / "run-2")
     old.register(
         "joy", original / "models" / "joy" / "run-2", metrics={}, parent="p", data_fingerprint="y"
     )
@@ -226,7 +250,7 @@ def test_a_copied_data_dir_uses_its_own_models(tmp_path, monkeypatch):
     )
 
 
-def test_read_commands_create_nothing(tmp_path, monkeypatch, capsys):
+def test_read_commands_create_nothing(tmp_path, monkeypatch, capsys, scratch_model):
     from apps import cli
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -235,7 +259,7 @@ def test_read_commands_create_nothing(tmp_path, monkeypatch, capsys):
         assert cli.main([*argv, "--data-dir", str(missing)]) == cli.EXIT_BAD_INPUT
         assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
-    data = _registered_data_dir(tmp_path)
+    data = _registered_data_dir(tmp_path, scratch_model)
     (data / "registry" / "mlflow.db.lock").unlink()
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
     assert cli.main(["models", "--data-dir", str(data)]) == 0  # a reader takes no lock
@@ -255,11 +279,13 @@ def test_read_commands_create_nothing(tmp_path, monkeypatch, capsys):
     ],
     ids=["truncated", "garbled", "not-sqlite"],
 )
-def test_a_damaged_registry_database_is_one_line(tmp_path, monkeypatch, capsys, damage):
+def test_a_damaged_registry_database_is_one_line(
+    tmp_path, monkeypatch, capsys, damage, scratch_model
+):
     from apps import cli
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    data = _registered_data_dir(tmp_path)
+    data = _registered_data_dir(tmp_path, scratch_model)
     db = data / "registry" / "mlflow.db"
     db.write_bytes(damage(db.read_bytes()))
     for argv in (
@@ -291,12 +317,12 @@ def test_an_unusable_tracking_uri_is_one_line_and_quick(tmp_path, monkeypatch, c
     assert "cannot be used" in err and "MLFLOW_TRACKING_URI" in err
 
 
-def test_promoting_the_champion_is_a_no_op(registry, tmp_path, capsys):
+def test_promoting_the_champion_is_a_no_op(registry, tmp_path, capsys, model_folder):
     from apps import cli
 
     for i in (1, 2):
         registry.register(
-            "fear", _folder(tmp_path, f"f{i}"), metrics={}, parent="p", data_fingerprint=str(i)
+            "fear", model_folder(tmp_path, f"f{i}"), metrics={}, parent="p", data_fingerprint=str(i)
         )
     history = registry._champion_history("emoverse-fear")
     assert registry.promote("fear", 2).version == 2
@@ -307,12 +333,28 @@ def test_promoting_the_champion_is_a_no_op(registry, tmp_path, capsys):
     assert registry.rollback("fear").version == 1  # one step back, not back to v2
 
 
-def test_rolling_back_an_emotion_without_versions_is_a_clear_error(registry, tmp_path, capsys):
+def test_rolling_back_an_emotion_without_versions_is_a_clear_error(
+    registry, tmp_path, capsys, model_folder
+):
     from apps import cli
 
-    registry.register("joy", _folder(tmp_path, "j"), metrics={}, parent="p", data_fingerprint="x")
+    registry.register(
+        "joy", model_folder(tmp_path, "j"), metrics={}, parent="p", data_fingerprint="x"
+    )
     with pytest.raises(NoModelError, match="no model versions"):
         registry.rollback("sadness")
     argv = ["models", "--data-dir", str(tmp_path), "--emotion", "sadness", "--rollback"]
     assert cli.main(argv) == cli.EXIT_BAD_INPUT
     assert "sadness has no model versions" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_no_model_is_refused_in_one_line(registry, tmp_path, model_folder):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EmoverseError, match="holds no safetensors weights"):
+        registry.register("joy", empty, metrics={}, parent="p", data_fingerprint="x")
+    no_config = model_folder(tmp_path, "no-config")
+    (no_config / "config.json").unlink()
+    with pytest.raises(EmoverseError, match=r"no config\.json"):
+        registry.register("joy", no_config, metrics={}, parent="p", data_fingerprint="x")
+    assert registry.list("joy") == []

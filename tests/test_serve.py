@@ -89,10 +89,7 @@ def served(gutenberg_dir, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("serve")
     m1 = build_scratch_model("scratch:tiny", sonnets, data_dir / "models" / "m1", seed=0)
     m2 = build_scratch_model("scratch:tiny", sonnets, data_dir / "models" / "m2", seed=1)
-    pickled = data_dir / "models" / "pickled"
-    pickled.mkdir()
-    shutil.copy(m1 / "config.json", pickled)
-    torch.save({}, pickled / "pytorch_model.bin")
+    pickled = shutil.copytree(m1, data_dir / "models" / "pickled")
 
     registry = ModelRegistry.for_data_dir(data_dir)
     meta = {"metrics": {"val_loss": 5.0}, "parent": "scratch:tiny", "data_fingerprint": "f"}
@@ -101,6 +98,9 @@ def served(gutenberg_dir, tmp_path_factory):
     registry.register("trust", m1, **meta)
     registry.register("trust", m2, **meta, promote=False)
     registry.register("surprise", pickled, **meta)
+    # The registry refuses to register pickled weights; a folder can still be swapped after.
+    (pickled / "model.safetensors").unlink()
+    torch.save({}, pickled / "pytorch_model.bin")
 
     app = create_app(data_dir, registry_ttl_s=0)  # every request sees a promotion at once
     with running_app(app) as url:
