@@ -198,7 +198,7 @@ def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path,
     # The gate's own reasons start "not promoted: "; the warning says so once, not twice.
     registry.register(
         "disgust",
-        _folder(tmp_path, "d2"),
+        model_folder(tmp_path, "d2"),
         metrics={},
         parent="p",
         data_fingerprint="y",
