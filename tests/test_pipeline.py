@@ -26,12 +26,16 @@ BOOKS = [1041, 574, 1065, 12242]
 SETTINGS = TrainingSettings(max_steps=3, eval_samples=4)  # a few steps per model keep it quick
 
 
+RUN_IDS: list = []  # the fixture's pipeline run (later tests run the pipeline again)
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(prefect_harness, gutenberg_server, tmp_path_factory):
     """One real run over a loopback HTTP mirror; few steps per model keep it quick."""
     data_dir = tmp_path_factory.mktemp("run")
-    result = pipeline(str(data_dir), gutenberg_server, BOOKS, settings=SETTINGS)
-    return data_dir, result
+    state = pipeline(str(data_dir), gutenberg_server, BOOKS, settings=SETTINGS, return_state=True)
+    RUN_IDS.append(state.state_details.flow_run_id)  # which pipeline run on the shared server
+    return data_dir, state.result()
 
 
 def test_pipeline_writes_nine_partitions_and_nine_champions(pipeline_run):
@@ -343,16 +347,9 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
 
     # The pipeline's own page carries the family's versions and report, and its subflows
     # and children are named for what they do.
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     with get_client(sync_client=True) as client:
-        (run,) = [
-            r
-            for r in client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"]))
-            )
-            if r.state.is_completed()
-        ]
+        run = client.read_flow_run(RUN_IDS[0])
         names = {r.name for r in client.read_flow_runs(limit=200)}
     on_pipeline = {a.key for a in artifacts if a.flow_run_id == run.id}
     assert {"registry-versions", "family-report"} <= on_pipeline
