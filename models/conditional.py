@@ -13,7 +13,7 @@ import json
 import math
 import random
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from emoverse.atomic import atomic_path
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, LABELS, control_token
 from models.card import read_card_metadata
-from models.config import TrainConfig
+from models.config import Balance, TrainConfig
 from models.data import load_partition
 from models.records import SkippedModel, TrainedModel
 from models.stages import _run_key, _saved, _train_into
@@ -31,8 +31,7 @@ from models.train import StepCallback, is_main_process
 # much as its share of the corpus (surprise ~1%). `sqrt`: each partition repeated up to
 # sqrt(n * n_largest) poems, i.e. temperature sampling at T=2 (as multilingual models balance
 # languages): surprise rises from 1/100 of neutral to 1/10, and no poem is ever dropped.
-Balance = Literal["plain", "sqrt"]
-BALANCES: tuple[str, ...] = ("plain", "sqrt")
+BALANCES: tuple[str, ...] = get_args(Balance)
 DEFAULT_BALANCE: Balance = "sqrt"
 # How the new embedding rows start: the mean embedding of the label word's own tokens
 # (" joy"), so each control token begins where the model already keeps that emotion (and
