@@ -120,15 +120,15 @@ class Evaluation:
 
 
 def promotion_decision(
-    child: Evaluation, base: Evaluation, *, against: str = "base"
+    child: Evaluation, base: Evaluation, *, against: str = "base", candidate: str = "child"
 ) -> tuple[bool, str]:
     """(promote, reason): a child becomes champion only if
     1. its fidelity beats the base's share for its emotion with confidence: Fisher's exact
        one-sided test at ALPHA, under the gate's judge (the partitions' lexicon);
     2. its perplexity on its emotion's test poems is below the base's;
     3. its distinct-2 is no more than MAX_DISTINCT_2_DROP below the base's (fluency guard).
-    The reason names the numbers, the test and its p-value either way, and the model compared
-    with as `against`."""
+    The reason names the numbers, the test and its p-value either way, the model compared
+    with as `against` and the one judged as `candidate`."""
     emotion = child.emotion
     if child.n_samples == 0 or base.n_samples == 0:  # records from before intervals
         mine, theirs = Share.of(0, 0), Share.of(0, 0)
@@ -142,7 +142,7 @@ def promotion_decision(
     )
     child_ppl, base_ppl = child.perplexity.get(emotion), base.perplexity.get(emotion)
     if child_ppl is None or base_ppl is None:
-        whose = "model" if child_ppl is None else against
+        whose = candidate if child_ppl is None else against
         ppl_ok = False
         ppl_text = f"no {emotion} test perplexity for the {whose} to compare (no test poems)"
     else:
@@ -173,7 +173,9 @@ def preference_decision(
     emotion otherwise. Without a child to compare with, the conditional model is preferred."""
     if child is None:
         return True, f"no {child_name} to compare with"
-    better, reason = promotion_decision(conditional, child, against=child_name)
+    better, reason = promotion_decision(
+        conditional, child, against=child_name, candidate="conditional model"
+    )
     return better, reason.replace("not promoted: ", f"{child_name} kept: ")
 
 
