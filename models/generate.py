@@ -16,12 +16,7 @@ from typing import Any
 
 from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, GenerationSettingError
-from models.modeling import (
-    ADAPTER_CONFIG,
-    REBUILD_HINT,
-    load_model,
-    verify_weights,
-)
+from models.modeling import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
 from models.sampling import Cohort, Row, RowSpec
 from models.train import pick_device
 
