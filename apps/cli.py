@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
@@ -20,7 +21,7 @@ from emoverse.emotions import LABELS, check_label, model_name
 from emoverse.errors import EmoverseError, SettingError
 from emoverse.paths import RunPaths
 from emoverse.settings import parse_ids
-from models.config import TrainingSettings, setting_error
+from models.config import TRAIN_MODES, TrainingSettings, setting_error
 from models.records import JUDGES, Evaluation
 
 EXIT_BAD_INPUT = 2
@@ -139,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training = argparse.ArgumentParser(add_help=False)
     _add_training_flags(training)
+    training.add_argument(
+        "--mode",
+        choices=TRAIN_MODES,
+        default="family",
+        help="train the family (the neutral base and eight children), the conditional model "
+        "(one model for every emotion, told which by a control token), or both "
+        "(default: %(default)s)",
+    )
 
     sub.add_parser("run", parents=[data, books, training], help="the whole pipeline")
     ingest = sub.add_parser(
@@ -198,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dial the --emotion: 0 is the neutral base it was trained from, 1 the emotion's "
         "own model (the default), up to 3 past it; fluent up to about 2",
+    )
+    gen.add_argument(
+        "--model",
+        choices=("family", "conditional", "best"),
+        default="family",
+        help="family: the emotion's own model (default); conditional: the one model for every "
+        "emotion, told it by a control token; best: whichever of the two the registry records "
+        "as better for the emotion",
     )
     gen.add_argument("--prompt", default="", help="the poem's first words")
     gen.add_argument("--seed", type=_generation_bound("seed", "--seed"), default=0)
@@ -358,7 +375,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from flows.corpus import ingest, tag
     from flows.pipeline import pipeline
-    from flows.training import train
+    from flows.training import train_by_mode
 
     _hide_tracebacks_of_user_errors()
     data = str(data_dir)
@@ -382,9 +399,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 )
             )
         elif args.command == "train":
-            _print_training(train(data, settings))
+            _print_training(train_by_mode(data, settings, args.mode))
         else:
-            result = pipeline(data, mirror, ids, _str(catalog), args.max_parallel, settings)
+            result = pipeline(
+                data, mirror, ids, _str(catalog), args.max_parallel, settings, args.mode
+            )
             _print_ingest(result["ingest"])
             _print_counts(result["partitions"])
             _print_training(result)
@@ -459,12 +478,22 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
             f"no {emotion or 'blended'} model with alias 'champion': no model registry under "
             f"{data_dir}; run `emoverse run` first"
         )
+    if args.model != "family" and (args.blend is not None or args.strength is not None):
+        raise EmoverseError(
+            f"--model {args.model} writes one --emotion's poems as they are; --strength and "
+            "--blend dial the family's children (use --model family)"
+        )
     registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
     weights = _dial_weights(emotion, args.blend, args.strength)
-    if weights is None:  # the emotion's own model, its weights checked against the registry
-        record, warning = registry.current(emotion)
-        warnings, folder, files = [warning] if warning else [], record.path, record.weights
-        names = f"{model_name(record.emotion)} v{record.version}"
+    if weights is None:  # one model, its weights checked against the registry
+        from models.choice import choose_model
+
+        choice = choose_model(registry, emotion, args.model)
+        record, request = choice.record, replace(request, control=choice.control)
+        warnings = [choice.warning] if choice.warning else []
+        folder, files, names = record.path, record.weights, choice.describe(emotion)
+        if args.model == "best":
+            print(f"# best for {emotion}: {choice.reason}", file=sys.stderr)
     else:
         from models.blend import dial_warning, materialize, resolve_recipe
 

@@ -3,7 +3,7 @@
     GET  /           a page: choose an emotion, type a first line, read the poem
     GET  /emotions   the nine labels
     GET  /models     the model each emotion uses now (champion, or newest with a warning)
-    POST /generate   {emotion, strength?, prompt?, n?, seed?, max_new_tokens?, temperature?,
+    POST /generate   {emotion, model?, strength?, prompt?, n?, seed?, max_new_tokens?, temperature?,
                       top_k?, top_p?, no_repeat_ngram_size?} or {blend: {emotion: weight},
                       ...} -> poems, the version that wrote them, and the recipe of a dialled
                       or blended model (models/blend.py: base + sum w * (child - base))
@@ -36,6 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from apps.batcher import Batcher, BatchSettings, Job, QueueFull, Worker
 from apps.judge import add_judging
 from emoverse import settings
-from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL, model_name
 from emoverse.errors import (
     EmoverseError,
     GenerationSettingError,
@@ -69,6 +70,7 @@ from models.blend import (
     materialize,
     resolve_recipe,
 )
+from models.choice import Choice, ModelChoice, choose_model
 from models.generate import (
     BOUNDS,
     MAX_PROMPT_CHARS,
@@ -107,6 +109,9 @@ class GenerateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     emotion: Literal[LABELS] | None = None  # type: ignore[valid-type]
+    # Which model writes the emotion (models/choice.py): its own, the conditional one, or the
+    # better of the two as the registry records it.
+    model: ModelChoice = "family"
     # The emotion's dial: 0 the base it was trained from, 1 its own model (the default).
     strength: float | None = _bounded("strength", None)
     # Instead of emotion: {emotion: weight}, base + sum weight * (child - base).
@@ -133,6 +138,11 @@ class GenerateBody(BaseModel):
             raise ValueError(
                 "give either emotion (with strength) or blend ({emotion: weight, ...})"
             )
+        if self.model != "family" and (self.blend is not None or self.strength is not None):
+            raise ValueError(
+                f"model {self.model} writes one emotion's poems as they are; strength and "
+                "blend dial the family's children (model family)"
+            )
         if self.blend is not None:
             try:
                 self.blend = check_weights(self.blend)
@@ -155,7 +165,8 @@ class GenerateBody(BaseModel):
 
     def to_request(self, seed: int) -> GenerationRequest:
         return GenerationRequest.from_options(
-            **self.model_dump(exclude={"emotion", "seed", "strength", "blend"}), seed=seed
+            **self.model_dump(exclude={"emotion", "seed", "strength", "blend", "model"}),
+            seed=seed,
         )
 
 
@@ -179,6 +190,7 @@ class ModelCache:
         self.batching = batching or BatchSettings()
         self.loads = 0  # models loaded so far (tests and the bench read it)
         self._current: dict[str, tuple[float, ModelRecord, str | None]] = {}
+        self._choices: dict[tuple[str, str], tuple[float, Choice]] = {}  # conditional, best
         self._versions: dict[tuple[str, int], ModelRecord] = {}  # for a recipe's base
         # weights -> (when resolved, recipe, batcher): a repeated recipe skips the thread pool
         self._dials: dict[tuple[tuple[str, float], ...], tuple[float, Recipe, Batcher]] = {}
@@ -199,6 +211,19 @@ class ModelCache:
                 log.warning(warning)
             self._current[emotion] = (now, record, warning)
             return record, warning
+
+    def choose(self, emotion: str, model: str) -> Choice:
+        """`models.choice.choose_model`, asked of the registry at most every `ttl_s`."""
+        now = time.monotonic()
+        with self._registry_lock:
+            cached = self._choices.get((emotion, model))
+            if cached is not None and now - cached[0] < self.ttl_s:
+                return cached[1]
+            choice = choose_model(self.registry, emotion, model)
+            if choice.warning and (cached is None or cached[1] != choice):
+                log.warning(choice.warning)
+            self._choices[(emotion, model)] = (now, choice)
+            return choice
 
     def cached(self, emotion: str) -> tuple[ModelRecord, str | None, Batcher] | None:
         """The emotion's current record, warning and loaded batcher when all three are at
@@ -390,9 +415,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # The input is not echoed back: it may be large, or not fit for a JSON answer.
-        errors = [
-            {k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()
-        ]
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
         errors = jsonable_encoder(errors, custom_encoder={float: _finite})
         return JSONResponse(
             status_code=422, content={"detail": errors, "message": _validation_message(errors)}
@@ -476,7 +499,12 @@ def create_app(
         wanted.validate()  # before a model load, so bad input never costs one
         weights = body.weights()
         recipe = None
-        if weights is None:
+        if weights is None and body.model != "family":
+            choice = await run_in_threadpool(models.choose, body.emotion, body.model)
+            record, warning = choice.record, choice.warning
+            batcher = await run_in_threadpool(models.batcher, record)
+            wanted = replace(wanted, control=choice.control)
+        elif weights is None:
             record, warning, batcher = await _batcher_for(models, body.emotion)
         else:
             found = models.cached_dial(weights)
@@ -490,7 +518,8 @@ def create_app(
         rows = batcher.generator.rows(wanted)  # the model's own bounds (context): a 422
         job = batcher.submit(wanted, rows, stream=stream)  # a full queue: a 503
         answer = {
-            "emotion": record.emotion,
+            "emotion": body.emotion or record.emotion,
+            "model": model_name(record.emotion),
             "version": record.version,
             "champion": CHAMPION in record.aliases,
             "warning": warning,
@@ -683,6 +712,12 @@ PAGE = """<!doctype html>
 <form id="form">
   <label for="emotion">Emotion</label>
   <select id="emotion" name="emotion" required></select>
+  <label for="model">Model</label>
+  <select id="model" name="model">
+    <option value="family" selected>the emotion's own model</option>
+    <option value="conditional">the conditional model (one for every emotion)</option>
+    <option value="best">whichever of the two writes it better</option>
+  </select>
   <label for="strength">Strength <output id="strength-value" for="strength">1</output>
     <span class="hint">(0: the neutral base, 1: the emotion's own model)</span></label>
   <input id="strength" name="strength" type="range" min="0" max="__FLUENT_MAX__" step="0.1"
@@ -778,12 +813,13 @@ async function loadEmotions() {
 function syncDial() {
   $("strength-value").textContent = $("strength").value;
   $("second-weight-value").textContent = $("second-weight").value;
-  const neutral = $("emotion").value === "neutral";
-  $("strength").disabled = neutral;
-  $("second").disabled = neutral;
-  $("second-weight").disabled = neutral || !$("second").value;
+  // Only the family's children are dialled or blended.
+  const fixed = $("emotion").value === "neutral" || $("model").value !== "family";
+  $("strength").disabled = fixed;
+  $("second").disabled = fixed;
+  $("second-weight").disabled = fixed || !$("second").value;
 }
-for (const id of ["strength", "second-weight", "emotion", "second"]) {
+for (const id of ["strength", "second-weight", "emotion", "second", "model"]) {
   $(id).addEventListener("input", syncDial);
   $(id).addEventListener("change", syncDial);
 }
@@ -793,6 +829,8 @@ function modelPart() {
   const emotion = $("emotion").value;
   const strength = Number($("strength").value);
   const second = $("second").value;
+  const model = $("model").value;
+  if (model !== "family") { return { emotion, model }; }
   if (emotion === "neutral") { return { emotion }; }
   if (second && second !== emotion) {
     return { blend: { [emotion]: strength, [second]: Number($("second-weight").value) } };
@@ -826,8 +864,9 @@ $("form").addEventListener("submit", async (event) => {
       }
     });
     $("poem").textContent = result.poems[0];
+    const own = `${result.model} v${result.version}`;
     const who = result.recipe ? result.recipe.formula
-                              : `emoverse-${result.emotion} v${result.version}`;
+      : result.model.endsWith("-conditional") ? `${own} as ${result.emotion}` : own;
     $("meta").textContent = `${who}, seed ${result.seed}`;
     show("warning", result.warning);
   } catch (e) {

@@ -15,6 +15,13 @@ and the family report's table; the report with its figures goes to `--out`. Then
 neutral base again from the same foundation with other seeds (`--reseeds`, default 2) and
 prints how far their neutral test perplexities fall from the first: the noise that the base
 gate's margin (models/records.py, BASE_PERPLEXITY_MARGIN) must allow for.
+
+`--conditional plain,sqrt` then trains the conditional model (one model for every emotion, a
+control token before each poem) once per balance, from the same foundation, with the same total
+training budget as the family: as many optimizer steps as the base and the eight children
+took together. Prints, per emotion, the child and each conditional model side by side
+(fidelity under NRC with its interval, lift over the base, own-emotion test perplexity,
+distinct-2) and which the promotion rule prefers.
 """
 
 import argparse
@@ -47,6 +54,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/quality-report"))
     parser.add_argument("--reseeds", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=300, help="per stage")
+    parser.add_argument(
+        "--conditional",
+        default="",
+        metavar="BALANCE[,...]",
+        help="also train the conditional model with each balance (plain, sqrt) at the "
+        "family's total step budget, and compare",
+    )
     args = parser.parse_args()
 
     from emoverse.judgements import JudgementStore
@@ -77,6 +91,12 @@ def main() -> int:
             registry, JudgementStore(paths.judgements_db), paths.partitions, args.out
         )
         spread = reseeded_bases(paths, settings, registry, args.reseeds, args.eval_samples)
+        balances = [b for b in args.conditional.split(",") if b]
+        comparison = compare_conditional(paths, settings, registry, balances) if balances else []
+        if balances:  # the report again, with the conditional section
+            report = write_family_report(
+                registry, JudgementStore(paths.judgements_db), paths.partitions, args.out
+            )
     print(f"{len(ids)} books, {manifest.get('rows', 0):,} poems; whole run {seconds / 60:.1f} min")
     print()
     print("| label | train | validation | test |")
@@ -92,6 +112,9 @@ def main() -> int:
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     print("\n".join(lines[start:end]))
     print(f"\nreport: {report}")
+    if comparison:
+        print()
+        print("\n".join(comparison))
     if spread:
         first, others = spread[0], spread[1:]
         print(
@@ -134,6 +157,67 @@ def reseeded_bases(paths, settings, registry, reseeds: int, samples: int) -> lis
         evaluation = evaluate_model(trained.path, NEUTRAL, paths.partitions, config=config)
         perplexities.append(evaluation.perplexity[NEUTRAL])
     return perplexities
+
+
+def compare_conditional(paths, settings, registry, balances: list[str]) -> list[str]:
+    """Train the conditional model once per balance at the family's total step budget; the
+    comparison table (markdown lines)."""
+    import time
+
+    from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS
+    from flows.training import train_conditional
+    from models.records import Evaluation, preference_decision
+
+    family = {label: registry.current(label)[0] for label in LABELS if registry.list(label)}
+    budget = sum(int(r.metrics.get("steps", 0)) for r in family.values())
+    models: dict[str, dict] = {}
+    for balance in balances:
+        started = time.perf_counter()
+        result = train_conditional(
+            str(paths.data_dir),
+            settings=settings.model_copy(
+                update={"conditional_balance": balance, "conditional_max_steps": budget}
+            ),
+        )
+        record = registry.get(CONDITIONAL, version=result["registered"][CONDITIONAL])
+        models[balance] = {"record": record, "wall": time.perf_counter() - started}
+
+    def cells(ev: Evaluation, emotion: str) -> str:
+        nrc = ev.judges.get("nrc", {})
+        fid, lift = ev.fidelity_of("nrc"), nrc.get("lift")
+        ppl = ev.perplexity.get(emotion)
+        return (
+            f"{fid.share:.0%} [{fid.low:.0%}-{fid.high:.0%}] | "
+            + ("n/a" if lift is None else f"{lift:+.0%}")
+            + f" | {'n/a' if ppl is None else f'{ppl:,.0f}'} | {ev.distinct_2:.2f}"
+        )
+
+    lines = [
+        f"Family: {budget} optimizer steps in all (base and children), "
+        f"{sum(float(r.metrics.get('seconds', 0)) for r in family.values()):,.0f} s of training.",
+        *(
+            f"Conditional ({b}): {m['record'].metrics['steps']} steps, "
+            f"{m['record'].metrics['seconds']:,.0f} s of training, "
+            f"{m['record'].metrics['train_poems']:,} poems per epoch"
+            for b, m in models.items()
+        ),
+        "",
+        "| emotion | model | fidelity (NRC) | lift | own ppl | distinct-2 | preferred over child |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for emotion in EMOTIONS:
+        child = family.get(emotion)
+        child_eval = Evaluation.from_dict(child.metrics["evaluation"]) if child else None
+        if child_eval is not None:
+            lines.append(f"| {emotion} | child | {cells(child_eval, emotion)} | |")
+        for balance, m in models.items():
+            ev = Evaluation.from_dict(m["record"].metrics["evaluations"][emotion])
+            better, _ = preference_decision(ev, child_eval)
+            verdict = "yes" if better else "no"
+            lines.append(
+                f"| {emotion} | conditional {balance} | {cells(ev, emotion)} | {verdict} |"
+            )
+    return lines
 
 
 if __name__ == "__main__":

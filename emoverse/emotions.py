@@ -19,6 +19,9 @@ NEUTRAL = "neutral"
 # Not a label: what the neutral base of a from-scratch preset starts from (models/foundation/).
 FOUNDATION = "foundation"
 MODEL_PREFIX = "emoverse-"
+# Not a label: the one model that writes every label, told which by a control token
+# (`<|joy|>` before the poem); registered as `emoverse-conditional` beside the family.
+CONDITIONAL = "conditional"
 
 
 class Emotion(StrEnum):
@@ -44,6 +47,22 @@ def check_label(name: str) -> str:
     if name not in LABELS:
         raise UnknownEmotionError(f"unknown emotion {name!r}; valid emotions: {', '.join(LABELS)}")
     return name
+
+
+def check_model_key(name: str) -> str:
+    """`name` if the registry keeps a model under it: one of the nine labels, or the
+    conditional model; else a clear error listing them."""
+    if name != CONDITIONAL:
+        check_label(name)
+    return name
+
+
+def control_token(label: str) -> str:
+    """The conditional model's control token for a label: `<|joy|>`."""
+    return f"<|{check_label(label)}|>"
+
+
+CONTROL_TOKENS: tuple[str, ...] = tuple(f"<|{label}|>" for label in LABELS)
 
 
 def model_name(emotion: str) -> str:

@@ -8,8 +8,8 @@ from prefect import flow
 
 from emoverse.paths import RunPaths
 from flows.corpus import books_run_name, ingest, tag
-from flows.training import train
-from models.config import TrainingSettings
+from flows.training import train_by_mode
+from models.config import TrainingSettings, TrainMode
 
 
 @flow(name="pipeline", flow_run_name=books_run_name("pipeline"))
@@ -20,6 +20,7 @@ def pipeline(
     catalog: str | None = None,
     max_parallel: int = 2,
     settings: TrainingSettings = TrainingSettings(),
+    mode: TrainMode = "family",
 ) -> dict[str, Any]:
     """Fetch, tag, train, evaluate and register the whole family on one data folder. Stages
     whose inputs did not change since the last run are reused, not redone.
@@ -33,8 +34,10 @@ def pipeline(
         catalog: A Gutenberg catalog CSV (pg_catalog.csv); also supplies titles and authors.
         max_parallel: Downloads at a time.
         settings: Training and evaluation settings.
+        mode: What to train: the family (base and eight children), the conditional model
+            (one model for every emotion), or both.
     """
     data_dir = str(RunPaths.at(data_dir).data_dir)
     ingested = ingest(data_dir, mirror, ids, catalog, max_parallel)
     counts = tag(data_dir, training_follows=True)
-    return {"ingest": ingested, "partitions": counts, **train(data_dir, settings)}
+    return {"ingest": ingested, "partitions": counts, **train_by_mode(data_dir, settings, mode)}

@@ -1,4 +1,5 @@
-"""The model family: foundation -> neutral base -> eight emotion children -> registry.
+"""The model family: foundation -> neutral base -> eight emotion children -> registry; and
+beside it the conditional model (`train-conditional`): one model for every emotion.
 
 `train-emotion` trains, evaluates and registers one child. `train` trains the base, then fans
 the eight children out (flows/fanout.py): on the `gpu` work pool where the `train-emotion`
@@ -9,11 +10,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from emoverse.emotions import EMOTIONS, NEUTRAL, Emotion, model_name
-from emoverse.errors import EmoverseError, SettingError
+from emoverse.emotions import CONDITIONAL, EMOTIONS, NEUTRAL, Emotion, model_name
+from emoverse.errors import EmoverseError, NoModelError, SettingError
 from emoverse.paths import RunPaths
 from flows.fanout import fan_out
-from models.config import TrainingSettings
+from models.config import TRAIN_MODES, TrainingSettings, TrainMode
 from models.records import (
     NOT_PROMOTED,
     EvalConfig,
@@ -24,11 +25,14 @@ from models.records import (
 )
 from models.registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
+    evaluate_conditional_task,
     evaluate_model_task,
     gate_base_task,
     prepare_foundation_task,
     publish_family_task,
+    register_conditional_task,
     register_model_task,
+    train_conditional_task,
     train_model_task,
 )
 
@@ -135,3 +139,92 @@ def train(
         "promotion": {r.emotion: r.promotion for r in registered},
         "skipped": {s.emotion: s.reason for s in skipped},
     }
+
+
+@flow(name="train-conditional", flow_run_name="train-conditional", persist_result=True)
+def train_conditional(
+    data_dir: str | None = None,
+    base_version: int | None = None,
+    settings: TrainingSettings = TrainingSettings(),
+) -> dict[str, Any]:
+    """Train the conditional model (one model for every label, told which by a control token
+    before the poem) from the neutral base's start, evaluate it as each emotion's model
+    against the neutral base, register it as `emoverse-conditional`, and record per emotion
+    whether it or the emotion's child writes that emotion better. An identical earlier run
+    is reused, so a rerun with nothing changed trains nothing.
+
+    Args:
+        data_dir: The run's data folder; default `$EMOVERSE_DATA_DIR`, else data/run.
+        base_version: The neutral base to compare with; default its current version (none:
+            no lift and no fluency under the base).
+        settings: Training and evaluation settings (`conditional_*` for this model).
+    """
+    data_dir = str(RunPaths.at(data_dir).data_dir)
+    foundation_config, _, _ = settings.stage_configs()
+    start = prepare_foundation_task(settings.base_model, data_dir, foundation_config)
+    trained = train_conditional_task(
+        start,
+        data_dir,
+        settings.conditional_config(),
+        settings.base_model,
+        settings.conditional_balance,
+    )
+    if isinstance(trained, SkippedModel):
+        raise EmoverseError(f"cannot train the conditional model: {trained.reason}")
+    registry = ModelRegistry.for_data_dir(data_dir)
+    try:
+        if base_version is not None:
+            base: ModelRecord | None = registry.get(NEUTRAL, version=base_version)
+        else:
+            base, _ = registry.current(NEUTRAL)
+    except NoModelError:
+        base = None
+    if base is not None and "evaluation" not in base.metrics:
+        base = None
+    evaluations = evaluate_conditional_task(
+        trained,
+        data_dir,
+        EvalConfig(samples=settings.eval_samples),
+        base=Evaluation.from_dict(base.metrics["evaluation"]) if base else None,
+        base_dir=base.path if base else None,
+    )
+    record = register_conditional_task(trained, data_dir, evaluations, base)
+    get_run_logger().info("conditional: %s", record.promotion)
+    return {
+        "registered": {CONDITIONAL: record.version},
+        "champions": [CONDITIONAL] if CHAMPION in record.aliases else [],
+        "promotion": {CONDITIONAL: record.promotion},
+        "skipped": {},
+        "cached": trained.cached,
+        "preferred": {e: (registry.preferred(e) or {}).get("model") for e in evaluations},
+    }
+
+
+def train_by_mode(
+    data_dir: str, settings: TrainingSettings, mode: TrainMode = "family"
+) -> dict[str, Any]:
+    """`train` (the family), `train_conditional`, or both in that order (the conditional
+    model is then compared with the new children), their results in one summary."""
+    if mode not in TRAIN_MODES:
+        raise EmoverseError(f"unknown mode {mode!r}; valid: {', '.join(TRAIN_MODES)}")
+    summary: dict[str, Any] = {"registered": {}, "champions": [], "promotion": {}, "skipped": {}}
+    runs = (
+        [train]
+        if mode == "family"
+        else [train_conditional]
+        if mode == "conditional"
+        else [
+            train,
+            train_conditional,
+        ]
+    )
+    for run in runs:
+        result = run(data_dir=data_dir, settings=settings)
+        for key, value in result.items():
+            if isinstance(summary.get(key), dict):
+                summary[key].update(value)
+            elif isinstance(summary.get(key), list):
+                summary[key] += value
+            else:
+                summary[key] = value
+    return summary

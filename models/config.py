@@ -29,6 +29,11 @@ EvalSamples = Annotated[int, Field(ge=1, le=256)]
 Adapter = Literal["lora"]
 # The children's fine-tuning as a choice in the UI's run form: every weight, or a LoRA adapter.
 ChildTuning = Literal["full", "lora"]
+# How the conditional model mixes the partitions (models/conditional.py).
+Balance = Literal["plain", "sqrt"]
+# What `train` trains: the family (base and eight children), the conditional model, or both.
+TrainMode = Literal["family", "conditional", "both"]
+TRAIN_MODES: tuple[str, ...] = ("family", "conditional", "both")
 
 # GPT-2-shaped configurations trained from scratch, for when no pretrained model can be had
 # (offline, tests, CPU demos). Sizes in parameters with the preset's vocabulary.
@@ -142,6 +147,20 @@ class TrainingSettings(BaseModel):
         default_factory=dict,
         description='Any other training setting for every stage, e.g. {"warmup_steps": 20}.',
     )
+    conditional_epochs: Epochs = Field(
+        BASE_TRAIN.epochs, description="Epochs of the conditional model (one model, every label)."
+    )
+    conditional_max_steps: Steps | None = Field(
+        None,
+        description="Cap on the conditional model's optimizer steps (default: max_steps); "
+        "e.g. the family's steps summed, to compare at one budget.",
+    )
+    conditional_balance: Balance = Field(
+        "sqrt",
+        description="How the conditional model mixes the partitions: plain (each poem once) "
+        "or sqrt (each partition repeated up to sqrt(n x largest) poems: small emotions "
+        "weigh more).",
+    )
     eval_samples: EvalSamples = Field(
         64,
         description="Poems generated per model to measure emotion fidelity (shares move in "
@@ -179,6 +198,17 @@ class TrainingSettings(BaseModel):
             BASE_TRAIN.with_overrides(**common, epochs=self.base_epochs),
             CHILD_TRAIN.with_overrides(**common, epochs=self.child_epochs, adapter=adapter),
         )
+
+    def conditional_config(self) -> TrainConfig:
+        """The conditional model's training settings: the neutral base's recipe (it learns
+        every label from the same start), with the shared overrides."""
+        named = ("batch_size", "block_size", "learning_rate", "compile")
+        common = {
+            **self.overrides,
+            **{k: v for k in named if (v := getattr(self, k)) is not None},
+        }
+        steps = self.conditional_max_steps or self.max_steps
+        return BASE_TRAIN.with_overrides(**common, epochs=self.conditional_epochs, max_steps=steps)
 
 
 def setting_error(error: ValidationError) -> EmoverseError:

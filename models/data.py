@@ -84,21 +84,30 @@ class PackedBlocks:
 
 
 def pack_poems(
-    texts: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    controls: list[str] | None = None,
 ) -> PackedBlocks:
     """Concatenate `bos + poem + eos` for every poem and cut the stream into blocks of
     `block_size`, so no compute goes to padding; only the last block is padded, and its pad
     positions are excluded from the loss. Attention still crosses poem boundaries inside a
     block: the boundary token tells the model a new poem starts (GPT-2's own pretraining
-    recipe), which costs a little context noise and no compute."""
+    recipe), which costs a little context noise and no compute.
+
+    `controls` (the conditional model): one control token per poem, put before its bos
+    (`<|joy|> bos poem eos`), so the poem that follows is conditioned on it."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if controls is not None and len(controls) != len(texts):
+        raise ValueError(f"{len(controls)} control tokens for {len(texts)} poems")
+    prefixes = [[i] for i in tokenizer.convert_tokens_to_ids(controls)] if controls else None
     stream: list[int] = []
     # verbose=False: poems longer than the context are expected here, cut into blocks below.
-    for ids in (
+    for n, ids in enumerate(
         tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
     ):
-        stream.extend([bos, *ids, eos])
+        stream.extend([*(prefixes[n] if prefixes else ()), bos, *ids, eos])
     n_tokens = len(stream)
     n_blocks = -(-n_tokens // block_size)  # ceil
     padded = stream + [pad] * (n_blocks * block_size - n_tokens)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.atomic import atomic_path
-from emoverse.emotions import LABELS, NEUTRAL, check_label
+from emoverse.emotions import LABELS, NEUTRAL, check_label, control_token
 from emoverse.stats import fisher_greater
 from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
 from models.data import IGNORE_INDEX, fingerprint, load_partition
@@ -63,8 +63,12 @@ def score_perplexity(
     texts: Sequence[str],
     *,
     batch_size: int = 8,
+    control: str | None = None,
 ) -> float:
-    """`perplexity` with a model already loaded (one load for several test splits)."""
+    """`perplexity` with a model already loaded (one load for several test splits). With
+    `control` (the conditional model) each poem is `control + bos + poem + eos` and the bos
+    after the control token is context, not a target, so that the same tokens are scored as
+    for a child."""
     if not texts:
         return math.nan
     device = pick_device()
@@ -72,20 +76,27 @@ def score_perplexity(
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    rows: list[list[int]] = []
+    prefix = [tokenizer.convert_tokens_to_ids(control)] if control is not None else []
+    rows: list[tuple[list[int], int]] = []  # (window, leading positions that are no target)
     # verbose=False: poems longer than the context are expected, scored in windows below.
     for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
-        seq = [bos, *ids, eos]
+        seq = [*prefix, bos, *ids, eos]
         stride = context - 1  # the window's first token is context for its second, no target
-        rows.extend(seq[i : i + context] for i in range(0, max(1, len(seq) - 1), stride))
-    rows.sort(key=len)  # similar lengths together: little padding
+        starts = range(0, max(1, len(seq) - 1), stride)
+        rows.extend((seq[i : i + context], len(prefix) if i == 0 else 0) for i in starts)
+    rows.sort(key=lambda row: len(row[0]))  # similar lengths together: little padding
     total_nll, total_targets = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        width = max(map(len, batch))
-        x = torch.tensor([r + [pad] * (width - len(r)) for r in batch], device=device)
-        y = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in batch], device=device)
-        logits = model(input_ids=x, attention_mask=(y != IGNORE_INDEX).long()).logits
+        width = max(len(r) for r, _ in batch)
+        x = torch.tensor([r + [pad] * (width - len(r)) for r, _ in batch], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in batch])
+        y = torch.tensor(
+            [[IGNORE_INDEX] * (1 + skip) + r[1 + skip :] + [IGNORE_INDEX] * (width - len(r))
+             for r, skip in batch],
+            device=device,
+        )  # fmt: skip
+        logits = model(input_ids=x, attention_mask=mask.to(device)).logits
         # Position t predicts token t+1; pads carry IGNORE_INDEX and add nothing.
         total_nll += float(
             F.cross_entropy(
@@ -193,6 +204,7 @@ def evaluate_model(
     base_dir: str | Path | None = None,
     config: EvalConfig = EvalConfig(),
     cache_dir: Path | None = None,
+    conditional: bool = False,
 ) -> Evaluation:
     """Evaluate the model in `model_dir`, trained for `emotion`; `base_dir` is the neutral
     base's folder, whose perplexity of the model's samples is the fluency guard (the base
@@ -206,6 +218,10 @@ def evaluate_model(
     The result is kept in `<model_dir>/evaluation.json` with what it was computed from (config,
     test poems, tagging rule, tagger version); a rerun with the same inputs reads it back
     without generating or scoring anything (a different `base` only recomputes the lift).
+
+    `conditional`: the model is the conditional one, evaluated as `emotion`'s model: its poems
+    are prompted with `emotion`'s control token, each test split is scored with its own
+    label's, and the result is kept in `<model_dir>/evaluation-<emotion>.json`.
     """
     check_label(emotion)
     model_dir, partitions_dir = Path(model_dir), Path(partitions_dir)
@@ -222,9 +238,11 @@ def evaluate_model(
         "tag_rule": rule,
         "tagger_version": TAGGER_VERSION,
         "fluency_judge": str(Path(base_dir).resolve()) if base_dir is not None else None,
+        **({"conditional": True} if conditional else {}),
     }
 
-    cache = model_dir / EVALUATION_FILE
+    cache = model_dir / (conditional_evaluation_file(emotion) if conditional else EVALUATION_FILE)
+    control = control_token(emotion) if conditional else None
     if cache.is_file():
         stored = json.loads(cache.read_text())
         if stored.get("inputs") == inputs:
@@ -237,7 +255,11 @@ def evaluate_model(
     generator = PoemGenerator(model_dir)  # one load serves both scoring and sampling
     ppl: dict[str, float | None] = {
         lb: score_perplexity(
-            generator.model, generator.tokenizer, texts, batch_size=config.batch_size
+            generator.model,
+            generator.tokenizer,
+            texts,
+            batch_size=config.batch_size,
+            control=control_token(lb) if conditional else None,
         )
         if texts
         else None
@@ -245,12 +267,17 @@ def evaluate_model(
     }
     # One batched call from a fixed seed: the same K poems on every run.
     poems = generator.generate(
-        GenerationRequest(n=config.samples, seed=config.seed, max_new_tokens=config.max_new_tokens)
+        GenerationRequest(
+            n=config.samples,
+            seed=config.seed,
+            max_new_tokens=config.max_new_tokens,
+            control=control,
+        )
     )
     labels = {judge: label_texts(poems, **rule, lexicon=judge) for judge in JUDGES}
     shares = label_shares(labels[GATE_JUDGE])
     if base_dir is None:
-        fluency = score_perplexity(generator.model, generator.tokenizer, poems)
+        fluency = score_perplexity(generator.model, generator.tokenizer, poems, control=control)
     else:
         base_model, base_tokenizer = load_model(base_dir)
         fluency = score_perplexity(base_model, base_tokenizer, poems)
@@ -273,6 +300,11 @@ def evaluate_model(
     evaluation = _with_base(evaluation, base)
     _write(cache, evaluation, inputs)
     return evaluation
+
+
+def conditional_evaluation_file(emotion: str) -> str:
+    """Where the conditional model's folder keeps its evaluation as `emotion`'s model."""
+    return f"evaluation-{check_label(emotion)}.json"
 
 
 def _write(path: Path, evaluation: Evaluation, inputs: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL, model_name
+from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS, NEUTRAL, model_name
 from emoverse.errors import EmoverseError
 from emoverse.judgements import JudgementStore
 from emoverse.report import plot_confusion_matrix, pyplot
@@ -291,6 +291,7 @@ def write_family_report(
         *(f"- {label} v{m.record.version}: {m.record.promotion}" for label, m in family.items()),
         "",
     ]
+    lines += conditional_section(registry, family)
 
     if children:
         plot_fidelity(family, out_dir / "fidelity.png")
@@ -357,3 +358,69 @@ def _p(value: float | None) -> str:
 
 def _d2(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def conditional_section(registry: ModelRegistry, family: Mapping[str, FamilyMember]) -> list[str]:
+    """The conditional model beside each child: fidelity (NRC), lift over the base, own-emotion
+    test perplexity, distinct-2, which of the two the registry prefers and why, and what each
+    cost to train. Empty without a conditional model."""
+    if not registry.list(CONDITIONAL):
+        return []
+    record, _ = registry.current(CONDITIONAL)
+    evaluations = {
+        e: Evaluation.from_dict(d) for e, d in record.metrics.get("evaluations", {}).items()
+    }
+    lines = [
+        f"## The conditional model: {model_name(CONDITIONAL)} v{record.version}",
+        "",
+        "One model for every emotion, told which by a control token before the poem, trained "
+        f"on every partition ({record.metrics.get('balance', 'plain')} balance); evaluated as "
+        "each emotion's model exactly as its child is. Preferred: the model `--model best` "
+        "uses, by the promotion rule (the conditional model must beat the child).",
+        "",
+        "| emotion | model | fidelity (NRC) | lift over base | own ppl | distinct-2 | preferred |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for emotion in EMOTIONS:
+        preferred = registry.preferred(emotion) or {}
+        child = family.get(emotion)
+        rows = [("family", f"child v{child.record.version}", child.evaluation)] if child else []
+        if emotion in evaluations:
+            rows.append(("conditional", f"conditional v{record.version}", evaluations[emotion]))
+        for kind, name, ev in rows:
+            chosen = preferred.get("model") == kind
+            lift = ev.judges.get("nrc", {}).get("lift")
+            lines.append(
+                f"| {emotion} | {name} | {_cell(ev.judges.get('nrc', {}).get('fidelity'))} "
+                f"| {'n/a' if lift is None else f'{lift:+.0%}'} "
+                f"| {_ppl(ev.perplexity.get(emotion))} | {ev.distinct_2:.2f} "
+                f"| {'**yes**' if chosen else ''} |"
+            )
+    lines += ["", "Why each emotion prefers its model:", ""]
+    reasons = {e: p["reason"] for e in EMOTIONS if (p := registry.preferred(e)) is not None}
+    lines += [f"- {e}: {reason}" for e, reason in reasons.items()]
+    family_cost = [m.record.metrics for m in family.values()]
+    lines += [
+        "",
+        "Training cost (optimizer steps, tokens seen, seconds):",
+        "",
+        "| model | steps | tokens | seconds |",
+        "|---|---:|---:|---:|",
+        _cost_row(f"family: base and {len(family) - (NEUTRAL in family)} children", family_cost),
+        _cost_row(f"conditional v{record.version}", [record.metrics]),
+        "",
+    ]
+    return lines
+
+
+def _cost_row(name: str, metrics: Sequence[Mapping[str, Any]]) -> str:
+    """One row of training cost summed over `metrics` (training records); the tokens seen are
+    steps x batch x block, which the loop's throughput times its seconds gives back."""
+
+    def total(key: str) -> float:
+        return sum(float(m.get(key) or 0) for m in metrics)
+
+    seen = sum(
+        float(m.get("tokens_per_second") or 0) * float(m.get("seconds") or 0) for m in metrics
+    )
+    return f"| {name} | {total('steps'):,.0f} | {seen:,.0f} | {total('seconds'):,.1f} |"

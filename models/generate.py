@@ -8,11 +8,13 @@ same seed: poem `i` of a request with seed `s` draws from its own generator, see
 """
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, GenerationSettingError
 from models.modeling import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
 from models.sampling import Cohort, Row, RowSpec
@@ -33,6 +35,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "strength": (0.0, 3.0),
 }
 MAX_PROMPT_CHARS = 2000
+_CONTROL_TEXT = re.compile("|".join(re.escape(token) for token in CONTROL_TOKENS))
 # Weight files that unpickle on load, and so can run code: never loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -87,6 +90,8 @@ class GenerationRequest:
     # An undertrained model may end a poem at once; this many tokens come first, always.
     min_new_tokens: int = 8
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    # The conditional model's control token (`<|joy|>`), put before the poem's bos.
+    control: str | None = None
 
     @classmethod
     def from_options(cls, **options: Any) -> "GenerationRequest":
@@ -106,6 +111,10 @@ class GenerationRequest:
             raise GenerationSettingError(
                 "prompt", "is not valid UTF-8 text (undecodable bytes or a lone surrogate)"
             ) from None
+        if self.control is not None and self.control not in CONTROL_TOKENS:
+            raise GenerationSettingError(
+                "control", f"must be one of {', '.join(CONTROL_TOKENS)}, got {self.control!r}"
+            )
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise GenerationSettingError(
                 "prompt", f"must be at most {MAX_PROMPT_CHARS} characters, got {len(self.prompt)}"
@@ -173,22 +182,36 @@ class PoemGenerator:
         # A fast tokenizer may refuse ("Already borrowed") to encode in one thread while it
         # decodes in another (the server's event loop and its worker): one at a time.
         self._tokenizer_lock = threading.Lock()
-        # The saved generation config suppresses the pad token where it is its own token.
+        # The saved generation config suppresses the pad token where it is its own token;
+        # a conditional model's control tokens are never written either (only prompted with),
+        # whatever an older generation config says.
+        vocab = self.tokenizer.get_vocab()
+        self.controls: dict[str, int] = {t: vocab[t] for t in CONTROL_TOKENS if t in vocab}
+        suppressed = getattr(self.model.generation_config, "suppress_tokens", None) or ()
         self.suppress: tuple[int, ...] = tuple(
-            getattr(self.model.generation_config, "suppress_tokens", None) or ()
+            dict.fromkeys([*suppressed, *self.controls.values()])
         )
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        # Poems were trained as `bos + text + eos`, so a bos starts a fresh poem.
+    def prompt_ids(self, prompt: str, control: str | None = None) -> list[int]:
+        # Poems were trained as `bos + text + eos` (`<|label|> bos + text + eos` for the
+        # conditional model), so a bos starts a fresh poem.
         with self._tokenizer_lock:
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return [self.tokenizer.bos_token_id, *ids]
+        if control is None:
+            return [self.tokenizer.bos_token_id, *ids]
+        if control not in self.controls:
+            raise GenerationSettingError(
+                "model",
+                f"{self.model_dir} has no control token {control}; only the conditional model "
+                "is told its emotion by one",
+            )
+        return [self.controls[control], self.tokenizer.bos_token_id, *ids]
 
     def check(self, request: GenerationRequest) -> list[int]:
         """Validate `request` against the option bounds and this model's context; return the
         prompt's token ids."""
         request.validate()
-        ids = self.prompt_ids(request.prompt)
+        ids = self.prompt_ids(request.prompt, request.control)
         if self.context is not None:
             room = self.context - len(ids)
             if room < 1:
@@ -232,9 +255,12 @@ class PoemGenerator:
         return Cohort(self.model, rows, self.eos_id, self.suppress)
 
     def text(self, row: Row, *, strip: bool = True) -> str:
-        """The poem a row has written so far (its prompt included, special tokens left out)."""
+        """The poem a row has written so far (its prompt included, special tokens, control
+        tokens among them, left out)."""
         with self._tokenizer_lock:
             text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
+        if self.controls:  # never shown, even spelt out in plain characters
+            text = _CONTROL_TEXT.sub("", text)
         return text.strip() if strip else text
 
     def generate(self, request: GenerationRequest) -> list[str]:

@@ -18,6 +18,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from emoverse.atomic import atomic_path, sha256_file
+from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, SettingError
 from models.config import scratch_preset
 from models.tokenizer import train_bpe_tokenizer
@@ -214,10 +215,19 @@ def build_scratch_model(
     return out_dir
 
 
+def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids of the control tokens `tokenizer` holds (the conditional model's), else []."""
+    vocab = tokenizer.get_vocab()
+    return [vocab[token] for token in CONTROL_TOKENS if token in vocab]
+
+
 def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
     """Sampling defaults for verse: nucleus sampling with no 3-gram repeats. The pad token
-    never appears in a loss target, so nothing teaches a model not to sample it: suppress it."""
+    never appears in a loss target, so nothing teaches a model not to sample it: suppress it.
+    The conditional model's control tokens only ever start a poem: suppressed too."""
     pad_is_own_token = tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
+    suppress = [tokenizer.pad_token_id] if pad_is_own_token else []
+    suppress += control_token_ids(tokenizer)
     return GenerationConfig(
         do_sample=True,
         temperature=0.9,
@@ -225,7 +235,7 @@ def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationC
         top_p=0.95,
         no_repeat_ngram_size=3,
         max_new_tokens=120,
-        suppress_tokens=[tokenizer.pad_token_id] if pad_is_own_token else None,
+        suppress_tokens=suppress or None,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -122,13 +122,16 @@ class Evaluation:
         return self.share(self.emotion, judge)
 
 
-def promotion_decision(child: Evaluation, base: Evaluation) -> tuple[bool, str]:
+def promotion_decision(
+    child: Evaluation, base: Evaluation, *, against: str = "base", candidate: str = "child"
+) -> tuple[bool, str]:
     """(promote, reason): a child becomes champion only if
     1. its fidelity beats the base's share for its emotion with confidence: Fisher's exact
        one-sided test at ALPHA, under the gate's judge (the partitions' lexicon);
     2. its perplexity on its emotion's test poems is below the base's;
     3. its distinct-2 is no more than MAX_DISTINCT_2_DROP below the base's (fluency guard).
-    The reason names the numbers, the test and its p-value either way."""
+    The reason names the numbers, the test and its p-value either way, the model compared
+    with as `against` and the one judged as `candidate`."""
     emotion = child.emotion
     if child.n_samples == 0 or base.n_samples == 0:  # records from before intervals
         mine, theirs = Share.of(0, 0), Share.of(0, 0)
@@ -137,26 +140,26 @@ def promotion_decision(child: Evaluation, base: Evaluation) -> tuple[bool, str]:
     p = fisher_greater(mine.k, mine.n, theirs.k, theirs.n)
     fidelity_ok = mine.n > 0 and theirs.n > 0 and p < ALPHA
     fidelity_text = (
-        f"fidelity {mine} {'beats' if fidelity_ok else 'does not beat'} base {theirs} "
+        f"fidelity {mine} {'beats' if fidelity_ok else 'does not beat'} {against} {theirs} "
         f"(one-sided Fisher exact p={p:.3g}, {'<' if fidelity_ok else '>='} {ALPHA})"
     )
     child_ppl, base_ppl = child.perplexity.get(emotion), base.perplexity.get(emotion)
     if child_ppl is None or base_ppl is None:
-        whose = "child" if child_ppl is None else "base"
+        whose = candidate if child_ppl is None else against
         ppl_ok = False
         ppl_text = f"no {emotion} test perplexity for the {whose} to compare (no test poems)"
     else:
         ppl_ok = child_ppl < base_ppl
         ppl_text = (
-            f"perplexity {child_ppl:.1f} < base {base_ppl:.1f}"
+            f"perplexity {child_ppl:.1f} < {against} {base_ppl:.1f}"
             if ppl_ok
-            else f"perplexity {child_ppl:.1f} is not below base {base_ppl:.1f}"
+            else f"perplexity {child_ppl:.1f} is not below {against} {base_ppl:.1f}"
         )
     floor = (1 - MAX_DISTINCT_2_DROP) * base.distinct_2
     fluent = child.distinct_2 >= floor
     fluency_text = (
         f"distinct-2 {child.distinct_2:.2f} {'>=' if fluent else '<'} {floor:.2f} "
-        f"({1 - MAX_DISTINCT_2_DROP:.0%} of the base's {base.distinct_2:.2f})"
+        f"({1 - MAX_DISTINCT_2_DROP:.0%} of the {against}'s {base.distinct_2:.2f})"
     )
     checks = [(fidelity_ok, fidelity_text), (ppl_ok, ppl_text), (fluent, fluency_text)]
     if all(ok for ok, _ in checks):
@@ -168,6 +171,21 @@ def gate_reasons(promotion: str) -> str:
     """A promotion reason without its verdict ("not promoted: "), to quote in a sentence that
     already says so."""
     return promotion.removeprefix(NOT_PROMOTED)
+
+
+def preference_decision(
+    conditional: Evaluation, child: Evaluation | None, *, child_name: str = "child"
+) -> tuple[bool, str]:
+    """(the conditional model is preferred, reason) for one emotion: it must beat the
+    emotion's child by the promotion rule, the child in the base's place (fidelity by
+    Fisher's test, own-emotion perplexity, distinct-2); the child, the incumbent, keeps the
+    emotion otherwise. Without a child to compare with, the conditional model is preferred."""
+    if child is None:
+        return True, f"no {child_name} to compare with"
+    better, reason = promotion_decision(
+        conditional, child, against=child_name, candidate="conditional model"
+    )
+    return better, reason.replace("not promoted: ", f"{child_name} kept: ")
 
 
 def base_promotion_decision(

@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from emoverse.emotions import LABELS, MODEL_PREFIX, check_label, model_name
+from emoverse.emotions import (
+    CONDITIONAL,
+    LABELS,
+    MODEL_PREFIX,
+    check_label,
+    check_model_key,
+    model_name,
+)
 from emoverse.errors import EmoverseError, NoModelError
 from emoverse.paths import RunPaths
 from emoverse.stats import Share
@@ -33,6 +40,7 @@ from models.records import gate_reasons
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
 HUMAN_TAG = "human_accuracy"  # readers' blind guesses: a Share as JSON
+PREFERRED_TAG = "preferred"  # which model an emotion's `--model best` uses, and why
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
 RELATIVE_TAG = "relative_path"  # the folder under the data dir (sqlite registries there)
 FOLDER_TAG = "folder"  # the folder's absolute path (registries not under a data dir)
@@ -269,7 +277,7 @@ class ModelRegistry:
         from models.mlflow_log import card_params, log_model_folder, saved_history
         from models.modeling import ADAPTER_CONFIG, recorded_digests, weight_digests
 
-        name = model_name(check_label(emotion))
+        name = model_name(check_model_key(emotion))
         folder = Path(model_dir).resolve()
         relative = self._relative(folder)
         weights = json.dumps(recorded_digests(folder) or weight_digests(folder))
@@ -378,6 +386,32 @@ class ModelRegistry:
             self._client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         return self.get(emotion)
 
+    def set_preferred(self, emotion: str, preference: dict[str, Any]) -> None:
+        """Record which model writes `emotion` best (`{"model": "family" | "conditional",
+        "version", "reason", ...}`) as a tag on the emotion's registered model (created if the
+        emotion has no child yet)."""
+        from mlflow.exceptions import MlflowException
+
+        name = model_name(check_label(emotion))
+        with self._write_lock():
+            try:
+                self._client.create_registered_model(name, tags={"emotion": emotion})
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            self._client.set_registered_model_tag(name, PREFERRED_TAG, json.dumps(preference))
+
+    def preferred(self, emotion: str) -> dict[str, Any] | None:
+        """The record `set_preferred` left for `emotion`, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self._client.get_registered_model(model_name(check_label(emotion))).tags
+        except MlflowException:
+            return None
+        found = (tags or {}).get(PREFERRED_TAG)
+        return json.loads(found) if found else None
+
     def _set_champion(self, name: str, version: int) -> None:
         history = self._champion_history(name)
         self._client.set_registered_model_alias(name, CHAMPION, str(version))
@@ -399,7 +433,7 @@ class ModelRegistry:
         """The version under `alias` (or the exact `version`) of the emotion's model."""
         from mlflow.exceptions import MlflowException
 
-        name = model_name(check_label(emotion))
+        name = model_name(check_model_key(emotion))
         try:
             if version is not None:
                 mv = self._client.get_model_version(name, str(version))
@@ -432,7 +466,7 @@ class ModelRegistry:
 
     def list(self, emotion: str | None = None) -> list[ModelRecord]:
         """Every version, by emotion then version."""
-        emotions = [check_label(emotion)] if emotion else list(LABELS)
+        emotions = [check_model_key(emotion)] if emotion else [*LABELS, CONDITIONAL]
         records: list[ModelRecord] = []
         for e in emotions:
             name = model_name(e)
@@ -461,7 +495,10 @@ class ModelRegistry:
         return _record(mv, aliases, self._folder(mv))
 
 
-for _name in ("register", "record_human_accuracy", "promote", "rollback", "get", "current", "list"):
+for _name in (
+    *("register", "record_human_accuracy", "promote", "rollback", "get", "current", "list"),
+    *("set_preferred", "preferred"),
+):
     setattr(ModelRegistry, _name, _guarded(getattr(ModelRegistry, _name)))
 
 

@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
 from emoverse.emotions import FOUNDATION, check_label
 from models.card import read_card_metadata, save_model, training_metrics
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
@@ -50,8 +48,8 @@ def prepare_foundation(
             out,
             run_key,
             random_init,
-            train,
-            val,
+            list(train["text"]),
+            list(val["text"]),
             config,
             on_step=on_step,
             emotion=FOUNDATION,
@@ -83,27 +81,30 @@ def _train_into(
     out: Path,
     run_key: str,
     init: str | Path,
-    train: Dataset,
-    val: Dataset,
+    train: list[str],
+    val: list[str],
     config: TrainConfig,
     *,
     on_step: StepCallback | None,
     emotion: str,
     parent: str,
     data_fingerprint: str,
+    controls: tuple[list[str], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `init` and save it as the model folder `out`; its metrics. Checkpoints go
-    beside `out` under the run key, so a rerun after a crash resumes, and are removed once the
-    folder is whole. Under data parallelism only rank 0 saves (the others hold the same
-    weights)."""
+    """Fine-tune `init` on the `train` poems and save it as the model folder `out`; its
+    metrics. Checkpoints go beside `out` under the run key, so a rerun after a crash resumes,
+    and are removed once the folder is whole. Under data parallelism only rank 0 saves (the
+    others hold the same weights). `controls`: each train and validation poem's control
+    token (the conditional model)."""
     checkpoint_dir = out.parent / f".checkpoint-{run_key}"
     tuned = fine_tune(
         init,
-        list(train["text"]),
-        list(val["text"]),
+        train,
+        val,
         config,
         on_step=on_step,
         checkpoint_dir=checkpoint_dir,
+        controls=controls,
     )
     if is_main_process():
         save_model(
@@ -165,8 +166,8 @@ def train_emotion_model(
         out,
         run_key,
         init,
-        train,
-        val,
+        list(train["text"]),
+        list(val["text"]),
         config,
         on_step=on_step,
         emotion=emotion,

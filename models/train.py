@@ -116,6 +116,7 @@ def fine_tune(
     *,
     on_step: StepCallback | None = None,
     checkpoint_dir: Path | None = None,
+    controls: tuple[list[str], list[str]] | None = None,
 ) -> FineTuned:
     """Fine-tune the causal LM at `init` (hub id or folder) on `train_texts`.
 
@@ -123,7 +124,8 @@ def fine_tune(
     With `checkpoint_dir`, the full training state is saved every `config.checkpoint_every` steps
     and a rerun with the same arguments resumes from it, ending with the same weights as a
     run that was never interrupted. Launched data-parallel (torchrun, accelerate launch), each
-    of the N processes trains on its own share of every step's N batches.
+    of the N processes trains on its own share of every step's N batches. `controls`: the
+    control token of every train and validation poem (the conditional model, models/data.py).
     """
     rank, world = start_distributed()
     torch.manual_seed(config.seed)
@@ -137,8 +139,9 @@ def fine_tune(
     if config.adapter == "lora":
         model = _with_lora(model, config.lora_rank)
     model.to(device).train()
-    train = pack_poems(train_texts, tokenizer, config.block_size)
-    val = pack_poems(val_texts, tokenizer, config.block_size)
+    train_controls, val_controls = controls if controls is not None else (None, None)
+    train = pack_poems(train_texts, tokenizer, config.block_size, train_controls)
+    val = pack_poems(val_texts, tokenizer, config.block_size, val_controls)
     if len(train) == 0:
         raise ValueError("no training text")
     if device.type == "cuda":  # page-locked host memory lets copies overlap compute

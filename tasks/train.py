@@ -17,7 +17,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from emoverse.emotions import LABELS, NEUTRAL, model_name
+from emoverse.emotions import CONDITIONAL, LABELS, NEUTRAL, model_name
 from emoverse.errors import NoModelError
 from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
@@ -393,3 +393,158 @@ def _publish_report(data_dir: str) -> Path:
         )
     )
     return report
+
+
+# --- the conditional model (models/conditional.py) -------------------------------------------
+
+
+@task(name="train-conditional-model")
+def train_conditional_task(
+    start: str, data_dir: str, config: TrainConfig, parent: str, balance: str
+) -> TrainedModel | SkippedModel:
+    """Train the conditional model from `start` on every partition (or reuse the folder of an
+    identical earlier run)."""
+    from models.conditional import train_conditional_model
+
+    paths = RunPaths.at(data_dir)
+    with gpu_slot(), StageProgress("training conditional", unit="step") as progress:
+        result = train_conditional_model(
+            start,
+            partitions_dir=paths.partitions,
+            models_dir=paths.models,
+            config=config,
+            parent=parent,
+            balance=balance,
+            cache_dir=paths.hf_cache,
+            on_step=_step_reporter(progress),
+        )
+    if isinstance(result, SkippedModel):
+        return result
+    if result.cached:
+        get_run_logger().info("conditional: an identical run is already trained: %s", result.path)
+    metrics = result.metrics
+    publish_image(
+        Path(result.path) / LOSS_PLOT_FILE,
+        key="loss-curve-conditional",
+        title="conditional: training and validation loss",
+        extra_markdown=(
+            f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, "
+            f"{metrics['train_poems']} poems ({metrics['balance']} balance), "
+            f"{metrics['seconds']} s on {metrics['device']}"
+            + (" (reused: nothing changed since)" if result.cached else "")
+        ),
+    )
+    return result
+
+
+@task(name="evaluate-conditional-model")
+def evaluate_conditional_task(
+    trained: TrainedModel,
+    data_dir: str,
+    config: EvalConfig,
+    base: Evaluation | None = None,
+    base_dir: str | None = None,
+) -> dict[str, Evaluation]:
+    """The conditional model evaluated as each emotion's model, exactly as a child is (both
+    judges, lift over `base`, fluency under the base in `base_dir`), each evaluation cached
+    in its folder. Publishes a sample poem per emotion."""
+    from emoverse.emotions import EMOTIONS
+    from models.evaluate import evaluate_model
+
+    paths = RunPaths.at(data_dir)
+    evaluations = {}
+    with gpu_slot():
+        for emotion in EMOTIONS:
+            evaluations[emotion] = evaluate_model(
+                trained.path,
+                emotion,
+                paths.partitions,
+                base=base,
+                base_dir=base_dir,
+                config=config,
+                cache_dir=paths.hf_cache,
+                conditional=True,
+            )
+    create_markdown_artifact(
+        "## emoverse-conditional: a sample poem per emotion\n\n"
+        + "\n\n".join(
+            f"### {emotion}: fidelity (NRC) {e.fidelity_of('nrc')}\n\n"
+            + "\n".join(
+                f"> {line}" if line else ">" for line in (e.samples or [""])[0].splitlines()
+            )
+            for emotion, e in evaluations.items()
+        ),
+        key="samples-conditional",
+        description="Poems written by the conditional model, one per control token",
+    )
+    return evaluations
+
+
+@task(name="register-conditional-model")
+def register_conditional_task(
+    trained: TrainedModel,
+    data_dir: str,
+    evaluations: dict[str, Evaluation],
+    base: ModelRecord | None,
+) -> ModelRecord:
+    """Register the conditional model with its per-emotion evaluations (champion of
+    `emoverse-conditional` if it passes the promotion gate against the base for at least one
+    emotion), then record per emotion whether it or the child writes that emotion better
+    (`ModelRegistry.set_preferred`, read by `--model best`)."""
+    from models.records import preference_decision, promotion_decision
+
+    registry = ModelRegistry.for_data_dir(Path(data_dir))
+    base_eval = Evaluation.from_dict(base.metrics["evaluation"]) if base else None
+    if base_eval is None:
+        promote, reason = True, "the first conditional model: no neutral base to compare with"
+    else:
+        passed = [e for e, ev in evaluations.items() if promotion_decision(ev, base_eval)[0]]
+        promote = bool(passed)
+        against = f"{model_name(NEUTRAL)} v{base.version}"
+        reason = (
+            f"passes the promotion gate against {against} for {', '.join(passed)}"
+            if passed
+            else f"not promoted: passes the promotion gate against {against} for no emotion"
+        )
+    record = registry.register(
+        CONDITIONAL,
+        Path(trained.path),
+        metrics={
+            **trained.metrics,
+            "evaluations": {e: _headline(ev) for e, ev in evaluations.items()},
+        },
+        parent=trained.parent,
+        data_fingerprint=trained.data_fingerprint,
+        promote=promote,
+        promotion=reason,
+    )
+    logger = get_run_logger()
+    for emotion, evaluation in evaluations.items():
+        child = _child_evaluation(registry, emotion)
+        child_name = f"{model_name(emotion)} v{child[0].version}" if child else "child"
+        better, why = preference_decision(
+            evaluation, child[1] if child else None, child_name=child_name
+        )
+        chosen = record if better or child is None else child[0]
+        preference = {
+            "model": "conditional" if chosen is record else "family",
+            "version": chosen.version,
+            "reason": f"{model_name(CONDITIONAL)} v{record.version}: {why}",
+            "conditional_version": record.version,
+            "child_version": child[0].version if child else None,
+        }
+        registry.set_preferred(emotion, preference)
+        logger.info("%s: preferred %s (%s)", emotion, preference["model"], preference["reason"])
+    return record
+
+
+def _child_evaluation(
+    registry: ModelRegistry, emotion: str
+) -> tuple[ModelRecord, Evaluation] | None:
+    """The emotion's current child (champion, else newest) with its evaluation, or None."""
+    try:
+        child, _ = registry.current(emotion)
+    except NoModelError:
+        return None
+    stored = child.metrics.get("evaluation")
+    return (child, Evaluation.from_dict(stored)) if stored else None
