@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.atomic import atomic_path
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, LABELS, control_token
-from models.card import read_card_metadata
+from models.card import read_card_metadata, training_metrics
 from models.config import Balance, TrainConfig
 from models.data import load_partition
 from models.records import SkippedModel, TrainedModel
@@ -38,6 +38,10 @@ DEFAULT_BALANCE: Balance = "sqrt"
 # the nine start apart from each other), rather than all nine at one mean vector that the
 # first steps must pull apart.
 CONTROL_INIT = "label-word"
+# How the poems are laid out in blocks (models/data.py): 2 repeats the control token at the
+# start of every block that begins inside a poem. Part of the data fingerprint, so a model
+# trained on another layout is not reused.
+LAYOUT = 2
 
 
 def add_control_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -108,7 +112,7 @@ def _mix(
         picked = poems * whole + rng.sample(poems, rest)
         mixed += [(control_token(label), poem_id, text) for poem_id, text in picked]
     rng.shuffle(mixed)
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"layout {LAYOUT}\0".encode())
     for control, poem_id, text in mixed:
         h.update(f"{control}\0{poem_id}\0{text}\0".encode())
     return [t for _, _, t in mixed], [c for c, _, _ in mixed], wanted, h.hexdigest()
@@ -139,7 +143,7 @@ def train_conditional_model(
     out = Path(models_dir) / CONDITIONAL / f"run-{run_key}"
     extra = {"balance": balance, "label_poems": per_label}
     if _saved(out):
-        metrics = {**read_card_metadata(out)["metrics"], **extra}
+        metrics = {**training_metrics(read_card_metadata(out)), **extra}
         return TrainedModel(CONDITIONAL, str(out), parent, data_fp, metrics, cached=True)
     val_texts, val_controls, _, _ = _mix(partitions_dir, "validation", "plain", 0, cache_dir)
     metrics = _train_into(

@@ -96,18 +96,24 @@ def pack_poems(
     recipe), which costs a little context noise and no compute.
 
     `controls` (the conditional model): one control token per poem, put before its bos
-    (`<|joy|> bos poem eos`), so the poem that follows is conditioned on it."""
+    (`<|joy|> bos poem eos`), and again at the start of every block that begins inside a
+    poem, so no block is trained without its label in view (a block cut mid-poem would
+    otherwise teach the poem's second half unconditioned). Control tokens are given, never
+    targets."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     if controls is not None and len(controls) != len(texts):
         raise ValueError(f"{len(controls)} control tokens for {len(texts)} poems")
-    prefixes = [[i] for i in tokenizer.convert_tokens_to_ids(controls)] if controls else None
-    stream: list[int] = []
     # verbose=False: poems longer than the context are expected here, cut into blocks below.
-    for n, ids in enumerate(
+    encoded = (
         tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
-    ):
-        stream.extend([*(prefixes[n] if prefixes else ()), bos, *ids, eos])
+    )
+    if controls:
+        control_ids = tokenizer.convert_tokens_to_ids(controls)
+        return _pack_conditioned(encoded, control_ids, block_size, bos, eos, pad)
+    stream: list[int] = []
+    for ids in encoded:
+        stream.extend([bos, *ids, eos])
     n_tokens = len(stream)
     n_blocks = -(-n_tokens // block_size)  # ceil
     padded = stream + [pad] * (n_blocks * block_size - n_tokens)
@@ -116,3 +122,35 @@ def pack_poems(
     if n_blocks:
         labels.view(-1)[n_tokens:] = IGNORE_INDEX
     return PackedBlocks(input_ids, labels, n_poems=len(texts), n_tokens=n_tokens)
+
+
+def _pack_conditioned(
+    encoded: list[list[int]], control_ids: list[int], block_size: int, bos: int, eos: int, pad: int
+) -> PackedBlocks:
+    """`pack_poems` with a control token per poem: `ctrl bos poem eos` packed, and every block
+    that starts inside a poem opened with that poem's control token."""
+    stream: list[int] = []
+    owner: list[int] = []  # which poem's control token each stream position belongs to
+    for n, ids in enumerate(encoded):
+        piece = [control_ids[n], bos, *ids, eos]
+        stream.extend(piece)
+        owner.extend([control_ids[n]] * len(piece))
+    controls = set(control_ids)
+    rows: list[list[int]] = []
+    pos = 0
+    while pos < len(stream):
+        if stream[pos] in controls:  # a poem starts here: its own token opens the block
+            row = stream[pos : pos + block_size]
+            pos += len(row)
+        else:
+            row = [owner[pos], *stream[pos : pos + block_size - 1]]
+            pos += len(row) - 1
+        rows.append(row)
+    n_tokens = sum(len(r) for r in rows)
+    input_ids = torch.full((len(rows), block_size), pad, dtype=torch.long)
+    labels = torch.full((len(rows), block_size), IGNORE_INDEX, dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        labels[i, : len(row)] = torch.tensor(row)
+    labels[torch.isin(input_ids, torch.tensor(sorted(controls)))] = IGNORE_INDEX
+    return PackedBlocks(input_ids, labels, n_poems=len(encoded), n_tokens=n_tokens)

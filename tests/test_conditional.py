@@ -105,6 +105,15 @@ def test_each_poem_is_packed_after_its_control_token(foundation, data_dir):
     assert stream[:2] == [joy, bos] and stream.count(bos) == 4  # bos doubles as eos here
     second = stream.index(fear)
     assert stream[second - 1] == eos and stream[second + 1] == bos
+    assert (packed.labels.view(-1)[[0, second]] == -100).all()  # given, never a target
+
+    # A poem longer than a block: every block it spans opens with its control token.
+    long = " ".join(["Tyger Tyger burning bright"] * 40)
+    packed = pack_poems([long, "in the forests"], tokenizer, 16, ["<|joy|>", "<|fear|>"])
+    firsts = packed.input_ids[:, 0].tolist()
+    assert len(firsts) > 3 and firsts[:-1] == [joy] * (len(firsts) - 1)
+    assert firsts[-1] in (joy, fear) and fear in packed.input_ids.view(-1).tolist()
+    assert (packed.labels[:, 0] == -100).all()
 
 
 def test_sqrt_balance_lifts_small_partitions_and_drops_nothing():
