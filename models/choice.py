@@ -3,10 +3,11 @@ conditional model told the emotion by a control token, or whichever of the two t
 records as better for it (`best`). The CLI and the server both ask here."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from emoverse.emotions import CONDITIONAL, check_label, control_token, model_name
-from emoverse.errors import GenerationSettingError
+from emoverse.errors import GenerationSettingError, NoModelError
+from models.records import Evaluation, preference_decision
 from models.registry import ModelRecord, ModelRegistry
 
 ModelChoice = Literal["family", "conditional", "best"]
@@ -40,13 +41,64 @@ def choose_model(registry: ModelRegistry, emotion: str, model: str = "family") -
             "model", f"must be one of {', '.join(MODEL_CHOICES)}, got {model!r}"
         )
     preferred = registry.preferred(emotion)
+    try:
+        record, warning = registry.current(emotion)
+    except NoModelError:
+        record, warning = None, None
+    current = record.version if record else None
+    if preferred is not None and preferred.get("child_version") != current:
+        # The family was trained again since the comparison: it says nothing of this child.
+        stale = (
+            f"the comparison recorded was with {model_name(emotion)} "
+            f"v{preferred.get('child_version')}, now v{current}: the family's own model "
+            "until train-conditional compares them again"
+        )
+        preferred = {"model": "family", "reason": stale}
     if preferred is not None and preferred.get("model") == "conditional":
-        record = registry.get(CONDITIONAL, version=int(preferred["version"]))
-        return Choice(record, None, control_token(emotion), preferred.get("reason"))
-    record, warning = registry.current(emotion)
+        chosen = registry.get(CONDITIONAL, version=int(preferred["version"]))
+        return Choice(chosen, None, control_token(emotion), preferred.get("reason"))
+    if record is None:
+        registry.current(emotion)  # raises the registry's own "run `emoverse run`" error
     reason = (
         preferred.get("reason")
         if preferred is not None
         else "no comparison with the conditional model recorded: the family's own model"
     )
     return Choice(record, warning, None, reason)
+
+
+def record_preferences(
+    registry: ModelRegistry, conditional: ModelRecord, evaluations: dict[str, Evaluation]
+) -> dict[str, dict[str, Any]]:
+    """Per emotion, whether `conditional` or the emotion's current child writes it better
+    (the promotion rule, the child in the base's place: `preference_decision`), recorded in
+    the registry for `best`; the records, by emotion."""
+    recorded: dict[str, dict[str, Any]] = {}
+    for emotion, evaluation in evaluations.items():
+        child = _child_evaluation(registry, emotion)
+        child_name = f"{model_name(emotion)} v{child[0].version}" if child else "child"
+        better, why = preference_decision(
+            evaluation, child[1] if child else None, child_name=child_name
+        )
+        chosen = conditional if better or child is None else child[0]
+        recorded[emotion] = {
+            "model": "conditional" if chosen is conditional else "family",
+            "version": chosen.version,
+            "reason": f"{model_name(CONDITIONAL)} v{conditional.version}: {why}",
+            "conditional_version": conditional.version,
+            "child_version": child[0].version if child else None,
+        }
+        registry.set_preferred(emotion, recorded[emotion])
+    return recorded
+
+
+def _child_evaluation(
+    registry: ModelRegistry, emotion: str
+) -> tuple[ModelRecord, Evaluation] | None:
+    """The emotion's current child (champion, else newest) with its evaluation, or None."""
+    try:
+        child, _ = registry.current(emotion)
+    except NoModelError:
+        return None
+    stored = child.metrics.get("evaluation")
+    return (child, Evaluation.from_dict(stored)) if stored else None

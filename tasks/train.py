@@ -491,7 +491,8 @@ def register_conditional_task(
     `emoverse-conditional` if it passes the promotion gate against the base for at least one
     emotion), then record per emotion whether it or the child writes that emotion better
     (`ModelRegistry.set_preferred`, read by `--model best`)."""
-    from models.records import preference_decision, promotion_decision
+    from models.choice import record_preferences
+    from models.records import promotion_decision
 
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     base_eval = Evaluation.from_dict(base.metrics["evaluation"]) if base else None
@@ -519,32 +520,6 @@ def register_conditional_task(
         promotion=reason,
     )
     logger = get_run_logger()
-    for emotion, evaluation in evaluations.items():
-        child = _child_evaluation(registry, emotion)
-        child_name = f"{model_name(emotion)} v{child[0].version}" if child else "child"
-        better, why = preference_decision(
-            evaluation, child[1] if child else None, child_name=child_name
-        )
-        chosen = record if better or child is None else child[0]
-        preference = {
-            "model": "conditional" if chosen is record else "family",
-            "version": chosen.version,
-            "reason": f"{model_name(CONDITIONAL)} v{record.version}: {why}",
-            "conditional_version": record.version,
-            "child_version": child[0].version if child else None,
-        }
-        registry.set_preferred(emotion, preference)
+    for emotion, preference in record_preferences(registry, record, evaluations).items():
         logger.info("%s: preferred %s (%s)", emotion, preference["model"], preference["reason"])
     return record
-
-
-def _child_evaluation(
-    registry: ModelRegistry, emotion: str
-) -> tuple[ModelRecord, Evaluation] | None:
-    """The emotion's current child (champion, else newest) with its evaluation, or None."""
-    try:
-        child, _ = registry.current(emotion)
-    except NoModelError:
-        return None
-    stored = child.metrics.get("evaluation")
-    return (child, Evaluation.from_dict(stored)) if stored else None

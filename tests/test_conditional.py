@@ -289,14 +289,21 @@ def test_cli_generates_with_the_conditional_model_and_follows_best(data_dir, bot
 
     registry = ModelRegistry.for_data_dir(data_dir)
     joy_child = registry.current("joy")[0].version
-    registry.set_preferred("joy", {"model": "conditional", "version": 1, "reason": "test: c"})
+    compared = {"version": 1, "child_version": joy_child}
+    registry.set_preferred("joy", {**compared, "model": "conditional", "reason": "test: c"})
     code, out, err = _generate(data_dir, capsys, "--emotion", "joy", "--model", "best")
     assert code == 0 and "emoverse-conditional v1 as joy" in err and "test: c" in err
     conditional_poem = out
-    registry.set_preferred("joy", {"model": "family", "version": joy_child, "reason": "test: f"})
+    registry.set_preferred("joy", {**compared, "model": "family", "reason": "test: f"})
     code, out, err = _generate(data_dir, capsys, "--emotion", "joy", "--model", "best")
     assert code == 0 and f"emoverse-joy v{joy_child}" in err and "test: f" in err
     assert out != conditional_poem
+    # A comparison with another child than the current one (the family trained again since)
+    # says nothing of this one: the family's own model, and why.
+    stale = {**compared, "child_version": joy_child + 1}
+    registry.set_preferred("joy", {**stale, "model": "conditional", "reason": "test: c"})
+    code, out, err = _generate(data_dir, capsys, "--emotion", "joy", "--model", "best")
+    assert code == 0 and f"emoverse-joy v{joy_child}" in err and "compares them again" in err
 
     code, _, err = _generate(
         data_dir, capsys, "--emotion", "joy", "--model", "conditional", "--strength", "0.5"
@@ -311,7 +318,11 @@ def test_cli_generates_with_the_conditional_model_and_follows_best(data_dir, bot
 
 def test_the_api_takes_a_model_choice(data_dir, both):
     registry = ModelRegistry.for_data_dir(data_dir)
-    registry.set_preferred("fear", {"model": "conditional", "version": 1, "reason": "test"})
+    fear_child = registry.current("fear")[0].version
+    registry.set_preferred(
+        "fear",
+        {"model": "conditional", "version": 1, "child_version": fear_child, "reason": "test"},
+    )
     with running_app(create_app(data_dir)) as url, httpx.Client(base_url=url, timeout=60) as http:
         body = {"emotion": "fear", "seed": 3, "max_new_tokens": 12}
         own = http.post("/generate", json=body).json()
