@@ -522,4 +522,5 @@ def register_conditional_task(
     logger = get_run_logger()
     for emotion, preference in record_preferences(registry, record, evaluations).items():
         logger.info("%s: preferred %s (%s)", emotion, preference["model"], preference["reason"])
+    _publish_report(data_dir)  # the family report again, now with the conditional model in it
     return record

@@ -265,6 +265,19 @@ def test_both_modes_register_the_conditional_model_beside_the_family(data_dir, b
     assert f"| joy | conditional v{record.version} |" in report
     assert "| family: base and" in report and f"| conditional v{record.version} | 2 |" in report
 
+    # The Prefect UI's newest family report, published after the comparison, has it too.
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        (newest,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["family-report"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert f"## The conditional model: emoverse-conditional v{record.version}" in newest.data
+
 
 def test_a_conditional_rerun_trains_nothing(data_dir, both):
     from flows.training import train_conditional
