@@ -18,7 +18,6 @@ from typing import get_args
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from emoverse.atomic import atomic_path
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, LABELS, control_token
 from models.card import read_card_metadata, training_metrics
 from models.config import Balance, TrainConfig
@@ -68,7 +67,7 @@ def add_control_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 def prepare_start(init: str | Path, models_dir: Path) -> Path:
     """`init` (the neutral base's start) with the control tokens added, saved once under
     `models_dir/conditional/start-<key>/`: the folder the conditional training starts from."""
-    from models.modeling import default_generation_config, load_model
+    from models.modeling import load_model, write_model_folder
 
     name = f"dir:{Path(init).name}" if Path(init).is_dir() else f"hub:{init}"
     blob = json.dumps([name, list(CONTROL_TOKENS), CONTROL_INIT])
@@ -77,10 +76,7 @@ def prepare_start(init: str | Path, models_dir: Path) -> Path:
         return out
     model, tokenizer = load_model(init)
     add_control_tokens(model, tokenizer)
-    with atomic_path(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        default_generation_config(tokenizer).save_pretrained(tmp)
+    write_model_folder(model, tokenizer, out)
     return out
 
 

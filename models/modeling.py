@@ -207,12 +207,20 @@ def build_scratch_model(
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
+    write_model_folder(model, tokenizer, out_dir)
+    return out_dir
+
+
+def write_model_folder(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path
+) -> None:
+    """The model, its tokenizer (its length the model's context) and the default generation
+    settings, written whole: into a temporary folder, then renamed into place."""
     fit_tokenizer_to_model(tokenizer, model)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         default_generation_config(tokenizer).save_pretrained(tmp)
-    return out_dir
 
 
 def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -131,18 +131,25 @@ def train_model_task(
         return result
     if result.cached:
         get_run_logger().info("%s: an identical run is already trained: %s", emotion, result.path)
+    _publish_loss_curve(result)
+    return result
+
+
+def _publish_loss_curve(result: TrainedModel) -> None:
     metrics = result.metrics
+    poems = f"{metrics['train_poems']} poems" + (
+        f" ({metrics['balance']} balance)" if "balance" in metrics else ""
+    )
     publish_image(
         Path(result.path) / LOSS_PLOT_FILE,
-        key=f"loss-curve-{emotion}",
-        title=f"{emotion}: training and validation loss",
+        key=f"loss-curve-{result.emotion}",
+        title=f"{result.emotion}: training and validation loss",
         extra_markdown=(
-            f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, "
-            f"{metrics['train_poems']} poems, {metrics['seconds']} s on {metrics['device']}"
+            f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, {poems}, "
+            f"{metrics['seconds']} s on {metrics['device']}"
             + (" (reused: nothing changed since)" if result.cached else "")
         ),
     )
-    return result
 
 
 @task(name="evaluate-model", task_run_name="evaluate-{trained.emotion}")
@@ -422,18 +429,7 @@ def train_conditional_task(
         return result
     if result.cached:
         get_run_logger().info("conditional: an identical run is already trained: %s", result.path)
-    metrics = result.metrics
-    publish_image(
-        Path(result.path) / LOSS_PLOT_FILE,
-        key="loss-curve-conditional",
-        title="conditional: training and validation loss",
-        extra_markdown=(
-            f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, "
-            f"{metrics['train_poems']} poems ({metrics['balance']} balance), "
-            f"{metrics['seconds']} s on {metrics['device']}"
-            + (" (reused: nothing changed since)" if result.cached else "")
-        ),
-    )
+    _publish_loss_curve(result)
     return result
 
 
