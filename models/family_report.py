@@ -48,9 +48,7 @@ class FamilyMember:
     human: Share | None
 
 
-def collect_family(
-    registry: ModelRegistry, judgements: JudgementStore
-) -> dict[str, FamilyMember]:
+def collect_family(registry: ModelRegistry, judgements: JudgementStore) -> dict[str, FamilyMember]:
     """The model each label uses now, with its evaluation, samples and human accuracy."""
     human = judgements.accuracy()
     family: dict[str, FamilyMember] = {}
@@ -366,12 +364,22 @@ def conditional_section(registry: ModelRegistry, family: Mapping[str, FamilyMemb
     cost to train. Empty without a conditional model."""
     if not registry.list(CONDITIONAL):
         return []
-    record, _ = registry.current(CONDITIONAL)
+    preferences = {e: p for e in EMOTIONS if (p := registry.preferred(e)) is not None}
+    champion, _ = registry.current(CONDITIONAL)
+    # The version the preferences were recorded against (the newest trained), which need not
+    # be the champion: its figures are the ones the preferences speak of.
+    compared = {p.get("conditional_version") for p in preferences.values()} - {None}
+    record = (
+        registry.get(CONDITIONAL, version=int(compared.pop())) if len(compared) == 1 else champion
+    )
     evaluations = {
         e: Evaluation.from_dict(d) for e, d in record.metrics.get("evaluations", {}).items()
     }
+    title = f"## The conditional model: {model_name(CONDITIONAL)} v{record.version}"
+    if record.version != champion.version:
+        title += f" (compared with the children; `--model conditional` uses v{champion.version})"
     lines = [
-        f"## The conditional model: {model_name(CONDITIONAL)} v{record.version}",
+        title,
         "",
         "One model for every emotion, told which by a control token before the poem, trained "
         f"on every partition ({record.metrics.get('balance', 'plain')} balance); evaluated as "
@@ -382,13 +390,14 @@ def conditional_section(registry: ModelRegistry, family: Mapping[str, FamilyMemb
         "|---|---|---|---:|---:|---:|---|",
     ]
     for emotion in EMOTIONS:
-        preferred = registry.preferred(emotion) or {}
+        preferred = preferences.get(emotion, {})
         child = family.get(emotion)
-        rows = [("family", f"child v{child.record.version}", child.evaluation)] if child else []
+        rows = [("family", child.record.version, child.evaluation)] if child else []
         if emotion in evaluations:
-            rows.append(("conditional", f"conditional v{record.version}", evaluations[emotion]))
-        for kind, name, ev in rows:
-            chosen = preferred.get("model") == kind
+            rows.append(("conditional", record.version, evaluations[emotion]))
+        for kind, version, ev in rows:
+            name = f"{'child' if kind == 'family' else kind} v{version}"
+            chosen = preferred.get("model") == kind and preferred.get("version") == version
             lift = ev.judges.get("nrc", {}).get("lift")
             lines.append(
                 f"| {emotion} | {name} | {_cell(ev.judges.get('nrc', {}).get('fidelity'))} "
@@ -397,7 +406,7 @@ def conditional_section(registry: ModelRegistry, family: Mapping[str, FamilyMemb
                 f"| {'**yes**' if chosen else ''} |"
             )
     lines += ["", "Why each emotion prefers its model:", ""]
-    reasons = {e: p["reason"] for e in EMOTIONS if (p := registry.preferred(e)) is not None}
+    reasons = {e: p["reason"] for e, p in preferences.items()}
     lines += [f"- {e}: {reason}" for e, reason in reasons.items()]
     family_cost = [m.record.metrics for m in family.values()]
     lines += [

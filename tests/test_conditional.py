@@ -26,7 +26,7 @@ from models.config import TrainConfig, TrainingSettings
 from models.data import pack_poems
 from models.generate import GenerationRequest, PoemGenerator
 from models.modeling import load_model
-from models.records import TrainedModel
+from models.records import Evaluation, TrainedModel
 from models.registry import ModelRegistry
 from models.stages import prepare_foundation
 
@@ -277,6 +277,46 @@ def test_both_modes_register_the_conditional_model_beside_the_family(data_dir, b
             limit=1,
         )
     assert f"## The conditional model: emoverse-conditional v{record.version}" in newest.data
+
+
+def test_the_report_shows_the_version_the_preferences_were_recorded_against(
+    data_dir, both, tmp_path
+):
+    """A newer conditional model that did not become champion still speaks for `best`: the
+    report shows its figures, beside the children it was compared with, and names both."""
+    import shutil
+
+    from emoverse.judgements import JudgementStore
+    from models.choice import record_preferences
+    from models.family_report import write_family_report
+
+    copy = tmp_path / "data"  # a copy, so that the module's registry stays as it is
+    shutil.copytree(data_dir, copy)
+    registry = ModelRegistry.for_data_dir(copy)
+    champion = registry.promote(CONDITIONAL, registry.current(CONDITIONAL)[0].version)
+    folder = Path(champion.path).with_name("run-newer")
+    shutil.copytree(champion.path, folder)
+    newer = registry.register(
+        CONDITIONAL,
+        folder,
+        metrics={**champion.metrics, "balance": "plain"},
+        parent=champion.parent,
+        data_fingerprint="newer",
+        promote=False,
+    )
+    evaluations = {e: Evaluation.from_dict(d) for e, d in champion.metrics["evaluations"].items()}
+    record_preferences(registry, newer, evaluations)
+    paths = RunPaths(copy)
+    report = write_family_report(
+        registry, JudgementStore(paths.judgements_db), paths.partitions, paths.report
+    ).read_text()
+    assert newer.version != champion.version
+    assert (
+        f"## The conditional model: emoverse-conditional v{newer.version} (compared with the "
+        f"children; `--model conditional` uses v{champion.version})" in report
+    )
+    assert f"| joy | conditional v{newer.version} |" in report
+    assert f"| joy | conditional v{champion.version} |" not in report
 
 
 def test_a_conditional_rerun_trains_nothing(data_dir, both):
