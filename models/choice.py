@@ -41,10 +41,11 @@ def choose_model(registry: ModelRegistry, emotion: str, model: str = "family") -
             "model", f"must be one of {', '.join(MODEL_CHOICES)}, got {model!r}"
         )
     preferred = registry.preferred(emotion)
+    missing: NoModelError | None = None
     try:
         record, warning = registry.current(emotion)
-    except NoModelError:
-        record, warning = None, None
+    except NoModelError as exc:  # the conditional model may still speak for it
+        record, warning, missing = None, None, exc
     current = record.version if record else None
     if preferred is not None and preferred.get("child_version") != current:
         # The family was trained again since the comparison: it says nothing of this child.
@@ -57,8 +58,8 @@ def choose_model(registry: ModelRegistry, emotion: str, model: str = "family") -
     if preferred is not None and preferred.get("model") == "conditional":
         chosen = registry.get(CONDITIONAL, version=int(preferred["version"]))
         return Choice(chosen, None, control_token(emotion), preferred.get("reason"))
-    if record is None:
-        registry.current(emotion)  # raises the registry's own "run `emoverse run`" error
+    if missing is not None:
+        raise missing
     reason = (
         preferred.get("reason")
         if preferred is not None
