@@ -2,7 +2,8 @@
 
 Requests wait in a bounded queue; a worker thread (torch work off the event loop) admits
 those that arrived within `window_ms` of the oldest, up to `max_batch` poems in flight, and
-steps every running cohort (`models.sampling.Cohort`, one per prompt length) one token at a
+steps every running cohort (`models.generation.sampling.Cohort`, one per prompt length) one token
+at a
 time. Requests that arrive while a batch runs wait for it to end (a cohort cannot take rows
 in mid-poem without padding, which would change their poems), unless they are enough to
 fill half the batch: then they start a cohort of their own beside it. Finished, cancelled
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch-free at import: the CLI reads BatchSettings' defaults
-    from models.generate import GenerationRequest, PoemGenerator
-    from models.sampling import Cohort, Row
+    from models.generation.generate import GenerationRequest, PoemGenerator
+    from models.generation.sampling import Cohort, Row
 
 log = logging.getLogger("emoverse.serve")
 

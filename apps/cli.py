@@ -45,11 +45,12 @@ def _bounded(lo: float, hi: float, flag: str, *, integer: bool = True):
 
 
 def _generation_bound(option: str, flag: str, *, integer: bool = True):
-    """A parser checking `flag` against the bounds `models.generate` enforces for `option`
+    """A parser checking `flag` against the bounds
+    `models.generation.generate` enforces for `option`
     (its BOUNDS table), imported when a flag is parsed: listing models need not import torch."""
 
     def parse(text: str) -> float:
-        from models.generate import BOUNDS
+        from models.generation.generate import BOUNDS
 
         return _check(text, *BOUNDS[option], flag, integer=integer)
 
@@ -57,9 +58,9 @@ def _generation_bound(option: str, flag: str, *, integer: bool = True):
 
 
 def _blend(text: str) -> dict[str, float]:
-    """`--blend joy=0.7,fear=0.5`, checked by `models.blend` (imported when parsed)."""
+    """`--blend joy=0.7,fear=0.5`, checked by `models.generation.blend` (imported when parsed)."""
     from emoverse.errors import GenerationSettingError
-    from models.blend import parse_blend
+    from models.generation.blend import parse_blend
 
     try:
         return parse_blend(text)
@@ -463,8 +464,8 @@ def _print_training(result: dict) -> None:
 
 def _generate(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion) if args.emotion else None
-    from models.generate import GenerationRequest, PoemGenerator
-    from models.registry import ModelRegistry
+    from models.generation.generate import GenerationRequest, PoemGenerator
+    from models.registry.model_registry import ModelRegistry
 
     options = (
         *("prompt", "n", "seed", "max_new_tokens"),
@@ -486,7 +487,7 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
     registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
     weights = _dial_weights(emotion, args.blend, args.strength)
     if weights is None:  # one model, its weights checked against the registry
-        from models.choice import choose_model
+        from models.generation.choice import choose_model
 
         choice = choose_model(registry, emotion, args.model)
         record, request = choice.record, replace(request, control=choice.control)
@@ -495,7 +496,7 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         if args.model == "best":
             print(f"# best for {emotion}: {choice.reason}", file=sys.stderr)
     else:
-        from models.blend import dial_warning, materialize, resolve_recipe
+        from models.generation.blend import dial_warning, materialize, resolve_recipe
 
         recipe = resolve_recipe(registry, weights)
         warnings = [*recipe.warnings, *filter(None, [dial_warning(weights)])]
@@ -556,7 +557,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
 
 def _models(args: argparse.Namespace, data_dir: Path) -> int:
     emotion = check_label(args.emotion) if args.emotion else None
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
 
     writes = args.promote is not None or args.rollback
     if writes and emotion is None:
@@ -623,7 +624,7 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def _relink(data_dir: Path) -> int:
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         raise EmoverseError(
@@ -642,15 +643,15 @@ def _relink(data_dir: Path) -> int:
 
 def _report(args: argparse.Namespace, paths: RunPaths) -> int:
     from emoverse.judgements import JudgementStore
-    from models.family_report import write_family_report
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
+    from models.reports.family import write_family_report
 
     if not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} does not exist; run `emoverse run` first")
     registry = ModelRegistry.for_data_dir(paths.data_dir)
     dial, skipped = None, None
     if args.dial:
-        from models.family_report import measure_family_dial
+        from models.reports.family import measure_family_dial
 
         emotions = None
         if args.dial_emotions:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emoverse.emotions import LABELS
 from emoverse.errors import NoModelError
 from emoverse.judgements import Judgement, JudgementStore
-from models.registry import CHAMPION, ModelRecord, ModelRegistry
+from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 
 PENDING_MAX = 1024  # poems handed out and not yet judged, newest kept
 

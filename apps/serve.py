@@ -6,7 +6,7 @@
     POST /generate   {emotion, model?, strength?, prompt?, n?, seed?, max_new_tokens?, temperature?,
                       top_k?, top_p?, no_repeat_ngram_size?} or {blend: {emotion: weight},
                       ...} -> poems, the version that wrote them, and the recipe of a dialled
-                      or blended model (models/blend.py: base + sum w * (child - base))
+                      or blended model (models/generation/blend.py: base + sum w * (child - base))
     POST /generate?stream=true   the same as server-sent events: `token` events
                       {poem, text} as the poems are written, then `done` with the same JSON
     GET  /judge, GET /judge/poem, POST /judgements   blind human judging (apps/judge.py)
@@ -61,7 +61,7 @@ from emoverse.errors import (
 )
 from emoverse.judgements import JudgementStore
 from emoverse.paths import RunPaths
-from models.blend import (
+from models.generation.blend import (
     FLUENT_MAX_STRENGTH,
     MAX_BLEND_EMOTIONS,
     Recipe,
@@ -70,15 +70,15 @@ from models.blend import (
     materialize,
     resolve_recipe,
 )
-from models.choice import Choice, ModelChoice, choose_model
-from models.generate import (
+from models.generation.choice import Choice, ModelChoice, choose_model
+from models.generation.generate import (
     BOUNDS,
     MAX_PROMPT_CHARS,
     GenerationRequest,
     PoemGenerator,
     SamplingSettings,
 )
-from models.registry import CHAMPION, ModelRecord, ModelRegistry
+from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 
 log = logging.getLogger("emoverse.serve")
 
@@ -109,7 +109,8 @@ class GenerateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     emotion: Literal[LABELS] | None = None  # type: ignore[valid-type]
-    # Which model writes the emotion (models/choice.py): its own, the conditional one, or the
+    # Which model writes the emotion (models/generation/choice.py): its own, the conditional one,
+    # or the
     # better of the two as the registry records it.
     model: ModelChoice = "family"
     # The emotion's dial: 0 the base it was trained from, 1 its own model (the default).
@@ -213,7 +214,7 @@ class ModelCache:
             return record, warning
 
     def choose(self, emotion: str, model: str) -> Choice:
-        """`models.choice.choose_model`, asked of the registry at most every `ttl_s`."""
+        """`models.generation.choice.choose_model`, asked of the registry at most every `ttl_s`."""
         now = time.monotonic()
         with self._registry_lock:
             cached = self._choices.get((emotion, model))

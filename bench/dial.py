@@ -61,12 +61,12 @@ def train_family(
     from emoverse.corpus import book_to_rows
     from emoverse.schema import POEM_SCHEMA
     from emoverse.tagging import tag_table, write_version
-    from models.card import save_model
     from models.config import TrainConfig
-    from models.data import load_partition
-    from models.modeling import build_scratch_model
-    from models.registry import ModelRegistry
-    from models.train import fine_tune
+    from models.folders.card import save_model
+    from models.folders.model_folder import build_scratch_model
+    from models.registry.model_registry import ModelRegistry
+    from models.training.data import load_partition
+    from models.training.loop import fine_tune
 
     rows = []
     for book in book_ids(mirror, books):
@@ -105,10 +105,10 @@ def gpt2_merge(paths: RunPaths) -> None:
     """Seconds to merge a 124M-parameter recipe (scratch:gpt2 shapes, untrained weights)."""
     from safetensors.torch import load_file, save_file
 
-    from models.blend import Ingredient, Recipe, merge_weights
-    from models.data import load_partition
-    from models.modeling import build_scratch_model
-    from models.registry import ModelRecord
+    from models.folders.model_folder import build_scratch_model
+    from models.generation.blend import Ingredient, Recipe, merge_weights
+    from models.registry.model_registry import ModelRecord
+    from models.training.data import load_partition
 
     root = paths.data_dir / "gpt2-merge"
     texts = list(load_partition(paths.partitions, "neutral", "train")["text"])
@@ -155,9 +155,9 @@ def main() -> int:
     import httpx
 
     from apps.serve import create_app, running_app
-    from models.blend import materialize, resolve_recipe
-    from models.dial import dial_table, fluent_up_to, measure_dial, plot_dial
-    from models.registry import ModelRegistry
+    from models.generation.blend import materialize, resolve_recipe
+    from models.registry.model_registry import ModelRegistry
+    from models.reports.dial import dial_table, fluent_up_to, measure_dial, plot_dial
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = RunPaths(args.data_dir or Path(tmp) / "run")

@@ -68,8 +68,8 @@ def main() -> int:
     from emoverse.tagging import read_manifest
     from flows.pipeline import pipeline
     from models.config import TrainingSettings
-    from models.family_report import write_family_report
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
+    from models.reports.family import write_family_report
 
     ids = book_ids(args.mirror_dir, args.books)
     settings = TrainingSettings(
@@ -129,9 +129,9 @@ def reseeded_bases(paths, settings, registry, reseeds: int, samples: int) -> lis
     """The champion base's neutral test perplexity, then that of bases trained like it from
     the same foundation with seeds 1..reseeds."""
     from emoverse.emotions import NEUTRAL
-    from models.evaluate import evaluate_model
+    from models.evaluation.evaluate import evaluate_model
     from models.records import EvalConfig
-    from models.stages import prepare_foundation, train_emotion_model
+    from models.training.stages import prepare_foundation, train_emotion_model
 
     foundation_config, base_config, _ = settings.stage_configs()
     foundation = prepare_foundation(

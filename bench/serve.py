@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from the checkout without installing
 
 from emoverse.corpus import book_to_rows  # noqa: E402
-from models.generate import GenerationRequest, PoemGenerator  # noqa: E402
-from models.modeling import build_scratch_model  # noqa: E402
-from models.registry import ModelRegistry  # noqa: E402
+from models.folders.model_folder import build_scratch_model  # noqa: E402
+from models.generation.generate import GenerationRequest, PoemGenerator  # noqa: E402
+from models.registry.model_registry import ModelRegistry  # noqa: E402
 
 MIRROR = REPO.parent / "shared" / "gutenberg" / "cache" / "epub"
 EMOTIONS = ("joy", "sadness", "fear")

@@ -10,7 +10,8 @@
     EMOVERSE_MAX_CONNECTIONS     connections `emoverse serve` holds open at once (default 256)
     EMOVERSE_KEEPALIVE_S         seconds an idle keep-alive connection is kept (default 5)
     EMOVERSE_TRUSTED_HOSTS       comma-separated Host names the server answers (default any)
-    MLFLOW_TRACKING_URI          a shared registry instead of <data_dir>/registry/ (models.registry)
+    MLFLOW_TRACKING_URI          a shared registry instead of <data_dir>/registry/
+    (models.registry.model_registry)
 
 Each is read when asked for, not at import: a worker's environment is the one that counts.
 """

@@ -23,7 +23,7 @@ from models.records import (
     SkippedModel,
     promotion_decision,
 )
-from models.registry import CHAMPION, ModelRecord, ModelRegistry
+from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_conditional_task,
     evaluate_model_task,

@@ -29,7 +29,7 @@ EvalSamples = Annotated[int, Field(ge=1, le=256)]
 Adapter = Literal["lora"]
 # The children's fine-tuning as a choice in the UI's run form: every weight, or a LoRA adapter.
 ChildTuning = Literal["full", "lora"]
-# How the conditional model mixes the partitions (models/conditional.py).
+# How the conditional model mixes the partitions (models/training/conditional.py).
 Balance = Literal["plain", "sqrt"]
 # What `train` trains: the family (base and eight children), the conditional model, or both.
 TrainMode = Literal["family", "conditional", "both"]

@@ -21,8 +21,8 @@ from emoverse.emotions import CONDITIONAL, LABELS, NEUTRAL, model_name
 from emoverse.errors import NoModelError
 from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
-from models.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.config import TrainConfig
+from models.folders.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.records import (
     EvalConfig,
     Evaluation,
@@ -33,7 +33,7 @@ from models.records import (
     confusion_matrix,
     gate_reasons,
 )
-from models.registry import CHAMPION, ModelRecord, ModelRegistry
+from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.progress import StageProgress, publish_image, publish_markdown, show_on_parent_run
 
 # The global concurrency limit every training and evaluation holds a slot of, wherever it runs
@@ -42,7 +42,7 @@ from tasks.progress import StageProgress, publish_image, publish_markdown, show_
 GPU_LIMIT = "gpu"
 
 if TYPE_CHECKING:
-    from models.train import StepCallback
+    from models.training.loop import StepCallback
 
 
 @contextmanager
@@ -78,7 +78,7 @@ def _gpu_limit_exists() -> bool:
 def prepare_foundation_task(base_model: str, data_dir: str, config: TrainConfig) -> str:
     """The folder or hub id the neutral base starts from (a trained foundation for scratch
     presets, cached per corpus and settings)."""
-    from models.stages import prepare_foundation
+    from models.training.stages import prepare_foundation
 
     paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress("training foundation", unit="step") as progress:
@@ -111,7 +111,7 @@ def train_model_task(
 ) -> TrainedModel | SkippedModel:
     """Fine-tune one emotion's model from `start` (or reuse the folder of an identical earlier
     run); a partition too small to train is skipped, with the reason."""
-    from models.stages import train_emotion_model
+    from models.training.stages import train_emotion_model
 
     paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress(f"training {emotion}", unit="step") as progress:
@@ -163,7 +163,7 @@ def evaluate_model_task(
     """Perplexity, emotion fidelity under both judges (and lift over `base`, the neutral base's
     evaluation), diversity, and the fluency of its poems under the base in `base_dir`;
     cached in its folder. Publishes its sample poems."""
-    from models.evaluate import evaluate_model
+    from models.evaluation.evaluate import evaluate_model
 
     paths = RunPaths.at(data_dir)
     emotion = trained.emotion
@@ -246,7 +246,7 @@ def gate_base_task(
     """Whether a new neutral base may become champion: no worse than the current champion on
     the neutral test split, which is measured on the same poems (its evaluation is reused
     when nothing changed)."""
-    from models.evaluate import evaluate_model
+    from models.evaluation.evaluate import evaluate_model
 
     paths = RunPaths.at(data_dir)
     registry = ModelRegistry.for_data_dir(paths.data_dir)
@@ -385,7 +385,7 @@ def _fluency_row(emotion: str, e: Evaluation) -> dict[str, str]:
 def _publish_report(data_dir: str) -> Path:
     """`emoverse report` as a Prefect markdown artifact, its figures inlined."""
     from emoverse.judgements import JudgementStore
-    from models.family_report import write_family_report
+    from models.reports.family import write_family_report
 
     paths = RunPaths.at(data_dir)
     report = write_family_report(
@@ -402,7 +402,8 @@ def _publish_report(data_dir: str) -> Path:
     return report
 
 
-# --- the conditional model (models/conditional.py) -------------------------------------------
+# --- the conditional model (models/training/conditional.py)
+# -------------------------------------------
 
 
 @task(name="train-conditional-model")
@@ -411,7 +412,7 @@ def train_conditional_task(
 ) -> TrainedModel | SkippedModel:
     """Train the conditional model from `start` on every partition (or reuse the folder of an
     identical earlier run)."""
-    from models.conditional import train_conditional_model
+    from models.training.conditional import train_conditional_model
 
     paths = RunPaths.at(data_dir)
     with gpu_slot(), StageProgress("training conditional", unit="step") as progress:
@@ -445,7 +446,7 @@ def evaluate_conditional_task(
     judges, lift over `base`, fluency under the base in `base_dir`), each evaluation cached
     in its folder. Publishes a sample poem per emotion."""
     from emoverse.emotions import EMOTIONS
-    from models.evaluate import evaluate_model
+    from models.evaluation.evaluate import evaluate_model
 
     paths = RunPaths.at(data_dir)
     evaluations = {}
@@ -487,7 +488,7 @@ def register_conditional_task(
     `emoverse-conditional` if it passes the promotion gate against the base for at least one
     emotion), then record per emotion whether it or the child writes that emotion better
     (`ModelRegistry.set_preferred`, read by `--model best`)."""
-    from models.choice import record_preferences
+    from models.generation.choice import record_preferences
     from models.records import promotion_decision
 
     registry = ModelRegistry.for_data_dir(Path(data_dir))

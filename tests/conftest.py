@@ -195,7 +195,7 @@ def scripted_mirror() -> Iterator[ScriptedMirror]:
 def scratch_model(tmp_path_factory) -> Path:
     """One real, untrained `scratch:tiny` model folder (safetensors, tokenizer, card-less):
     what the registry logs as an MLflow model. Copy it with `link_model`."""
-    from models.modeling import build_scratch_model
+    from models.folders.model_folder import build_scratch_model
 
     texts = ["Shall I compare thee to a summer's day?\nThou art more lovely and more temperate"]
     return build_scratch_model("scratch:tiny", texts * 50, tmp_path_factory.mktemp("scratch") / "m")

@@ -1,4 +1,5 @@
-"""Dialling and blending emotions (models/blend.py): a real tiny family (a neutral base, three
+"""Dialling and blending emotions (models/generation/blend.py): a real tiny family (a neutral base,
+three
 full children and a LoRA child fine-tuned from it with a few real steps), a real sqlite
 registry, fixed seeds. The CLI's --strength/--blend and POST /generate's strength/blend too."""
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import models.blend as blend
+import models.generation.blend as blend
 from apps import cli
 from apps.serve import create_app, running_app
 from emoverse.corpus import book_to_rows
@@ -19,7 +20,11 @@ from emoverse.errors import EmoverseError, GenerationSettingError
 from emoverse.paths import RunPaths
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import label_texts, tag_table, write_version
-from models.blend import (
+from models.config import TrainConfig
+from models.evaluation.evaluate import _tag_rule, distinct_n, perplexity
+from models.folders.card import read_card_metadata, save_model
+from models.folders.model_folder import build_scratch_model, load_model
+from models.generation.blend import (
     MAX_BLEND_EMOTIONS,
     check_weights,
     materialize,
@@ -27,14 +32,10 @@ from models.blend import (
     prune,
     resolve_recipe,
 )
-from models.card import read_card_metadata, save_model
-from models.config import TrainConfig
-from models.dial import DialPoint, breaks, fluent_up_to, measure_dial
-from models.evaluate import _tag_rule, distinct_n, perplexity
-from models.generate import generate_poems
-from models.modeling import build_scratch_model, load_model
-from models.registry import ModelRegistry
-from models.train import fine_tune
+from models.generation.generate import generate_poems
+from models.registry.model_registry import ModelRegistry
+from models.reports.dial import DialPoint, breaks, fluent_up_to, measure_dial
+from models.training.loop import fine_tune
 
 QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2, max_steps=4)
 CHILD = QUICK.with_overrides(learning_rate=1e-2, max_steps=6)
@@ -525,7 +526,7 @@ def test_the_family_report_still_imports_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, models.family_report; assert 'torch' not in sys.modules"
+    code = "import sys, models.reports.family; assert 'torch' not in sys.modules"
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(repo)})  # fmt: skip

@@ -21,14 +21,14 @@ from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, EMOTIONS, LABELS, con
 from emoverse.paths import RunPaths
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import tag_table, write_partitions
-from models.conditional import balanced_counts, prepare_start, train_conditional_model
 from models.config import TrainConfig, TrainingSettings
-from models.data import pack_poems
-from models.generate import GenerationRequest, PoemGenerator
-from models.modeling import load_model
+from models.folders.model_folder import load_model
+from models.generation.generate import GenerationRequest, PoemGenerator
 from models.records import Evaluation, TrainedModel
-from models.registry import ModelRegistry
-from models.stages import prepare_foundation
+from models.registry.model_registry import ModelRegistry
+from models.training.conditional import balanced_counts, prepare_start, train_conditional_model
+from models.training.data import pack_poems
+from models.training.stages import prepare_foundation
 
 QUICK = TrainConfig(epochs=2, batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2)
 SETTINGS = TrainingSettings(max_steps=2, eval_samples=4)
@@ -174,7 +174,7 @@ def test_a_rerun_trains_nothing_and_other_settings_train_again(data_dir, foundat
 RESUMABLE_RUN = """
 import json, sys
 from pathlib import Path
-from models.conditional import train_conditional_model
+from models.training.conditional import train_conditional_model
 from models.config import TrainConfig
 data_dir, models_dir, foundation = sys.argv[1:4]
 steps = []
@@ -255,7 +255,7 @@ def test_both_modes_register_the_conditional_model_beside_the_family(data_dir, b
     assert all(registry.preferred(e)["model"] == "conditional" for e in skipped)
 
     from emoverse.judgements import JudgementStore
-    from models.family_report import write_family_report
+    from models.reports.family import write_family_report
 
     paths = RunPaths(data_dir)
     report = write_family_report(
@@ -287,8 +287,8 @@ def test_the_report_shows_the_version_the_preferences_were_recorded_against(
     import shutil
 
     from emoverse.judgements import JudgementStore
-    from models.choice import record_preferences
-    from models.family_report import write_family_report
+    from models.generation.choice import record_preferences
+    from models.reports.family import write_family_report
 
     copy = tmp_path / "data"  # a copy, so that the module's registry stays as it is
     shutil.copytree(data_dir, copy)

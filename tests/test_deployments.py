@@ -13,7 +13,7 @@ import pytest
 from prefect_server import group_alive, migrated_database, running_server, running_worker
 
 from emoverse.emotions import EMOTIONS, LABELS
-from models.registry import CHAMPION, ModelRegistry
+from models.registry.model_registry import CHAMPION, ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 BOOKS = [1041, 574, 1065, 12242]

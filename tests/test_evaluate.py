@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-import models.evaluate as ev
+import models.evaluation.evaluate as ev
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS, NEUTRAL
 from emoverse.errors import UnknownEmotionError
@@ -21,10 +21,8 @@ from emoverse.report import plot_confusion_matrix
 from emoverse.schema import POEM_SCHEMA
 from emoverse.stats import fisher_greater, wilson_interval
 from emoverse.tagging import label_texts, tag_table, write_version
-from models.card import CARD_FILE, add_evaluation_to_card, read_card_metadata, save_model
 from models.config import TrainConfig
-from models.data import load_partition
-from models.evaluate import (
+from models.evaluation.evaluate import (
     EVALUATION_FILE,
     EvalConfig,
     Evaluation,
@@ -32,10 +30,12 @@ from models.evaluate import (
     evaluate_model,
     perplexity,
 )
-from models.generate import generate_poems
-from models.modeling import build_scratch_model, load_model
+from models.folders.card import CARD_FILE, add_evaluation_to_card, read_card_metadata, save_model
+from models.folders.model_folder import build_scratch_model, load_model
+from models.generation.generate import generate_poems
 from models.records import base_promotion_decision, confusion_matrix, promotion_decision
-from models.train import fine_tune
+from models.training.data import load_partition
+from models.training.loop import fine_tune
 
 QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2, max_steps=4)
 FAST = EvalConfig(samples=6, seed=3, max_new_tokens=24)

@@ -11,15 +11,15 @@ from safetensors.torch import load_file, save_file
 
 from apps import cli
 from emoverse.errors import EmoverseError
-from models.generate import PoemGenerator
-from models.modeling import (
+from models.folders.model_folder import (
     DamagedModelError,
     build_scratch_model,
     recorded_digests,
     weight_digests,
 )
-from models.registry import ModelRegistry
-from models.stages import _saved
+from models.generation.generate import PoemGenerator
+from models.registry.model_registry import ModelRegistry
+from models.training.stages import _saved
 
 WEIGHTS = "model.safetensors"
 

@@ -13,10 +13,10 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
 from apps import cli
-from models.card import save_model
 from models.config import TrainConfig
-from models.registry import CHAMPION, ModelRegistry
-from models.train import fine_tune
+from models.folders.card import save_model
+from models.registry.model_registry import CHAMPION, ModelRegistry
+from models.training.loop import fine_tune
 
 QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2, max_steps=4)
 URI = "models:/emoverse-joy@champion"

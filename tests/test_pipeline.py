@@ -17,9 +17,9 @@ from emoverse.emotions import LABELS
 from emoverse.tagging import read_partitions, write_version
 from flows.pipeline import pipeline
 from flows.training import train
-from models.card import read_card_metadata
 from models.config import TrainingSettings
-from models.registry import CHAMPION, ModelRegistry
+from models.folders.card import read_card_metadata
+from models.registry.model_registry import CHAMPION, ModelRegistry
 
 # The reference books: Shakespeare's Sonnets, Blake, The Raven, Dickinson.
 BOOKS = [1041, 574, 1065, 12242]

@@ -5,7 +5,7 @@ import pytest
 from conftest import link_model
 
 from emoverse.errors import EmoverseError, NoModelError, UnknownEmotionError
-from models.registry import CHAMPION, ModelRegistry
+from models.registry.model_registry import CHAMPION, ModelRegistry
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_promote_and_roll_back_the_champion(registry, tmp_path, model_folder):
 REGISTER_ONE = """
 import os, shutil, sys
 from pathlib import Path
-from models.registry import ModelRegistry
+from models.registry.model_registry import ModelRegistry
 data_dir, emotion, folder = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 shutil.copytree(sys.argv[4], folder, copy_function=os.link)
 ModelRegistry.for_data_dir(data_dir).register(

@@ -19,14 +19,14 @@ from apps.serve import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
 from emoverse.judgements import JudgementStore
-from models.generate import (
+from models.folders.model_folder import build_scratch_model
+from models.generation.generate import (
     GenerationRequest,
     SamplingSettings,
     generate_poems,
 )
-from models.modeling import build_scratch_model
-from models.registry import ModelRegistry
-from models.sampling import MIN_ROWS
+from models.generation.sampling import MIN_ROWS
+from models.registry.model_registry import ModelRegistry
 
 NOT_PROMOTED = "val_loss 6.1 did not beat the base's 5.9"
 

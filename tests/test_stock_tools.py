@@ -128,7 +128,7 @@ def sonnets(gutenberg_dir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def scratch_dir(sonnets, tmp_path_factory) -> Path:
-    from models.modeling import build_scratch_model
+    from models.folders.model_folder import build_scratch_model
 
     return build_scratch_model("scratch:tiny", sonnets, tmp_path_factory.mktemp("m") / "init")
 
@@ -136,10 +136,10 @@ def scratch_dir(sonnets, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def child_dir(scratch_dir, sonnets, tmp_path_factory) -> Path:
     """A joy child saved by the training code, its evaluation added as the pipeline adds it."""
-    from models.card import add_evaluation_to_card, save_model
     from models.config import TrainConfig
+    from models.folders.card import add_evaluation_to_card, save_model
     from models.records import Evaluation
-    from models.train import fine_tune
+    from models.training.loop import fine_tune
 
     config = TrainConfig(max_steps=2, batch_size=8, block_size=64, warmup_steps=1)
     tuned = fine_tune(scratch_dir, sonnets[:40], sonnets[40:50], config)
@@ -183,7 +183,7 @@ def test_a_folder_saved_before_the_fix_loads_with_the_context(scratch_dir, tmp_p
     import json
     import shutil
 
-    from models.modeling import load_model
+    from models.folders.model_folder import load_model
 
     old = Path(shutil.copytree(scratch_dir, tmp_path / "old"))
     config = json.loads((old / "tokenizer_config.json").read_text())
@@ -263,8 +263,8 @@ def test_the_model_card_parses_into_the_hubs_fields(child_dir, scratch_dir):
 def test_base_model_names_the_parent_on_the_hub(emotion, parent, base_model):
     from huggingface_hub import ModelCard
 
-    from models.card import model_card
     from models.config import TrainConfig
+    from models.folders.card import model_card
 
     text = model_card(
         emotion=emotion,

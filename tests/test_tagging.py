@@ -490,7 +490,7 @@ def test_a_killed_writer_leaves_the_previous_version_current(blake_tagged, tmp_p
 
 
 def test_training_reads_the_current_version_through_datasets(blake_tagged, tmp_path):
-    from models.data import load_partition
+    from models.training.data import load_partition
 
     target = tmp_path / "partitions"
     cache = tmp_path / "hf"
@@ -537,7 +537,7 @@ def test_a_new_version_says_how_many_labels_changed(poems_file, tmp_path):
 
 
 def test_a_truncated_partition_file_is_detected_and_tagged_again(poems_file, tmp_path):
-    from models.data import load_partition
+    from models.training.data import load_partition
 
     target = tmp_path / "partitions"
     first = tag_poems(poems_file, target, workers=1)

@@ -12,14 +12,14 @@ import torch
 from emoverse.corpus import book_to_rows, write_poems
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import split_for, tag_table, write_partitions
-from models.card import CARD_FILE, LOSS_PLOT_FILE, read_card_metadata, save_model
 from models.config import TrainConfig
-from models.data import IGNORE_INDEX, load_partition, pack_poems
-from models.generate import generate_poems
-from models.modeling import build_scratch_model, load_model
+from models.folders.card import CARD_FILE, LOSS_PLOT_FILE, read_card_metadata, save_model
+from models.folders.model_folder import build_scratch_model, load_model
+from models.generation.generate import generate_poems
 from models.records import SkippedModel, TrainedModel
-from models.stages import prepare_foundation, train_emotion_model
-from models.train import fine_tune, lr_at
+from models.training.data import IGNORE_INDEX, load_partition, pack_poems
+from models.training.loop import fine_tune, lr_at
+from models.training.stages import prepare_foundation, train_emotion_model
 
 QUICK = TrainConfig(epochs=2, batch_size=8, block_size=64, learning_rate=3e-3, warmup_steps=2)
 
@@ -175,7 +175,7 @@ RESUMABLE_RUN = """
 import json, sys
 from pathlib import Path
 from models.config import TrainConfig
-from models.train import fine_tune
+from models.training.loop import fine_tune
 init, texts_file, ckpt, out = sys.argv[1:5]
 texts = json.loads(Path(texts_file).read_text())
 config = TrainConfig(**json.loads(sys.argv[5]))
@@ -249,7 +249,7 @@ def test_a_killed_run_resumes_to_the_same_weights(init_dir, sonnets, tmp_path):
 def test_a_lora_child_is_small_and_loads_like_a_full_one(init_dir, sonnets, tmp_path):
     from safetensors.torch import load_file
 
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
 
     config = QUICK.with_overrides(max_steps=4, adapter="lora", learning_rate=1e-2)
     tuned = fine_tune(init_dir, sonnets[:40], sonnets[40:50], config)
@@ -339,7 +339,7 @@ def test_a_stage_trains_data_parallel_under_torchrun(gutenberg_dir, init_dir, tm
             "--nproc_per_node",
             "2",
             "-m",
-            "models.stages",
+            "models.training.stages",
             "--emotion",
             "joy",
             "--init",

@@ -1,7 +1,7 @@
 """The per-emotion model registry: one MLflow registered model `emoverse-<emotion>` per label,
 the current version under alias `champion`.
 
-Each version is a stock MLflow model (`models/mlflow_log.py`): an MLflow run of experiment
+Each version is a stock MLflow model (`models/registry/mlflow_log.py`): an MLflow run of experiment
 `emoverse` with the training settings, metrics and evaluation, and a transformers-flavour
 LoggedModel, so `mlflow.transformers.load_model("models:/emoverse-joy@champion")` and
 `mlflow.pyfunc.load_model(...)` work. The project's own lookups (`ModelRecord.path`) use the
@@ -178,7 +178,7 @@ class ModelRegistry:
         """A data dir moved or copied elsewhere keeps working for stock MLflow loaders too:
         locations naming the old data dir are rewritten to this one (`emoverse models
         --relink` does it explicitly)."""
-        from models.relink import relink, stored_home
+        from models.registry.relink import relink, stored_home
 
         artifacts = self._db.resolve().parent / ARTIFACTS_DIR
         old = stored_home(self._db, self._home, artifacts)
@@ -188,7 +188,7 @@ class ModelRegistry:
     def _experiment(self) -> str:
         """The `emoverse` experiment's id, created on first use; a sqlite registry keeps its
         artifacts beside its database (not ./mlruns wherever the process started)."""
-        from models.mlflow_log import EXPERIMENT
+        from models.registry.mlflow_log import EXPERIMENT
 
         if self._experiment_id is None:
             found = self._client.get_experiment_by_name(EXPERIMENT)
@@ -273,9 +273,9 @@ class ModelRegistry:
         import mlflow.transformers  # noqa: F401  (seconds to import: not while holding the lock)
         from mlflow.exceptions import MlflowException
 
-        from models.generate import check_safetensors_only
-        from models.mlflow_log import card_params, log_model_folder, saved_history
-        from models.modeling import ADAPTER_CONFIG, recorded_digests, weight_digests
+        from models.folders.model_folder import ADAPTER_CONFIG, recorded_digests, weight_digests
+        from models.generation.generate import check_safetensors_only
+        from models.registry.mlflow_log import card_params, log_model_folder, saved_history
 
         name = model_name(check_model_key(emotion))
         folder = Path(model_dir).resolve()
@@ -333,7 +333,7 @@ class ModelRegistry:
     def _relink_weights(self, mv: Any, folder: Path) -> None:
         """A folder trained again (its weights were damaged) under the same name: the logged
         model's weights follow it, where they are local links or copies."""
-        from models.mlflow_log import is_local, link_weights, local_path
+        from models.registry.mlflow_log import is_local, link_weights, local_path
 
         if (mv.tags or {}).get(MODEL_ID_TAG) and is_local(mv.source):
             model_dir = local_path(mv.source) / "model"

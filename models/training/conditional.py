@@ -2,7 +2,8 @@
 the poem (`<|joy|> bos poem eos`), as AutoCompose proposes. It sees every poem, so the small
 partitions (surprise and disgust about 1% of the corpus) borrow strength from the others.
 
-A plain function over paths like `models.stages`: same start as the neutral base (a hub model
+A plain function over paths like `models.training.stages`: same start as the neutral base (a hub
+model
 or the scratch preset's foundation), the nine control tokens added to its tokenizer, trained
 on the train split of every partition; the folder is named by its run key, so a rerun with
 nothing changed trains nothing and a killed run resumes from its checkpoint.
@@ -19,12 +20,12 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, LABELS, control_token
-from models.card import read_card_metadata, training_metrics
 from models.config import Balance, TrainConfig
-from models.data import load_partition
+from models.folders.card import read_card_metadata, training_metrics
 from models.records import SkippedModel, TrainedModel
-from models.stages import _run_key, _saved, _train_into
-from models.train import StepCallback, is_main_process
+from models.training.data import load_partition
+from models.training.loop import StepCallback, is_main_process
+from models.training.stages import _run_key, _saved, _train_into
 
 # How the nine partitions are mixed. `plain`: every train poem once, so a label weighs as
 # much as its share of the corpus (surprise ~1%). `sqrt`: each partition repeated up to
@@ -37,7 +38,7 @@ DEFAULT_BALANCE: Balance = "sqrt"
 # the nine start apart from each other), rather than all nine at one mean vector that the
 # first steps must pull apart.
 CONTROL_INIT = "label-word"
-# How the poems are laid out in blocks (models/data.py): 2 repeats the control token at the
+# How the poems are laid out in blocks (models/training/data.py): 2 repeats the control token at the
 # start of every block that begins inside a poem. Part of the data fingerprint, so a model
 # trained on another layout is not reused.
 LAYOUT = 2
@@ -67,7 +68,7 @@ def add_control_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 def prepare_start(init: str | Path, models_dir: Path) -> Path:
     """`init` (the neutral base's start) with the control tokens added, saved once under
     `models_dir/conditional/start-<key>/`: the folder the conditional training starts from."""
-    from models.modeling import load_model, write_model_folder
+    from models.folders.model_folder import load_model, write_model_folder
 
     name = f"dir:{Path(init).name}" if Path(init).is_dir() else f"hub:{init}"
     blob = json.dumps([name, list(CONTROL_TOKENS), CONTROL_INIT])

@@ -14,7 +14,8 @@ diversity, and the gate that decides whether a child becomes its emotion's champ
 * Fluency guard: the K poems' perplexity under the neutral base (a child cannot win by piling
   up emotion words in broken verse), and distinct-1 and distinct-2 over the K poems.
 
-Plain functions over paths, like `models.stages`: a Prefect task, a test or a notebook calls
+Plain functions over paths, like `models.training.stages`: a Prefect task, a test or a notebook
+calls
 them. Results are cached in `<model_dir>/evaluation.json`.
 """
 
@@ -34,11 +35,11 @@ from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS, NEUTRAL, check_label, control_token
 from emoverse.stats import fisher_greater
 from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
-from models.data import IGNORE_INDEX, fingerprint, load_partition
-from models.generate import GenerationRequest, PoemGenerator
-from models.modeling import load_model
+from models.folders.model_folder import load_model
+from models.generation.generate import GenerationRequest, PoemGenerator
 from models.records import EVALUATION_FILE, GATE_JUDGE, JUDGES, EvalConfig, Evaluation
-from models.train import pick_device
+from models.training.data import IGNORE_INDEX, fingerprint, load_partition
+from models.training.loop import pick_device
 
 SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
 

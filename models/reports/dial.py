@@ -1,7 +1,8 @@
 """Measuring the dial: what an emotion's strength does to its poems.
 
-At each strength S of an emotion (base + S * (child - base), models/blend.py) K poems are
-sampled from a fixed seed and measured as a child is (models/evaluate.py): fidelity under both
+At each strength S of an emotion (base + S * (child - base), models/generation/blend.py) K poems are
+sampled from a fixed seed and measured as a child is (models/evaluation/evaluate.py): fidelity
+under both
 judges with 95% Wilson intervals, and the fluency guard, the poems' perplexity under the base
 and their distinct-2. `fluent_up_to` says where fluency breaks; `plot_dial` draws one emotion.
 """
@@ -16,7 +17,7 @@ from emoverse.emotions import EMOTIONS
 from emoverse.errors import EmoverseError
 from emoverse.report import pyplot
 from emoverse.stats import Share
-from models.blend import RecordSource, materialize, resolve_recipe
+from models.generation.blend import RecordSource, materialize, resolve_recipe
 from models.records import JUDGES, MAX_DISTINCT_2_DROP
 
 DIAL_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -56,9 +57,9 @@ def measure_dial(
 ) -> list[DialPoint]:
     """The emotion's dial at each of `strengths` (K = `samples` poems each, from `seed`)."""
     from emoverse.tagging import label_texts
-    from models.evaluate import _tag_rule, distinct_n, score_perplexity
-    from models.generate import GenerationRequest, PoemGenerator
-    from models.modeling import load_model
+    from models.evaluation.evaluate import _tag_rule, distinct_n, score_perplexity
+    from models.folders.model_folder import load_model
+    from models.generation.generate import GenerationRequest, PoemGenerator
 
     if emotion not in EMOTIONS:
         raise EmoverseError(f"the dial turns one of the eight emotions, not {emotion!r}")

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from emoverse.atomic import atomic_path
-from models.card import CARD_FILE, HISTORY_FILE, LOSS_PLOT_FILE, read_card_metadata
-from models.modeling import ADAPTER_CONFIG, weight_files
+from models.folders.card import CARD_FILE, HISTORY_FILE, LOSS_PLOT_FILE, read_card_metadata
+from models.folders.model_folder import ADAPTER_CONFIG, weight_files
 from models.records import EVALUATION_FILE
 
 EXPERIMENT = "emoverse"
@@ -160,7 +160,7 @@ def _save_mlflow_model(folder: Path, out: Path, *, run_id: str, model_id: str) -
     from huggingface_hub import ModelCard
     from mlflow.models import Model
 
-    from models.modeling import load_model
+    from models.folders.model_folder import load_model
 
     model, tokenizer = load_model(folder)  # a LoRA child comes back merged
     card_file = folder / CARD_FILE

@@ -24,7 +24,7 @@ TRAINING_METRICS = "training_metrics"
 _FAMILY_PARENT = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v\d+$")
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is saved
-    from models.train import FineTuned
+    from models.training.loop import FineTuned
 
 
 def save_model(
@@ -38,7 +38,11 @@ def save_model(
 ) -> Path:
     """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
     model card into `out_dir`, all or nothing."""
-    from models.modeling import default_generation_config, fit_tokenizer_to_model, weight_digests
+    from models.folders.model_folder import (
+        default_generation_config,
+        fit_tokenizer_to_model,
+        weight_digests,
+    )
 
     fit_tokenizer_to_model(tuned.tokenizer, tuned.model)
     with atomic_path(out_dir) as tmp:
@@ -158,7 +162,8 @@ EVALUATION_END = "<!-- /emoverse:evaluation -->"
 def add_evaluation_to_card(
     model_dir: Path, evaluation: dict[str, Any], promotion: str, *, promoted: bool | None = None
 ) -> None:
-    """Add an evaluation (`models.evaluate.Evaluation.to_dict()`) and the promotion gate's
+    """Add an evaluation (`models.evaluation.evaluate.Evaluation.to_dict()`) and
+    the promotion gate's
     decision to the folder's card: `evaluation:` and a Hugging Face `model-index:` in the
     metadata, an "## Evaluation" section in the text. Running it again replaces both; the
     card is rewritten in one rename."""

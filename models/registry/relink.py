@@ -6,7 +6,7 @@ one, in one transaction."""
 import sqlite3
 from pathlib import Path
 
-from models.mlflow_log import EXPERIMENT, local_path
+from models.registry.mlflow_log import EXPERIMENT, local_path
 
 # Every column in which MLflow's sqlite store keeps a location.
 LOCATIONS = (

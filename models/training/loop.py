@@ -17,8 +17,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.errors import EmoverseError
 from models.config import TrainConfig
-from models.data import IGNORE_INDEX, PackedBlocks, pack_poems
-from models.modeling import load_model
+from models.folders.model_folder import load_model
+from models.training.data import IGNORE_INDEX, PackedBlocks, pack_poems
 
 # on_step(step, total_steps, loss): called after every optimizer step.
 StepCallback = Callable[[int, int, float], None]
@@ -125,7 +125,8 @@ def fine_tune(
     and a rerun with the same arguments resumes from it, ending with the same weights as a
     run that was never interrupted. Launched data-parallel (torchrun, accelerate launch), each
     of the N processes trains on its own share of every step's N batches. `controls`: the
-    control token of every train and validation poem (the conditional model, models/data.py).
+    control token of every train and validation poem (the conditional model,
+    models/training/data.py).
     """
     rank, world = start_distributed()
     torch.manual_seed(config.seed)

@@ -2,7 +2,8 @@
 
 `PoemGenerator` holds one loaded model and its tokenizer, so a server can keep it in a cache;
 `generate_poems` is the one-shot form (load, generate, drop). Both sample with the KV cache
-through `models.sampling` (one batch of `n` poems per call), and give the same poems for the
+through `models.generation.sampling` (one batch of `n` poems per call), and give the same poems for
+the
 same seed: poem `i` of a request with seed `s` draws from its own generator, seeded
 `s * ROW_SEED_STRIDE + i`, so it is the same poem whatever else shares its batch.
 """
@@ -16,9 +17,9 @@ from typing import Any
 
 from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, GenerationSettingError
-from models.modeling import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
-from models.sampling import Cohort, Row, RowSpec
-from models.train import pick_device
+from models.folders.model_folder import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
+from models.generation.sampling import Cohort, Row, RowSpec
+from models.training.loop import pick_device
 
 # (lowest, highest) allowed value of every numeric option, in one place: the CLI's parsers
 # and the server's request model read their bounds from here.
@@ -31,7 +32,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "top_k": (0, 1000),  # 0: no top-k filter
     "top_p": (0.01, 1.0),  # 1: no nucleus filter
     "no_repeat_ngram_size": (0, 16),  # 0: repeats allowed
-    # An emotion's dial (models/blend.py): 0 the base, 1 the child, above 1 past it.
+    # An emotion's dial (models/generation/blend.py): 0 the base, 1 the child, above 1 past it.
     "strength": (0.0, 3.0),
 }
 MAX_PROMPT_CHARS = 2000
@@ -162,7 +163,7 @@ def _looks_like_a_path(source: str) -> bool:
 class PoemGenerator:
     """One loaded model and tokenizer, ready to write poems. Thread-safe: every row samples
     from its own generator, so generations may run side by side (or batched together, as the
-    server does with `rows` and `models.sampling.Cohort`)."""
+    server does with `rows` and `models.generation.sampling.Cohort`)."""
 
     def __init__(self, model_dir: str | Path, weights: dict[str, Any] | None = None):
         """`weights`: the digests the registry recorded for the folder (else its card's)."""

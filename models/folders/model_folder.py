@@ -21,7 +21,7 @@ from emoverse.atomic import atomic_path, sha256_file
 from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, SettingError
 from models.config import scratch_preset
-from models.tokenizer import train_bpe_tokenizer
+from models.training.tokenizer import train_bpe_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside an adapter's weights
 WEIGHTS_KEY = "weights"  # card metadata and registry tag: {file: {size, sha256}}
@@ -54,7 +54,7 @@ def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
 def recorded_digests(folder: Path) -> dict[str, dict[str, Any]] | None:
     """The digests the folder's card recorded when it was saved, or None (no card, or one
     written before digests were recorded)."""
-    from models.card import CARD_FILE, read_card_metadata
+    from models.folders.card import CARD_FILE, read_card_metadata
 
     if not (Path(folder) / CARD_FILE).is_file():
         return None

@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from emoverse.emotions import FOUNDATION, check_label
-from models.card import read_card_metadata, save_model, training_metrics
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
-from models.data import fingerprint, load_partition, load_poems
-from models.modeling import DamagedModelError, build_scratch_model, verify_weights, weight_files
+from models.folders.card import read_card_metadata, save_model, training_metrics
+from models.folders.model_folder import (
+    DamagedModelError,
+    build_scratch_model,
+    verify_weights,
+    weight_files,
+)
 from models.records import SkippedModel, TrainedModel
-from models.train import StepCallback, fine_tune, is_main_process
+from models.training.data import fingerprint, load_partition, load_poems
+from models.training.loop import StepCallback, fine_tune, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     """One training stage from the command line, for launchers that start one process per
     device:
 
-        torchrun --standalone --nproc_per_node 8 -m models.stages --emotion joy \\
+        torchrun --standalone --nproc_per_node 8 -m models.training.stages --emotion joy \\
             --init data/run/models/neutral/<version> --data-dir data/run
-        accelerate launch --num_processes 8 -m models.stages ...   # the same
+        accelerate launch --num_processes 8 -m models.training.stages ...   # the same
 
     Prints the trained model's record (JSON) from rank 0; register it with
     `ModelRegistry.register` or let the Prefect flow do it.
@@ -197,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     from emoverse.paths import RunPaths
     from models.config import BASE_TRAIN, CHILD_TRAIN
 
-    parser = argparse.ArgumentParser(prog="python -m models.stages", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.training.stages", description=main.__doc__
+    )
     parser.add_argument("--emotion", required=True)
     parser.add_argument("--init", required=True, help="folder or hub id to start from")
     parser.add_argument("--data-dir", type=Path, required=True)

@@ -41,8 +41,8 @@ from filelock import FileLock
 from emoverse.atomic import atomic_path
 from emoverse.emotions import EMOTIONS, NEUTRAL, model_name
 from emoverse.errors import GenerationSettingError, IncompatibleModelsError
-from models.card import CARD_FILE
-from models.registry import ModelRecord
+from models.folders.card import CARD_FILE
+from models.registry.model_registry import ModelRecord
 
 BLEND_VERSION = "1"  # bump when the same recipe would merge to other weights
 MAX_BLEND_EMOTIONS = 3  # emotions in one blend
@@ -141,7 +141,7 @@ def check_weights(weights: Mapping[str, float], *, option: str = "blend") -> dic
     """The weights as {emotion: float}, or a GenerationSettingError naming `option`: one to
     MAX_BLEND_EMOTIONS of the eight emotions (not neutral: the base is in every recipe), each
     weight within BOUNDS["strength"]."""
-    from models.generate import BOUNDS  # torch: only when weights are checked
+    from models.generation.generate import BOUNDS  # torch: only when weights are checked
 
     lo, hi = BOUNDS["strength"]
     if not weights:
@@ -320,7 +320,7 @@ def merge_weights(recipe: Recipe, out_dir: Path) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from models.modeling import fit_tokenizer_to_model, load_model
+    from models.folders.model_folder import fit_tokenizer_to_model, load_model
 
     base_model, _ = load_model(recipe.base.path)
     base_state = base_model.state_dict()

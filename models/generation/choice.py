@@ -8,7 +8,7 @@ from typing import Any, Literal
 from emoverse.emotions import CONDITIONAL, check_label, control_token, model_name
 from emoverse.errors import GenerationSettingError, NoModelError
 from models.records import Evaluation, preference_decision
-from models.registry import ModelRecord, ModelRegistry
+from models.registry.model_registry import ModelRecord, ModelRegistry
 
 ModelChoice = Literal["family", "conditional", "best"]
 MODEL_CHOICES: tuple[str, ...] = ("family", "conditional", "best")

@@ -7,7 +7,7 @@ lift and the one-sided p-value, human accuracy where readers have judged, perple
 distinct-n, the loss curve and three sample poems; then the 9x9 confusion matrices, and how
 often the two judges agree on real poems (the ceiling for the Empath figures). Asked for
 (`emoverse report --dial`), a section on the dial: each emotion at strengths 0 to 3
-(models/dial.py), one plot and one table per emotion, and where fluency breaks.
+(models/reports/dial.py), one plot and one table per emotion, and where fluency breaks.
 """
 
 import json
@@ -23,8 +23,10 @@ from emoverse.judgements import JudgementStore
 from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
 from emoverse.tagging import judge_agreement, read_partition
-from models.card import LOSS_PLOT_FILE
-from models.dial import (
+from models.folders.card import LOSS_PLOT_FILE
+from models.records import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
+from models.registry.model_registry import ModelRecord, ModelRegistry
+from models.reports.dial import (
     DIAL_STRENGTHS,
     DialPoint,
     breaks,
@@ -33,8 +35,6 @@ from models.dial import (
     measure_dial,
     plot_dial,
 )
-from models.records import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
-from models.registry import ModelRecord, ModelRegistry
 
 REPORT_FILE = "report.md"
 SAMPLE_POEMS = 3
@@ -191,7 +191,8 @@ def _dial_section(
         "## The dial: base + S × (child − base)",
         "",
         "Each emotion at strength S from 0 (the base it was trained from) through 1 (its own "
-        "model) to 3, merged in weights (models/blend.py). Fidelity under both judges with 95% "
+        "model) to 3, merged in weights (models/generation/blend.py). Fidelity under both judges "
+        "with 95% "
         "intervals; fluency as the poems' perplexity under the base and their distinct-2. "
         "Fluency breaks where the poems are more than twice as surprising to the base as the "
         "child's own, or distinct-2 falls more than 10% below the base's.",

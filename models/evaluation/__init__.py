@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, fidelity under the judges, diversity, and the promotion gate's inputs."""

@@ -1,0 +1,1 @@
+"""Model folders: loading, verifying and writing Hugging Face folders and their cards."""

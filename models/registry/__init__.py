@@ -1,0 +1,1 @@
+"""The per-emotion model registry on MLflow: versions, aliases, logging, relinking."""

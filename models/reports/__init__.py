@@ -1,0 +1,1 @@
+"""Reports a person reads: the family report and the dial's measurements."""
