@@ -23,8 +23,9 @@ from emoverse.judgements import JudgementStore
 from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
 from emoverse.tagging import judge_agreement, read_partition
+from models.evaluation.promotion import ALPHA
 from models.folders.card import LOSS_PLOT_FILE
-from models.records import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
+from models.records import EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
 from models.registry.model_registry import ModelRecord, ModelRegistry
 from models.reports.dial import (
     DIAL_STRENGTHS,
