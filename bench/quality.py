@@ -208,11 +208,11 @@ def compare_conditional(paths, settings, registry, balances: list[str]) -> list[
     ]
     for emotion in EMOTIONS:
         child = family.get(emotion)
-        child_eval = Evaluation.from_dict(child.metrics["evaluation"]) if child else None
+        child_eval = child.evaluation if child else None
         if child_eval is not None:
             lines.append(f"| {emotion} | child | {cells(child_eval, emotion)} | |")
         for balance, m in models.items():
-            ev = Evaluation.from_dict(m["record"].metrics["evaluations"][emotion])
+            ev = m["record"].evaluations[emotion]
             better = preference_decision(ev, child_eval).promoted
             verdict = "yes" if better else "no"
             lines.append(

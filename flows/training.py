@@ -16,7 +16,7 @@ from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TRAIN_MODES, TrainingSettings, TrainMode
 from models.evaluation.promotion import child_promotion_decision
-from models.records import EvalConfig, Evaluation, FailedModel, SkippedModel
+from models.records import EvalConfig, FailedModel, SkippedModel
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_conditional_task,
@@ -52,16 +52,22 @@ def train_emotion(
     emotion = Emotion(emotion).value
     data_dir = str(RunPaths.at(data_dir).data_dir)
     base = ModelRegistry.for_data_dir(data_dir).get(NEUTRAL, version=base_version)
-    if "evaluation" not in base.metrics:
+    base_eval = base.evaluation
+    if base_eval is None:
         raise EmoverseError(
             f"{model_name(NEUTRAL)} v{base.version} has no evaluation to compare children "
             "with; train the family with the `train` flow"
         )
-    base_eval = Evaluation.from_dict(base.metrics["evaluation"])
     _, _, child_config = settings.stage_configs()
     parent = f"{model_name(NEUTRAL)} v{base.version}"
     trained = train_model_task(
-        emotion, base.path, data_dir, child_config, parent, min_poems=settings.min_poems
+        emotion,
+        base.path,
+        data_dir,
+        child_config,
+        parent,
+        min_poems=settings.min_poems,
+        parent_version=base.version,
     )
     if isinstance(trained, SkippedModel):
         return trained
@@ -170,13 +176,13 @@ def train_conditional(
             base, _ = registry.current(NEUTRAL)
     except NoModelError:
         base = None
-    if base is not None and "evaluation" not in base.metrics:
+    if base is not None and base.evaluation is None:
         base = None
     evaluations = evaluate_conditional_task(
         trained,
         data_dir,
         EvalConfig(samples=settings.eval_samples),
-        base=Evaluation.from_dict(base.metrics["evaluation"]) if base else None,
+        base=base.evaluation if base else None,
         base_dir=base.path if base else None,
     )
     record = register_conditional_task(trained, data_dir, evaluations, base)

@@ -4,13 +4,14 @@ decides over two evaluations is `models/evaluation/promotion.py`."""
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic.dataclasses import dataclass as validated
 
-from emoverse.emotions import LABELS
+from emoverse.emotions import LABELS, MODEL_PREFIX
 from emoverse.stats import Share
 from models.config import EvalSamples, PositiveInt
 
@@ -22,6 +23,15 @@ EVALUATION_FILE = "evaluation.json"  # a model folder's cached evaluation
 # gate's judge; "empath" is independent of it.
 JUDGES = ("nrc", "empath")
 GATE_JUDGE = "nrc"
+_LINEAGE = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v(\d+)$")
+
+
+def lineage_version(parent: str) -> tuple[str, int] | None:
+    """(registered name, version) of a lineage written `emoverse-neutral v3`, else None. Only
+    for what was written before the version was recorded as a field of its own (registry
+    versions, model cards): everything newer reads that field."""
+    found = _LINEAGE.match(parent)
+    return (found.group(1), int(found.group(2))) if found else None
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class TrainedModel:
     data_fingerprint: str
     metrics: dict[str, Any]
     cached: bool = False  # an earlier run trained exactly this; its folder was reused
+    parent_version: int | None = None  # `parent`'s registry version: a child's neutral base
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

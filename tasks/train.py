@@ -114,9 +114,11 @@ def train_model_task(
     config: TrainConfig,
     parent: str,
     min_poems: int = 1,
+    parent_version: int | None = None,
 ) -> TrainedModel | SkippedModel:
     """Fine-tune one emotion's model from `start` (or reuse the folder of an identical earlier
-    run); a partition too small to train is skipped, with the reason."""
+    run); a partition too small to train is skipped, with the reason. `parent_version`: the
+    registry version `parent` names (a child's neutral base)."""
     from models.training.stages import train_emotion_model
 
     paths = RunPaths.at(data_dir)
@@ -128,6 +130,7 @@ def train_model_task(
             models_dir=paths.models,
             config=config,
             parent=parent,
+            parent_version=parent_version,
             min_poems=min_poems,
             cache_dir=paths.hf_cache,
             on_step=_step_reporter(progress),
@@ -223,6 +226,7 @@ def register_model_task(
         Path(trained.path),
         metrics={**trained.metrics, "evaluation": _headline(evaluation)},
         parent=trained.parent,
+        parent_version=trained.parent_version,
         data_fingerprint=trained.data_fingerprint,
         promote=promote,
         promotion=promotion,
@@ -310,11 +314,7 @@ def publish_family_task(
         )
     )
 
-    evaluations = {
-        r.emotion: Evaluation.from_dict(r.metrics["evaluation"])
-        for r in registered
-        if "evaluation" in r.metrics
-    }
+    evaluations = {r.emotion: e for r in registered if (e := r.evaluation) is not None}
     if not evaluations:
         return
     create_table_artifact(
@@ -496,7 +496,7 @@ def register_conditional_task(
     from models.generation.choice import record_preferences
 
     registry = ModelRegistry.for_data_dir(Path(data_dir))
-    base_eval = Evaluation.from_dict(base.metrics["evaluation"]) if base else None
+    base_eval = base.evaluation if base else None
     decision = conditional_promotion_decision(
         evaluations, base_eval, base_name=f"{model_name(NEUTRAL)} v{base.version}" if base else ""
     )

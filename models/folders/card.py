@@ -2,18 +2,18 @@
 
 import datetime as dt
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from emoverse.atomic import atomic_path
-from emoverse.emotions import FOUNDATION, MODEL_PREFIX, model_name
+from emoverse.emotions import FOUNDATION, model_name
 from emoverse.report import plot_loss_curves
 from emoverse.tagging.card import DATASET_ID, LEXICON_LINK, LICENSE_NAME
 from models.config import TrainConfig
 from models.evaluation.promotion import gate_reasons
+from models.records import lineage_version
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"
@@ -21,7 +21,6 @@ HISTORY_FILE = "training_history.json"
 SCRATCH_PREFIX = "scratch:"  # models.config's presets trained from scratch
 # Training figures: the Hub's own `metrics` field is a list of metric names.
 TRAINING_METRICS = "training_metrics"
-_FAMILY_PARENT = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v\d+$")
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is saved
     from models.training.loop import FineTuned
@@ -35,6 +34,7 @@ def save_model(
     parent: str,
     data_fingerprint: str,
     config: TrainConfig,
+    parent_version: int | None = None,
 ) -> Path:
     """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
     model card into `out_dir`, all or nothing."""
@@ -57,6 +57,7 @@ def save_model(
             model_card(
                 emotion=emotion,
                 parent=parent,
+                parent_version=parent_version,
                 data_fingerprint=data_fingerprint,
                 metrics=tuned.metrics,
                 config=config,
@@ -76,10 +77,11 @@ def model_card(
     config: TrainConfig,
     n_parameters: int,
     weights: dict[str, Any] | None = None,
+    parent_version: int | None = None,
 ) -> str:
     """A Hugging Face model card: YAML metadata (the Hub's fields, then our own: the exact
     lineage, data, settings and weights), then a short human description."""
-    base_model = hub_base_model(emotion, parent)
+    base_model = hub_base_model(emotion, parent, parent_version)
     meta = {
         **({"base_model": base_model} if base_model else {}),
         "datasets": [DATASET_ID],
@@ -94,6 +96,7 @@ def model_card(
         "metrics": ["perplexity"],
         "emotion": emotion,
         "parent_model": parent,
+        **({"parent_version": parent_version} if parent_version is not None else {}),
         "data_fingerprint": data_fingerprint,
         TRAINING_METRICS: metrics,
         "training_config": config.to_dict(),
@@ -124,18 +127,20 @@ def model_card(
     )
 
 
-def hub_base_model(emotion: str, parent: str) -> str | None:
+def hub_base_model(emotion: str, parent: str, parent_version: int | None = None) -> str | None:
     """The Hub's `base_model` for a model trained from `parent` (its lineage as recorded):
     none for a foundation (trained from scratch); the foundation for a neutral base on a
     scratch preset; the registered name for a family member ("emoverse-neutral v3" is
-    `emoverse-neutral`, its version kept in `parent_model`); else the Hub id or folder."""
+    `emoverse-neutral`, its version kept in `parent_model` and `parent_version`); else the Hub
+    id or folder."""
     if emotion == FOUNDATION:
         return None
     if parent.startswith(SCRATCH_PREFIX):
         return model_name(FOUNDATION)
-    if match := _FAMILY_PARENT.match(parent):
-        return match.group(1)
-    return parent
+    if parent_version is not None:
+        return parent.removesuffix(f" v{parent_version}")
+    lineage = lineage_version(parent)  # a caller that did not say the version
+    return lineage[0] if lineage else parent
 
 
 def training_metrics(meta: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ MAX_CACHED_BLENDS = 16  # merged folders kept on disk (each is a whole model)
 # Strengths up to this keep the poems fluent on the benchmark family (bench/RESULTS.md,
 # "Dialling emotions"): the page's slider stops here, and the CLI and server warn beyond it.
 FLUENT_MAX_STRENGTH = 2.0
-_PARENT = re.compile(rf"^{re.escape(model_name(NEUTRAL))} v(\d+)$")
 # Files that define a tokenizer: children that differ in them cannot be blended.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -202,8 +200,7 @@ def dial_warning(weights: Mapping[str, float]) -> str | None:
 
 def base_version(record: ModelRecord) -> int | None:
     """The neutral base version a child records as its parent, or None (another lineage)."""
-    match = _PARENT.match(record.parent or "")
-    return int(match.group(1)) if match else None
+    return record.parent_version
 
 
 def tokenizer_fingerprint(model_dir: str | Path) -> str:

@@ -102,5 +102,5 @@ def _child_evaluation(
         child, _ = registry.current(emotion)
     except NoModelError:
         return None
-    stored = child.metrics.get("evaluation")
-    return (child, Evaluation.from_dict(stored)) if stored else None
+    evaluation = child.evaluation
+    return (child, evaluation) if evaluation is not None else None

@@ -57,8 +57,8 @@ def collect_family(registry: ModelRegistry, judgements: JudgementStore) -> dict[
         if not registry.list(label):
             continue
         record, _ = registry.current(label)
-        stored = record.metrics.get("evaluation")
-        if stored is None:
+        evaluation = record.evaluation
+        if evaluation is None:
             continue
         samples: list[str] = []
         evaluation_file = Path(record.path) / EVALUATION_FILE
@@ -66,7 +66,7 @@ def collect_family(registry: ModelRegistry, judgements: JudgementStore) -> dict[
             samples = json.loads(evaluation_file.read_text())["evaluation"].get("samples", [])
         family[label] = FamilyMember(
             record,
-            Evaluation.from_dict(stored),
+            evaluation,
             samples[:SAMPLE_POEMS],
             human.get((label, record.version)),
         )

@@ -95,6 +95,7 @@ def _train_into(
     parent: str,
     data_fingerprint: str,
     controls: tuple[list[str], list[str]] | None = None,
+    parent_version: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `init` on the `train` poems and save it as the model folder `out`; its
     metrics. Checkpoints go beside `out` under the run key, so a rerun after a crash resumes,
@@ -117,6 +118,7 @@ def _train_into(
             out,
             emotion=emotion,
             parent=parent,
+            parent_version=parent_version,
             data_fingerprint=data_fingerprint,
             config=config,
         )
@@ -143,12 +145,14 @@ def train_emotion_model(
     models_dir: Path,
     config: TrainConfig,
     parent: str,
+    parent_version: int | None = None,
     min_poems: int = 1,
     cache_dir: Path | None = None,
     on_step: StepCallback | None = None,
 ) -> TrainedModel | SkippedModel:
     """Fine-tune `init` on the emotion's train split, validate on its validation split, and
-    save a model folder under `models_dir/<emotion>/`. A partition with fewer than
+    save a model folder under `models_dir/<emotion>/`; `parent_version`: the registry version
+    `parent` names (a child's neutral base). A partition with fewer than
     `min_poems` training poems is skipped, with the reason.
 
     The folder is named by the run key (start, data fingerprint, settings): when it already
@@ -165,7 +169,8 @@ def train_emotion_model(
     out = Path(models_dir) / emotion / f"run-{run_key}"
     if _saved(out):
         meta = read_card_metadata(out)
-        return TrainedModel(emotion, str(out), parent, data_fp, training_metrics(meta), cached=True)
+        metrics = training_metrics(meta)
+        return TrainedModel(emotion, str(out), parent, data_fp, metrics, True, parent_version)
     val = load_partition(partitions_dir, emotion, "validation", cache_dir)
     metrics = _train_into(
         out,
@@ -177,10 +182,11 @@ def train_emotion_model(
         on_step=on_step,
         emotion=emotion,
         parent=parent,
+        parent_version=parent_version,
         data_fingerprint=data_fp,
     )
     path = str(out) if is_main_process() else ""  # only rank 0 wrote the folder
-    return TrainedModel(emotion, path, parent, data_fp, metrics)
+    return TrainedModel(emotion, path, parent, data_fp, metrics, parent_version=parent_version)
 
 
 def main(argv: list[str] | None = None) -> None:
