@@ -35,11 +35,11 @@ from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS, NEUTRAL, check_label, control_token
 from emoverse.stats import fisher_greater
 from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
+from models.device import pick_device
 from models.folders.model_folder import load_model
 from models.generation.generate import GenerationRequest, PoemGenerator
 from models.records import EVALUATION_FILE, GATE_JUDGE, JUDGES, EvalConfig, Evaluation
 from models.training.data import IGNORE_INDEX, fingerprint, load_partition
-from models.training.loop import pick_device
 
 SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
 

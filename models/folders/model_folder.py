@@ -20,7 +20,14 @@ from transformers.utils import logging as hf_logging
 from emoverse.atomic import atomic_path, sha256_file
 from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, SettingError
-from models.config import scratch_preset
+from models.config import (
+    MAX_NEW_TOKENS,
+    NO_REPEAT_NGRAM_SIZE,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    scratch_preset,
+)
 from models.training.tokenizer import train_bpe_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside an adapter's weights
@@ -230,7 +237,7 @@ def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
-    """Sampling defaults for verse: nucleus sampling with no 3-gram repeats. The pad token
+    """Sampling defaults for verse (models/config.py's). The pad token
     never appears in a loss target, so nothing teaches a model not to sample it: suppress it.
     The conditional model's control tokens only ever start a poem: suppressed too."""
     pad_is_own_token = tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
@@ -238,11 +245,11 @@ def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationC
     suppress += control_token_ids(tokenizer)
     return GenerationConfig(
         do_sample=True,
-        temperature=0.9,
-        top_k=50,
-        top_p=0.95,
-        no_repeat_ngram_size=3,
-        max_new_tokens=120,
+        temperature=TEMPERATURE,
+        top_k=TOP_K,
+        top_p=TOP_P,
+        no_repeat_ngram_size=NO_REPEAT_NGRAM_SIZE,
+        max_new_tokens=MAX_NEW_TOKENS,
         suppress_tokens=suppress or None,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
+from emoverse import settings
 from emoverse.emotions import (
     CONDITIONAL,
     LABELS,
@@ -100,7 +101,7 @@ class ModelRecord:
 def registry_uri(data_dir: Path, *, read_only: bool = False) -> str:
     """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir (created for
     writers; a reader of a data dir without one gets a NoModelError and creates nothing)."""
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+    if uri := settings.tracking_uri():
         return uri
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
@@ -237,7 +238,7 @@ class ModelRegistry:
     @classmethod
     def for_data_dir(cls, data_dir: Path, *, read_only: bool = False) -> "ModelRegistry":
         uri = registry_uri(data_dir, read_only=read_only)
-        local = uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
+        local = uri.startswith("sqlite:///") and not settings.tracking_uri()
         return cls(uri, data_dir=Path(data_dir) if local else None, read_only=read_only)
 
     def _relative(self, folder: Path) -> str | None:

@@ -21,10 +21,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, LABELS, control_token
 from models.config import Balance, TrainConfig
+from models.device import is_main_process
 from models.folders.card import read_card_metadata, training_metrics
 from models.records import SkippedModel, TrainedModel
 from models.training.data import load_partition
-from models.training.loop import StepCallback, is_main_process
+from models.training.loop import StepCallback
 from models.training.stages import _run_key, _saved, _train_into
 
 # How the nine partitions are mixed. `plain`: every train poem once, so a label weighs as

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emoverse import settings
 from emoverse.errors import EmoverseError
 from models.config import TrainConfig
+from models.device import pick_device
 from models.folders.model_folder import load_model
 from models.training.data import IGNORE_INDEX, PackedBlocks, pack_poems
 
@@ -33,24 +35,10 @@ class FineTuned:
     val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) per epoch
 
 
-def pick_device() -> torch.device:
-    """The GPU this process owns (one per process under torchrun), else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(device)
-    return device
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a distributed launch, or the only process: the one that writes files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def start_distributed() -> tuple[int, int]:
     """(rank, world size). Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) this joins
     the process group: nccl between GPUs, gloo between CPU processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = settings.world_size()
     if world <= 1:
         return 0, 1
     import torch.distributed as dist

@@ -10,6 +10,7 @@ from typing import Any
 
 from emoverse.emotions import FOUNDATION, check_label
 from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
+from models.device import is_main_process
 from models.folders.card import read_card_metadata, save_model, training_metrics
 from models.folders.model_folder import (
     DamagedModelError,
@@ -19,7 +20,7 @@ from models.folders.model_folder import (
 )
 from models.records import SkippedModel, TrainedModel
 from models.training.data import fingerprint, load_partition, load_poems
-from models.training.loop import StepCallback, fine_tune, is_main_process
+from models.training.loop import StepCallback, fine_tune
 
 log = logging.getLogger(__name__)
 
