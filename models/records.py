@@ -2,8 +2,6 @@
 torch-free, so that the flows which pass them on import quickly. The promotion rule that
 decides over two evaluations is `models/evaluation/promotion.py`."""
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -11,6 +9,7 @@ from typing import Any
 
 from pydantic.dataclasses import dataclass as validated
 
+from emoverse.done import stage_key
 from emoverse.emotions import LABELS, MODEL_PREFIX
 from emoverse.stats import Share
 from models.config import EvalSamples, PositiveInt
@@ -82,8 +81,7 @@ class EvalConfig:
         """Names the settings that change results (batch size does not)."""
         settings = asdict(self)
         del settings["batch_size"]
-        blob = json.dumps([EVAL_VERSION, settings], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return stage_key([EVAL_VERSION, settings], 12)
 
 
 @dataclass(frozen=True)

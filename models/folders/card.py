@@ -36,19 +36,12 @@ def save_model(
     config: TrainConfig,
     parent_version: int | None = None,
 ) -> Path:
-    """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
-    model card into `out_dir`, all or nothing."""
-    from models.folders.model_folder import (
-        default_generation_config,
-        fit_tokenizer_to_model,
-        weight_digests,
-    )
+    """Write a trained model's folder (`write_model_folder`) with its loss history, loss plot
+    and model card, all or nothing."""
+    # transformers loads only when a model is saved: the registry and flows read cards.
+    from models.folders.model_folder import weight_digests, write_model_folder
 
-    fit_tokenizer_to_model(tuned.tokenizer, tuned.model)
-    with atomic_path(out_dir) as tmp:
-        tuned.model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
-        tuned.tokenizer.save_pretrained(tmp)
-        default_generation_config(tuned.tokenizer).save_pretrained(tmp)
+    def card_and_history(tmp: Path) -> None:
         weights = weight_digests(tmp)  # the card vouches for these exact files
         history = {"train": tuned.train_curve, "validation": tuned.val_curve}
         (tmp / HISTORY_FILE).write_text(json.dumps(history))
@@ -65,7 +58,8 @@ def save_model(
                 weights=weights,
             )
         )
-    return out_dir
+
+    return write_model_folder(tuned.model, tuned.tokenizer, out_dir, extras=card_and_history)
 
 
 def model_card(

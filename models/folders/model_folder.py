@@ -2,10 +2,11 @@
 GPT-2 configuration built from scratch with a tokenizer trained on the corpus."""
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -28,6 +29,7 @@ from models.config import (
     TOP_P,
     scratch_preset,
 )
+from models.folders.card import CARD_FILE, read_card_metadata
 from models.training.tokenizer import train_bpe_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside an adapter's weights
@@ -61,8 +63,6 @@ def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
 def recorded_digests(folder: Path) -> dict[str, dict[str, Any]] | None:
     """The digests the folder's card recorded when it was saved, or None (no card, or one
     written before digests were recorded)."""
-    from models.folders.card import CARD_FILE, read_card_metadata
-
     if not (Path(folder) / CARD_FILE).is_file():
         return None
     try:
@@ -177,7 +177,7 @@ def _check_loading_info(source: str | Path, info: dict[str, Any]) -> None:
 def load_adapter_model(source: str | Path) -> PreTrainedModel:
     """A LoRA child: its base (named in the adapter config) with the adapter merged in, so it
     generates and serves exactly like a full child."""
-    from peft import AutoPeftModelForCausalLM
+    from peft import AutoPeftModelForCausalLM  # seconds to import: LoRA children only
 
     return AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
 
@@ -202,8 +202,6 @@ def build_scratch_model(
 ) -> Path:
     """Train a tokenizer on `texts`, build a randomly initialised GPT-2 of the preset's shape,
     and save both as a Hugging Face folder that training stages start from."""
-    import torch
-
     preset = scratch_preset(base_model)
     tokenizer = train_bpe_tokenizer(texts, vocab_size=preset["vocab_size"])
     config = GPT2Config(
@@ -219,15 +217,25 @@ def build_scratch_model(
 
 
 def write_model_folder(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path
-) -> None:
-    """The model, its tokenizer (its length the model's context) and the default generation
-    settings, written whole: into a temporary folder, then renamed into place."""
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    *,
+    generation_config: GenerationConfig | None = None,
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """The one writer of model folders (trained, started, merged): the model (safetensors),
+    its tokenizer (its length the model's context), its generation settings (default: the
+    verse defaults) and whatever `extras(folder)` adds beside them (a card, a loss history),
+    written whole: into a temporary folder, then renamed into place."""
     fit_tokenizer_to_model(tokenizer, model)
     with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
         tokenizer.save_pretrained(tmp)
-        default_generation_config(tokenizer).save_pretrained(tmp)
+        (generation_config or default_generation_config(tokenizer)).save_pretrained(tmp)
+        if extras is not None:
+            extras(tmp)
+    return Path(out_dir)
 
 
 def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -1,15 +1,19 @@
 """The training stages as plain functions over paths: what a Prefect task, a test or a
 notebook calls. Each returns a small record, never a model object."""
 
-import hashlib
+import argparse
 import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from emoverse.emotions import FOUNDATION, check_label
-from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
+import torch.distributed as dist
+
+from emoverse.done import reuse_or_build, stage_key
+from emoverse.emotions import FOUNDATION, NEUTRAL, check_label
+from emoverse.paths import RunPaths
+from models.config import BASE_TRAIN, CHILD_TRAIN, FOUNDATION_TRAIN, TrainConfig, is_scratch
 from models.device import is_main_process
 from models.folders.card import read_card_metadata, save_model, training_metrics
 from models.folders.model_folder import (
@@ -45,13 +49,17 @@ def prepare_foundation(
     corpus_fp = fingerprint(train)
     name = base_model.replace(":", "-")
     random_init = Path(models_dir) / "init" / f"{name}-{corpus_fp[:12]}"
-    if not _saved(random_init):
-        build_scratch_model(base_model, train["text"], random_init, seed=config.seed)
+    reuse_or_build(
+        random_init,
+        lambda folder: build_scratch_model(base_model, train["text"], folder, seed=config.seed),
+        done=_saved,
+    )
     run_key = _run_key(random_init, corpus_fp, config)
     out = Path(models_dir) / "foundation" / f"{name}-{run_key}"
-    if not _saved(out):
-        _train_into(
-            out,
+    reuse_or_build(
+        out,
+        lambda folder: _train_into(
+            folder,
             run_key,
             random_init,
             list(train["text"]),
@@ -61,7 +69,9 @@ def prepare_foundation(
             emotion=FOUNDATION,
             parent=base_model,
             data_fingerprint=corpus_fp,
-        )
+        ),
+        done=_saved,
+    )
     return str(out)
 
 
@@ -134,8 +144,7 @@ def _run_key(init: str | Path, data_fp: str, config: TrainConfig) -> str:
     # reached by a relative path in one process and an absolute one in another (a deployment's
     # worker) must give the same key.
     start = f"dir:{Path(init).name}" if Path(init).is_dir() else f"hub:{init}"
-    blob = json.dumps([start, data_fp, config.to_dict()], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return stage_key([start, data_fp, config.to_dict()], 12)
 
 
 def train_emotion_model(
@@ -201,14 +210,6 @@ def main(argv: list[str] | None = None) -> None:
     Prints the trained model's record (JSON) from rank 0; register it with
     `ModelRegistry.register` or let the Prefect flow do it.
     """
-    import argparse
-
-    import torch.distributed as dist
-
-    from emoverse.emotions import NEUTRAL
-    from emoverse.paths import RunPaths
-    from models.config import BASE_TRAIN, CHILD_TRAIN
-
     parser = argparse.ArgumentParser(
         prog="python -m models.training.stages", description=main.__doc__
     )
