@@ -17,8 +17,9 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from emoverse.emotions import CONDITIONAL, LABELS, NEUTRAL, model_name
+from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS, NEUTRAL, model_name
 from emoverse.errors import NoModelError
+from emoverse.judgements import JudgementStore
 from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
 from models.config import TrainConfig
@@ -31,6 +32,7 @@ from models.evaluation.promotion import (
     gate_reasons,
 )
 from models.folders.card import LOSS_PLOT_FILE, add_evaluation_to_card
+from models.generation.choice import record_preferences
 from models.records import (
     EvalConfig,
     Evaluation,
@@ -40,6 +42,7 @@ from models.records import (
     confusion_matrix,
 )
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
+from models.reports.family import write_family_report
 from tasks.progress import StageProgress, publish_image, publish_markdown, show_on_parent_run
 
 # The global concurrency limit every training and evaluation holds a slot of, wherever it runs
@@ -389,9 +392,6 @@ def _fluency_row(emotion: str, e: Evaluation) -> dict[str, str]:
 
 def _publish_report(data_dir: str) -> Path:
     """`emoverse report` as a Prefect markdown artifact, its figures inlined."""
-    from emoverse.judgements import JudgementStore
-    from models.reports.family import write_family_report
-
     paths = RunPaths.at(data_dir)
     report = write_family_report(
         ModelRegistry.for_data_dir(paths.data_dir),
@@ -450,7 +450,6 @@ def evaluate_conditional_task(
     """The conditional model evaluated as each emotion's model, exactly as a child is (both
     judges, lift over `base`, fluency under the base in `base_dir`), each evaluation cached
     in its folder. Publishes a sample poem per emotion."""
-    from emoverse.emotions import EMOTIONS
     from models.evaluation.evaluate import evaluate_model
 
     paths = RunPaths.at(data_dir)
@@ -493,8 +492,6 @@ def register_conditional_task(
     `emoverse-conditional` if it passes the promotion gate against the base for at least one
     emotion), then record per emotion whether it or the child writes that emotion better
     (`ModelRegistry.set_preferred`, read by `--model best`)."""
-    from models.generation.choice import record_preferences
-
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     base_eval = base.evaluation if base else None
     decision = conditional_promotion_decision(

@@ -1,5 +1,5 @@
 """Evaluating a trained model: perplexity on held-out poems, emotion fidelity of what it writes,
-diversity, and the gate that decides whether a child becomes its emotion's champion.
+diversity: the numbers the promotion rule (`models/evaluation/promotion.py`) decides on.
 
 * Perplexity: exp of the mean next-token NLL over `bos + poem + eos` of each test poem, the
   framing the models were trained on; every poem is scored on its own (no packing, so no
@@ -15,8 +15,8 @@ diversity, and the gate that decides whether a child becomes its emotion's champ
   up emotion words in broken verse), and distinct-1 and distinct-2 over the K poems.
 
 Plain functions over paths, like `models.training.stages`: a Prefect task, a test or a notebook
-calls
-them. Results are cached in `<model_dir>/evaluation.json`.
+calls them. Results are cached in `<model_dir>/evaluation.json`, with the inputs they were
+measured on: the same inputs reuse them.
 """
 
 import json

@@ -10,17 +10,22 @@ version's identity, where its checkpoints, card and evaluation cache live.
 
 sqlite under `<data-dir>/registry/` by default, artifacts under `<data-dir>/registry/artifacts/`;
 `MLFLOW_TRACKING_URI` points every flow, CLI and API at a shared tracking server instead.
+
+MLflow (seconds to import) and the model-folder modules (transformers) load inside the methods
+that use them, so that flows and read-only listings stay light.
 """
 
 import functools
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from filelock import FileLock
 
@@ -120,9 +125,6 @@ def registry_uri(data_dir: Path, *, read_only: bool = False) -> str:
 def _check_sqlite(db: Path) -> None:
     """A damaged database file fails here, whole, rather than on whichever page a query
     happens to read (a registry is small: the check takes milliseconds)."""
-    import sqlite3
-    from urllib.parse import quote
-
     if not db.is_file():
         return  # a new registry: MLflow creates it
     connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=60)

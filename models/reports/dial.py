@@ -57,6 +57,7 @@ def measure_dial(
     max_new_tokens: int = 80,
 ) -> list[DialPoint]:
     """The emotion's dial at each of `strengths` (K = `samples` poems each, from `seed`)."""
+    # torch loads only when a dial is measured: the family report imports this module in flows.
     from emoverse.tagging import label_texts
     from models.evaluation.evaluate import _tag_rule, distinct_n, score_perplexity
     from models.folders.model_folder import load_model

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse import settings
@@ -41,8 +43,6 @@ def start_distributed() -> tuple[int, int]:
     world = settings.world_size()
     if world <= 1:
         return 0, 1
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world
@@ -139,8 +139,6 @@ def fine_tune(
         )
     trainable = model
     if world > 1:  # gradients are averaged across processes after every backward
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [device.index] if device.type == "cuda" else None
         trainable = DistributedDataParallel(model, device_ids=ids)
     # Wrappers share the model's parameters: state dicts stay the model's own.
@@ -281,7 +279,7 @@ def _restore(
 
 def _with_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
     """Freeze the model and train low-rank updates of its attention and MLP projections."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # seconds to import: LoRA runs only
 
     config = LoraConfig(
         task_type="CAUSAL_LM",
