@@ -543,7 +543,7 @@ def _dial_weights(
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     from apps.batcher import BatchSettings
-    from apps.serve import serve
+    from apps.server import serve
 
     batching = BatchSettings(
         window_ms=args.batch_window_ms,

@@ -15,7 +15,7 @@ import torch
 
 from apps import cli
 from apps.batcher import RETRY_AFTER_S, BatchSettings
-from apps.serve import SERVER_MAX_N, create_app, is_loopback, running_app
+from apps.server import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
 from emoverse.judgements import JudgementStore
@@ -764,7 +764,7 @@ def test_light_requests_are_answered_while_48_generations_run(served):
 
 
 def test_trusted_hosts_and_connection_settings(served, monkeypatch):
-    from apps.serve import server_config
+    from apps.server import server_config
 
     app = create_app(served.data_dir, trusted_hosts=["poems.example"])
     with running_app(app) as url, httpx.Client(base_url=url) as http:
