@@ -7,10 +7,11 @@
     POST /generate?stream=true   the same as server-sent events: `token` events
                       {poem, text} as the poems are written, then `done` with the same JSON
 
-The request is the loaded model's `Batcher` job (apps/batcher.py): requests arriving together
-are written in one batch; a full queue is a 503 with Retry-After, a request out of time a 504,
-and a client that goes away stops its poems. `write_one` is the same path for one poem (the
-judging page's).
+The body's types and bounds are pydantic's; its rules and the request built from it are
+apps/requests.py's, as for the CLI. The request is the loaded model's `Batcher` job
+(apps/batcher.py): requests arriving together are written in one batch; a full queue is a 503
+with Retry-After, a request out of time a 504, and a client that goes away stops its poems.
+`write_one` is the same path for one poem (the judging page's).
 """
 
 import asyncio
@@ -25,10 +26,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apps.batcher import Batcher, Job
+from apps.requests import FIELDS, OPTIONS, RequestRuleError, Wanted, recipe_weights, resolve
 from apps.server.cache import ModelCache
-from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL, model_name
-from emoverse.errors import EmoverseError, GenerationSettingError
-from models.generation.blend import MAX_BLEND_EMOTIONS, check_weights, dial_warning
+from emoverse.emotions import LABELS, model_name
+from emoverse.errors import EmoverseError
+from models.generation.blend import MAX_BLEND_EMOTIONS
 from models.generation.choice import ModelChoice
 from models.generation.generate import (
     BOUNDS,
@@ -63,9 +65,8 @@ class GenerateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     emotion: Literal[LABELS] | None = None  # type: ignore[valid-type]
-    # Which model writes the emotion (models/generation/choice.py): its own, the conditional one,
-    # or the
-    # better of the two as the registry records it.
+    # Which model writes the emotion (models/generation/choice.py): its own, the conditional
+    # one, or the better of the two as the registry records it.
     model: ModelChoice = "family"
     # The emotion's dial: 0 the base it was trained from, 1 its own model (the default).
     strength: float | None = _bounded("strength", None)
@@ -87,41 +88,20 @@ class GenerateBody(BaseModel):
 
     @model_validator(mode="after")
     def _one_model(self) -> "GenerateBody":
-        if (self.emotion is None) == (self.blend is None) or (
-            self.blend is not None and self.strength is not None
-        ):
-            raise ValueError(
-                "give either emotion (with strength) or blend ({emotion: weight, ...})"
-            )
-        if self.model != "family" and (self.blend is not None or self.strength is not None):
-            raise ValueError(
-                f"model {self.model} writes one emotion's poems as they are; strength and "
-                "blend dial the family's children (model family)"
-            )
-        if self.blend is not None:
-            try:
-                self.blend = check_weights(self.blend)
-            except GenerationSettingError as exc:
-                raise ValueError(str(exc)) from None
-        if self.strength is not None and self.strength != 1 and self.emotion == NEUTRAL:
-            raise ValueError(
-                f"strength dials one of the eight emotions ({', '.join(EMOTIONS)}), not "
-                "neutral, the base itself"
-            )
+        try:  # the rules the CLI checks too; a ValueError here is a 422 like any other
+            recipe_weights(self.emotion, self.model, self.strength, self.blend, FIELDS)
+        except RequestRuleError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
-    def weights(self) -> dict[str, float] | None:
-        """The recipe's weights, or None for the emotion's own model."""
-        if self.blend is not None:
-            return self.blend
-        if self.strength is None or self.strength == 1:
-            return None  # strength 1 is the child itself
-        return {self.emotion: self.strength}
-
-    def to_request(self, seed: int) -> GenerationRequest:
-        return GenerationRequest.from_options(
-            **self.model_dump(exclude={"emotion", "seed", "strength", "blend", "model"}),
-            seed=seed,
+    def wanted(self, seed: int) -> Wanted:
+        """What to generate, with `seed` (the body's, or a random one)."""
+        return resolve(
+            emotion=self.emotion,
+            model=self.model,
+            strength=self.strength,
+            blend=self.blend,
+            options={**self.model_dump(include=set(OPTIONS)), "seed": seed},
         )
 
 
@@ -131,30 +111,28 @@ async def generate(
 ) -> dict[str, Any] | JSONResponse | StreamingResponse:
     models: ModelCache = request.app.state.models
     seed = body.seed if body.seed is not None else secrets.randbelow(BOUNDS["seed"][1] + 1)
-    wanted = body.to_request(seed)
-    wanted.validate()  # before a model load, so bad input never costs one
-    weights = body.weights()
+    wanted = body.wanted(seed)  # checked before a model load, so bad input never costs one
+    poems = wanted.request
     recipe = None
-    if weights is None and body.model != "family":
-        choice = await run_in_threadpool(models.choose, body.emotion, body.model)
+    if wanted.weights is None and wanted.model != "family":
+        choice = await run_in_threadpool(models.choose, wanted.emotion, wanted.model)
         record, warning = choice.record, choice.warning
         batcher = await run_in_threadpool(models.batcher, record)
-        wanted = replace(wanted, control=choice.control)
-    elif weights is None:
-        record, warning, batcher = await _batcher_for(models, body.emotion)
+        poems = replace(poems, control=choice.control)
+    elif wanted.weights is None:
+        record, warning, batcher = await _batcher_for(models, wanted.emotion)
     else:
-        found = models.cached_dial(weights)
+        found = models.cached_dial(wanted.weights)
         if found is None:
-            found = await run_in_threadpool(models.dialled, weights)
+            found = await run_in_threadpool(models.dialled, wanted.weights)
         recipe, batcher = found
         # The answer's emotion and version: the heaviest in the recipe (the first of ties).
         record = max(recipe.parts, key=lambda p: p.weight).record
-        warnings = [*recipe.warnings, *filter(None, [dial_warning(weights)])]
-        warning = "; ".join(warnings) or None
-    rows = batcher.generator.rows(wanted)  # the model's own bounds (context): a 422
-    job = batcher.submit(wanted, rows, stream=stream)  # a full queue: a 503
+        warning = "; ".join([*recipe.warnings, *filter(None, [wanted.dial_warning])]) or None
+    rows = batcher.generator.rows(poems)  # the model's own bounds (context): a 422
+    job = batcher.submit(poems, rows, stream=stream)  # a full queue: a 503
     answer = {
-        "emotion": body.emotion or record.emotion,
+        "emotion": wanted.emotion or record.emotion,
         "model": model_name(record.emotion),
         "version": record.version,
         "champion": CHAMPION in record.aliases,
