@@ -40,10 +40,16 @@ def _need_full_mirror() -> None:
         pytest.skip(message)
 
 
+# Fixtures that make every test using them an end-to-end run: marked `slow` here, once.
+SLOW_FIXTURES = {"prefect_harness"}  # flows run through Prefect's temporary server
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"full_gutenberg_dir", "full_gutenberg_server"} & set(item.fixturenames):
             item.add_marker(pytest.mark.full_mirror)
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -45,7 +45,7 @@ from emoverse.tagging import (
 )
 from emoverse.tagging.tokenize import chunked_tokens, reference_tokens
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Parity books: the reference four, typographic quotes (utf-8), heavy apostrophes and double
 # quotes, latin-1 and cp1252 sources: ~35k lines, the reference path takes a few seconds.
@@ -211,6 +211,7 @@ def test_counts_equal_the_reference_over_the_whole_mirror(full_gutenberg_dir):
         assert tagged["n_tokens"][i] == n_tokens
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_rows(blake_poems, blake_tagged, monkeypatch):
     monkeypatch.setattr(counting, "PARALLEL_MIN_LINES", 0)  # spread even a small book
     monkeypatch.setattr(counting, "BATCH_CHARS", 10_000)
@@ -455,6 +456,7 @@ def test_partitions_from_before_versions_are_moved_aside(blake_tagged, tmp_path)
     assert list_versions(target) == ["v000000", "v000001"]
 
 
+@pytest.mark.slow
 def test_a_killed_writer_leaves_the_previous_version_current(blake_tagged, tmp_path):
     target = tmp_path / "partitions"
     before = write_partitions(blake_tagged, target)

@@ -188,6 +188,7 @@ print(json.dumps({"first_step": steps_here[0], "steps_here": len(steps_here),
 """
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights(init_dir, sonnets, tmp_path):
     import os
     import signal
@@ -317,6 +318,7 @@ def test_a_bad_setting_is_named_by_its_field_and_the_cli_names_its_flag(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_a_stage_trains_data_parallel_under_torchrun(gutenberg_dir, init_dir, tmp_path):
     """Two CPU processes over gloo: each step takes one batch per process, so an epoch is
     half as many steps, and only rank 0 writes the model folder."""
