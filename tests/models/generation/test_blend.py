@@ -43,6 +43,12 @@ POEMS = {"prompt": "Love", "n": 4, "seed": 3, "max_new_tokens": 24}
 NOT_PROMOTED = "fidelity did not beat the base"
 
 
+@pytest.fixture(scope="module")
+def gutenberg_dir(full_gutenberg_dir: Path) -> Path:
+    """Whole books: the family trains on slices up to the 140th sonnet."""
+    return full_gutenberg_dir
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     threads = torch.get_num_threads()

@@ -25,6 +25,12 @@ QUICK = TrainConfig(epochs=2, batch_size=8, block_size=64, learning_rate=3e-3, w
 
 
 @pytest.fixture(scope="module")
+def gutenberg_dir(full_gutenberg_dir: Path) -> Path:
+    """Whole books: the loop is trained and validated on all 154 sonnets."""
+    return full_gutenberg_dir
+
+
+@pytest.fixture(scope="module")
 def sonnets(gutenberg_dir) -> list[str]:
     raw = (gutenberg_dir / "cache/epub/1041/pg1041.txt").read_bytes()
     return [row["text"] for row in book_to_rows(1041, raw)]
