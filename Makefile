@@ -28,8 +28,10 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
+# pytest's exit 5 (no test collected) passes only where NO_TESTS_OK is set: CI reports a run of
+# no tests itself, and fails a script that exits non-zero.
 test: lint
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(NO_TESTS_OK)" ] || exit $$rc; }
 
 test-fast: lint
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
