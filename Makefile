@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    # the whole pipeline on four books with scratch:tiny, on the CPU
 #   make test   # lint and the test suite
+# While working: make test-fast  # lint and every test but the slow end-to-end runs
 PYTHON ?= python3
 VENV := .venv
 # The CPU wheel of this version is on the project's machines; an unpinned torch would pull
@@ -12,7 +13,7 @@ MIRROR ?= $(or $(EMOVERSE_GUTENBERG_MIRROR),$(if $(wildcard ../shared/gutenberg)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test lint
+.PHONY: run test test-fast lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +28,10 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
+# pytest's exit 5 (no test collected) passes only where NO_TESTS_OK is set: CI reports a run of
+# no tests itself, and fails a script that exits non-zero.
 test: lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(NO_TESTS_OK)" ] || exit $$rc; }
+
+test-fast: lint
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)

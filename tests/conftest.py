@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 from mirror_server import running, serve_mirror
 
-# The shared, read-only mirror next to the repository (never copied into it).
-GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
+# Tests read the small mirror committed here (four books cut to a few poems, in the site's
+# layout; `fixtures/build_mirror.py` rebuilds it) unless EMOVERSE_TEST_MIRROR names another.
+FIXTURE_MIRROR = Path(__file__).resolve().parent / "fixtures" / "gutenberg"
+GUTENBERG_DIR = Path(os.environ.get("EMOVERSE_TEST_MIRROR") or FIXTURE_MIRROR).resolve()
+# Tests marked `full_mirror` need whole books or many of them: they read the shared, read-only
+# mirror next to the repository (never copied into it), and skip where it is absent, except
+# under CI (`CI` set), where they fail.
+FULL_MIRROR = Path(
+    os.environ.get("EMOVERSE_FULL_MIRROR")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
+).resolve()
 
 # Before Prefect or transformers are imported: no telemetry, nothing from a hub.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -23,11 +32,44 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # registries live in each test's own folder
 
 
+def _need_full_mirror() -> None:
+    if not (FULL_MIRROR / "cache" / "epub").is_dir():
+        message = f"the full Gutenberg mirror is missing at {FULL_MIRROR}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# Fixtures that make every test using them an end-to-end run: marked `slow` here, once.
+SLOW_FIXTURES = {"prefect_harness"}  # flows run through Prefect's temporary server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"full_gutenberg_dir", "full_gutenberg_server"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.full_mirror)
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("full_mirror"):
+        _need_full_mirror()
+
+
 @pytest.fixture(scope="session")
 def gutenberg_dir() -> Path:
+    """The test mirror: the committed fixture, or the one EMOVERSE_TEST_MIRROR names."""
     if not (GUTENBERG_DIR / "cache" / "epub").is_dir():
-        pytest.fail(f"the shared Gutenberg mirror is missing at {GUTENBERG_DIR}")
+        pytest.fail(f"the Gutenberg test mirror is missing at {GUTENBERG_DIR}")
     return GUTENBERG_DIR
+
+
+@pytest.fixture(scope="session")
+def full_gutenberg_dir() -> Path:
+    """The whole shared mirror (its tests carry the `full_mirror` marker)."""
+    _need_full_mirror()
+    return FULL_MIRROR
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +83,20 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def gutenberg_server() -> Iterator[str]:
-    """Base URL of a real loopback HTTP server over the shared mirror (site layout)."""
+    """Base URL of a real loopback HTTP server over the test mirror (site layout)."""
     with serve_mirror(GUTENBERG_DIR) as server:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def full_gutenberg_server(full_gutenberg_dir) -> Iterator[str]:
+    """Base URL of a real loopback HTTP server over the whole shared mirror."""
+    with serve_mirror(full_gutenberg_dir) as server:
+        yield server.url
+
+
 class ScriptedMirror:
-    """A real loopback HTTP server over the shared mirror whose answers can be scripted per
+    """A real loopback HTTP server over the test mirror whose answers can be scripted per
     path, for fault tests. A script is a list of behaviours used one per request, the last one
     repeating: "ok" (the file, or 404 if the mirror lacks it), "500", "404", "403", "html"
     (an error page with status 200), "stall" (no answer for `stall_s`), "drop" (headers
@@ -180,9 +229,11 @@ def _scripted_handler(mirror: ScriptedMirror) -> type[http.server.BaseHTTPReques
 
 
 @pytest.fixture
-def scripted_mirror() -> Iterator[ScriptedMirror]:
-    """A fresh ScriptedMirror over the shared mirror on 127.0.0.1 (fault tests)."""
-    mirror = ScriptedMirror(GUTENBERG_DIR)
+def scripted_mirror(request: pytest.FixtureRequest) -> Iterator[ScriptedMirror]:
+    """A fresh ScriptedMirror over the test mirror on 127.0.0.1 (fault tests); over the whole
+    shared mirror for a test marked `full_mirror`."""
+    full = request.node.get_closest_marker("full_mirror") is not None
+    mirror = ScriptedMirror(FULL_MIRROR if full else GUTENBERG_DIR)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _scripted_handler(mirror))
     server.daemon_threads = True  # a stalled handler must not hold up the shutdown
     with running(server):

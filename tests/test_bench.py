@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each runs a benchmark in a process of its own
 
 
 def test_train_throughput_bench_prints_both_loops_and_the_ratio():

@@ -55,7 +55,7 @@ PUNCTUATION = string.punctuation
 SPLIT_QUOTES_DASHES = "«“‘„»”’\u2012\u2013\u2014\u2015"
 
 # --- NLTK's NLTKWordTokenizer (nltk 3.10), its patterns verbatim, run with `re` -------------
-# (`tests/test_tagging.py` checks these against the installed NLTK.)
+# (`tests/tagging/test_tagging.py` checks these against the installed NLTK.)
 _STARTING_QUOTES = [
     (re.compile("([«“‘„]|[`]+)", re.U), r" \1 "),
     (re.compile(r"^\""), r"``"),

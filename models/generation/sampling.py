@@ -11,7 +11,7 @@ Exactness. A row's logits must not depend on the other rows, to the bit:
   a small cohort is topped up with filler rows whose tokens are thrown away;
 - sampling works on each row alone (temperature, top-k, top-p, no-repeat n-grams, min length
   per row), in float64, with row-wise ops only.
-`tests/test_serve.py` checks that batched and alone give byte-identical poems.
+`tests/apps/test_serve.py` checks that batched and alone give byte-identical poems.
 """
 
 from collections.abc import Sequence

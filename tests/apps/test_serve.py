@@ -490,6 +490,7 @@ def _chromium():
     return webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
 
 
+@pytest.mark.slow
 def test_the_page_writes_a_poem_in_headless_chromium(served):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -666,6 +667,7 @@ def test_a_bad_judgement_is_a_422_naming_the_field(judged, body, field):
     assert response.json()["message"].startswith(f"{field}: ")
 
 
+@pytest.mark.slow
 def test_a_reader_judges_five_poems_in_headless_chromium(judged):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -45,7 +45,7 @@ from emoverse.tagging import (
 )
 from emoverse.tagging.tokenize import chunked_tokens, reference_tokens
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Parity books: the reference four, typographic quotes (utf-8), heavy apostrophes and double
 # quotes, latin-1 and cp1252 sources: ~35k lines, the reference path takes a few seconds.
@@ -184,8 +184,8 @@ def test_counts_equal_nrclex_for_every_poem_of_a_real_book(blake_poems, blake_ta
         assert row["n_tokens"] == n_tokens
 
 
-def test_counts_and_tokens_equal_the_reference_over_23_books(gutenberg_dir):
-    poems = pa.concat_tables([_poems(gutenberg_dir, b) for b in PARITY_BOOKS])
+def test_counts_and_tokens_equal_the_reference_over_23_books(full_gutenberg_dir):
+    poems = pa.concat_tables([_poems(full_gutenberg_dir, b) for b in PARITY_BOOKS])
     assert len(set(poems.column("gutenberg_id").to_pylist())) >= 20
     tagged = tag_table(poems, workers=1).to_pydict()
     for i, text in enumerate(tagged["text"]):
@@ -201,9 +201,9 @@ def test_counts_and_tokens_equal_the_reference_over_23_books(gutenberg_dir):
 @pytest.mark.skipif(
     not os.environ.get("EMOVERSE_FULL_PARITY"), reason="set EMOVERSE_FULL_PARITY=1 (~2 min)"
 )
-def test_counts_equal_the_reference_over_the_whole_mirror(gutenberg_dir):
-    lines = (gutenberg_dir / "MANIFEST.tsv").read_text().splitlines()[1:]
-    poems = pa.concat_tables([_poems(gutenberg_dir, int(x.split("\t")[0])) for x in lines])
+def test_counts_equal_the_reference_over_the_whole_mirror(full_gutenberg_dir):
+    lines = (full_gutenberg_dir / "MANIFEST.tsv").read_text().splitlines()[1:]
+    poems = pa.concat_tables([_poems(full_gutenberg_dir, int(x.split("\t")[0])) for x in lines])
     tagged = tag_table(poems, workers=2).to_pydict()
     for i, text in enumerate(tagged["text"]):
         expected, n_tokens = _reference_counts(text)
@@ -211,6 +211,7 @@ def test_counts_equal_the_reference_over_the_whole_mirror(gutenberg_dir):
         assert tagged["n_tokens"][i] == n_tokens
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_rows(blake_poems, blake_tagged, monkeypatch):
     monkeypatch.setattr(counting, "PARALLEL_MIN_LINES", 0)  # spread even a small book
     monkeypatch.setattr(counting, "BATCH_CHARS", 10_000)
@@ -455,6 +456,7 @@ def test_partitions_from_before_versions_are_moved_aside(blake_tagged, tmp_path)
     assert list_versions(target) == ["v000000", "v000001"]
 
 
+@pytest.mark.slow
 def test_a_killed_writer_leaves_the_previous_version_current(blake_tagged, tmp_path):
     target = tmp_path / "partitions"
     before = write_partitions(blake_tagged, target)

@@ -116,6 +116,7 @@ ModelRegistry.for_data_dir(data_dir).register(
 """
 
 
+@pytest.mark.slow
 def test_eight_processes_registering_at_once_lose_nothing(tmp_path, scratch_model):
     """The fan-out's children finish together: each registers from its own process, on a
     database that none of them has created yet."""

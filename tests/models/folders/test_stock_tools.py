@@ -19,6 +19,12 @@ BOOKS = (574, 1065, 12242)  # Blake, The Raven, Dickinson: every label, some spl
 
 
 @pytest.fixture(scope="module")
+def gutenberg_dir(full_gutenberg_dir: Path) -> Path:
+    """Whole books: Dickinson (12242) is not in the small mirror."""
+    return full_gutenberg_dir
+
+
+@pytest.fixture(scope="module")
 def tagged_dir(gutenberg_dir, tmp_path_factory) -> Path:
     """Partitions written by the real tag stage from a poems file of three mirror books."""
     root = tmp_path_factory.mktemp("tagged")

@@ -186,6 +186,7 @@ print(json.dumps({"first_step": steps[0] if steps else None, "path": trained.pat
 """
 
 
+@pytest.mark.slow
 def test_a_killed_conditional_run_resumes_to_the_same_weights(data_dir, foundation, tmp_path):
     from safetensors.torch import load_file
 

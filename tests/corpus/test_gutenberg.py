@@ -1,4 +1,5 @@
-"""Fetching and parsing Project Gutenberg books, on the real shared mirror (no mocks)."""
+"""Fetching and parsing Project Gutenberg books, on real mirrors (no mocks): the small test
+mirror, and the whole shared one for the tests marked `full_mirror`."""
 
 import hashlib
 import re
@@ -10,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from conftest import FULL_MIRROR, GUTENBERG_DIR
 
 from emoverse.corpus import (
     BOOK_REJECTS,
@@ -55,19 +57,17 @@ from emoverse.corpus.text import decode_book_counted
 from emoverse.errors import BookNotFoundError, MirrorNotFoundError, MissingStageOutputError
 from emoverse.schema import POEM_SCHEMA, REJECT_SCHEMA
 
-GUTENBERG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "gutenberg"
-
 MISSING_ID = 99999999
 SMALL_PRINT_BOOKS = [1543, 2383, 3039]  # pre-2001 header; 3039 writes "*END THE SMALL PRINT"
 
 
-def raw_book(gutenberg_id: int) -> bytes:
-    return (GUTENBERG_DIR / book_path(gutenberg_id)).read_bytes()
+def raw_book(gutenberg_id: int, mirror: Path = GUTENBERG_DIR) -> bytes:
+    return (mirror / book_path(gutenberg_id)).read_bytes()
 
 
 @pytest.fixture(scope="module")
-def rows_by_book() -> dict[int, list[dict]]:
-    return {i: book_to_rows(i, raw_book(i)) for i in (1041, 574, 1065, 12242)}
+def rows_by_book(full_gutenberg_dir) -> dict[int, list[dict]]:
+    return {i: book_to_rows(i, raw_book(i, FULL_MIRROR)) for i in (1041, 574, 1065, 12242)}
 
 
 def poems(rows: list[dict]) -> list[dict]:
@@ -91,13 +91,17 @@ def test_decode_falls_back_to_cp1252():
     assert decode_book(b"caf\xe9 \x93quoted\x94\r\n") == "café “quoted”\n"
 
 
+@pytest.mark.full_mirror
 def test_metadata_from_header_lines_and_from_old_first_line():
     assert parse_metadata(decode_book(raw_book(1041))) == (
         "Shakespeare's Sonnets",
         "William Shakespeare",
     )
     # Pre-2001 files have no Title:/Author: lines, only "Project Gutenberg's Etext of X, by Y".
-    assert parse_metadata(decode_book(raw_book(390))) == ("A Lute of Jade", "L. Cranmer-Byng")
+    assert parse_metadata(decode_book(raw_book(390, FULL_MIRROR))) == (
+        "A Lute of Jade",
+        "L. Cranmer-Byng",
+    )
     assert parse_metadata("Just some verse\nwith no header\n") == (None, None)
 
 
@@ -108,9 +112,10 @@ def test_strip_boilerplate_keeps_only_the_body():
     assert "Gutenberg" not in body and "Produced by" not in body
 
 
+@pytest.mark.full_mirror
 @pytest.mark.parametrize("gutenberg_id", SMALL_PRINT_BOOKS)
 def test_small_print_books_lose_their_header_and_yield_poems(gutenberg_id):
-    text = decode_book(raw_book(gutenberg_id))
+    text = decode_book(raw_book(gutenberg_id, FULL_MIRROR))
     assert "*** START OF" not in text  # really an old-style file
     body = strip_boilerplate(text)
     assert "SMALL PRINT" not in body.upper() and "GUTENBERG" not in body.upper()
@@ -160,7 +165,7 @@ def test_the_raven_is_one_poem_cut_at_stanzas(rows_by_book):
     assert rows[0]["text"].startswith("Once upon a midnight dreary, while I pondered,")
     assert rows[-1]["text"].rstrip().endswith("Shall be lifted--nevermore!")
     # One stanza per passage when max_lines is below two stanzas.
-    small = book_to_rows(1065, raw_book(1065), max_lines=10)
+    small = book_to_rows(1065, raw_book(1065, FULL_MIRROR), max_lines=10)
     assert [r["n_lines"] for r in small] == [6] * 18
 
 
@@ -188,10 +193,10 @@ def test_passages_are_clean_verse(rows_by_book, gutenberg_id):
 
 
 def test_poem_ids_are_positional_and_stable(rows_by_book):
-    again = book_to_rows(1041, raw_book(1041))
+    again = book_to_rows(1041, raw_book(1041, FULL_MIRROR))
     assert [r["poem_id"] for r in again] == [r["poem_id"] for r in rows_by_book[1041]]
     assert [r["poem_id"] for r in again[:2]] == ["1041-00000", "1041-00001"]
-    assert again[0]["source_sha256"] == hashlib.sha256(raw_book(1041)).hexdigest()
+    assert again[0]["source_sha256"] == hashlib.sha256(raw_book(1041, FULL_MIRROR)).hexdigest()
     pa.Table.from_pylist(again, schema=POEM_SCHEMA)  # rows fit the declared schema
 
 
@@ -263,10 +268,11 @@ def test_editorial_apparatus_is_dropped_from_verse():
         (2383, r"<\d+>"),  # Chaucer: footnote markers
     ],
 )
+@pytest.mark.full_mirror
 def test_real_books_lose_their_apparatus(gutenberg_id, junk):
     lines = [
         line
-        for p in split_poems(strip_boilerplate(decode_book(raw_book(gutenberg_id))))
+        for p in split_poems(strip_boilerplate(decode_book(raw_book(gutenberg_id, FULL_MIRROR))))
         for line in p.text.split("\n")
     ]
     assert len(lines) > 500
@@ -281,9 +287,10 @@ def test_long_stanzas_are_cut_after_a_sentence():
     assert all(p.text.endswith(".") or p is passages[-1] for p in passages)
 
 
+@pytest.mark.full_mirror
 def test_prose_poems_and_reflowed_verse_are_not_poetry(tmp_path):
     # Gitanjali is prose poetry; Goldsmith's 3545 has its verse reflowed into paragraphs.
-    result = ingest_books(str(GUTENBERG_DIR), [7164, 3545, 1065])
+    result = ingest_books(str(FULL_MIRROR), [7164, 3545, 1065])
     assert result.ingested == (1065,)
     reasons = _reasons(result)
     assert reasons[7164][0] == reasons[3545][0] == NOT_POETRY
@@ -306,11 +313,10 @@ def test_dedupe_rows_keeps_the_first_occurrence():
     assert [r["poem_id"] for r in dedupe_rows(rows)] == ["a", "c"]
 
 
+@pytest.mark.full_mirror
 def test_ingest_dedupes_overlapping_books():
     calls: list[tuple[int, int]] = []
-    result = ingest_books(
-        str(GUTENBERG_DIR), [1065, 1062], on_book=lambda i, n: calls.append((i, n))
-    )
+    result = ingest_books(str(FULL_MIRROR), [1065, 1062], on_book=lambda i, n: calls.append((i, n)))
     table = result.poems
     keys = [normalize_for_dedup(t) for t in table.column("text").to_pylist()]
     assert len(keys) == len(set(keys))
@@ -445,9 +451,10 @@ def test_decode_cleans_utf16_control_characters_and_rejects_binaries():
         assert info.value.reason == ENCODING
 
 
+@pytest.mark.full_mirror
 def test_cp1252_originals_decode_like_their_utf8_copies():
     # 1280 was cp1252 upstream; the mirror holds it as UTF-8. Both must read the same.
-    text = decode_book(raw_book(1280))
+    text = decode_book(raw_book(1280, FULL_MIRROR))
     assert decode_book(text.encode("cp1252", errors="strict")) == text
     assert decode_book(text.replace("\n", "\r\n").encode("utf-8-sig")) == text
 
@@ -486,6 +493,7 @@ def _no_partial_files(cache: Path) -> None:
     assert not [n for n in names if n.startswith(".") or "tmp" in n], names
 
 
+@pytest.mark.full_mirror  # 1062 and 2678: the scripted mirror serves the whole one
 def test_faults_become_rejects_and_a_second_run_fetches_only_what_is_missing(
     scripted_mirror, tmp_path
 ):
@@ -594,8 +602,9 @@ def test_book_level_rejects_for_empty_and_prose_books(tmp_path):
     assert f"1: {EMPTY}" in str(info.value) and f"2: {NOT_POETRY}" in str(info.value)
 
 
+@pytest.mark.full_mirror
 def test_rejects_table_and_report(tmp_path):
-    result = ingest_books(str(GUTENBERG_DIR), [12242, 2678, 1065, MISSING_ID])
+    result = ingest_books(str(FULL_MIRROR), [12242, 2678, 1065, MISSING_ID])
     rejects = result.rejects
     assert rejects.schema == REJECT_SCHEMA
     assert set(rejects.column("reason").to_pylist()) <= set(REJECT_REASONS)

@@ -54,6 +54,12 @@ QUICK = TrainConfig(batch_size=8, block_size=64, learning_rate=3e-3, warmup_step
 FAST = EvalConfig(samples=6, seed=3, max_new_tokens=24)
 
 
+@pytest.fixture(scope="module")
+def gutenberg_dir(full_gutenberg_dir: Path) -> Path:
+    """Whole books: every test split needs poems."""
+    return full_gutenberg_dir
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """A 1.4M-parameter model gains nothing from a second thread, and on a shared 2-core

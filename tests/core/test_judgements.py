@@ -11,7 +11,7 @@ from emoverse.errors import EmoverseError, UnknownEmotionError
 from emoverse.judgements import Judgement, JudgementStore
 from emoverse.stats import Share
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 WRITE_MANY = """
 import sys
@@ -37,6 +37,7 @@ def test_accuracy_per_model_version_with_its_interval(tmp_path):
         store.add(Judgement("joy", 2, "happy", "a poem"))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_no_answer(tmp_path):
     db = tmp_path / "judgements.db"
     JudgementStore(db).add(Judgement("joy", 3, "joy", "first"))

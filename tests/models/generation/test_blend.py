@@ -43,6 +43,12 @@ POEMS = {"prompt": "Love", "n": 4, "seed": 3, "max_new_tokens": 24}
 NOT_PROMOTED = "fidelity did not beat the base"
 
 
+@pytest.fixture(scope="module")
+def gutenberg_dir(full_gutenberg_dir: Path) -> Path:
+    """Whole books: the family trains on slices up to the 140th sonnet."""
+    return full_gutenberg_dir
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     threads = torch.get_num_threads()
@@ -418,6 +424,7 @@ def test_a_repeated_recipe_skips_the_thread_pool_within_the_ttl(server, monkeypa
     assert second["poems"] == first["poems"] and second["recipe"] == first["recipe"]
 
 
+@pytest.mark.slow
 def test_the_page_dials_and_blends_in_headless_chromium(family, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -527,7 +534,7 @@ def test_the_family_report_still_imports_without_torch():
     import sys
 
     code = "import sys, models.reports.family; assert 'torch' not in sys.modules"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(repo)})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

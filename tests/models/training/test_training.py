@@ -25,6 +25,12 @@ QUICK = TrainConfig(epochs=2, batch_size=8, block_size=64, learning_rate=3e-3, w
 
 
 @pytest.fixture(scope="module")
+def gutenberg_dir(full_gutenberg_dir: Path) -> Path:
+    """Whole books: the loop is trained and validated on all 154 sonnets."""
+    return full_gutenberg_dir
+
+
+@pytest.fixture(scope="module")
 def sonnets(gutenberg_dir) -> list[str]:
     raw = (gutenberg_dir / "cache/epub/1041/pg1041.txt").read_bytes()
     return [row["text"] for row in book_to_rows(1041, raw)]
@@ -188,6 +194,7 @@ print(json.dumps({"first_step": steps_here[0], "steps_here": len(steps_here),
 """
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights(init_dir, sonnets, tmp_path):
     import os
     import signal
@@ -317,6 +324,7 @@ def test_a_bad_setting_is_named_by_its_field_and_the_cli_names_its_flag(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_a_stage_trains_data_parallel_under_torchrun(gutenberg_dir, init_dir, tmp_path):
     """Two CPU processes over gloo: each step takes one batch per process, so an epoch is
     half as many steps, and only rank 0 writes the model folder."""

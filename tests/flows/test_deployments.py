@@ -15,8 +15,14 @@ from prefect_server import group_alive, migrated_database, running_server, runni
 from emoverse.emotions import EMOTIONS, LABELS
 from models.registry.model_registry import CHAMPION, ModelRegistry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BOOKS = [1041, 574, 1065, 12242]
+
+
+@pytest.fixture(scope="module")
+def gutenberg_server(full_gutenberg_server: str) -> str:
+    """Whole books: the run's counts are those of the four reference books."""
+    return full_gutenberg_server
 
 
 def _flow_runs(client, deployment_name: str) -> list:

@@ -26,6 +26,12 @@ BOOKS = [1041, 574, 1065, 12242]
 SETTINGS = TrainingSettings(max_steps=3, eval_samples=4)  # a few steps per model keep it quick
 
 
+@pytest.fixture(scope="module")
+def gutenberg_server(full_gutenberg_server: str) -> str:
+    """Whole books: the run's counts are those of the four reference books."""
+    return full_gutenberg_server
+
+
 RUN_IDS: list = []  # the fixture's pipeline run (later tests run the pipeline again)
 
 
