@@ -1,0 +1,106 @@
+"""The three judges on the real packages (NRC, Empath, NADE), the rank test, and the
+calibration script on the shared human-labelled verses."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emoverse.emotions import EMOTIONS, LABELS
+from emoverse.errors import EmoverseError
+from emoverse.judges import JUDGES, judge_texts, nade
+from emoverse.stats import mann_whitney_greater
+
+REPO = Path(__file__).resolve().parents[1]
+VERSES = REPO.parent / "shared" / "data" / "poem-sentiment"
+
+GRIEF = """My child is dead, and I am left to weep;
+I kneel beside her little grave and mourn.
+The tears run down, my sorrow will not sleep,
+And I am broken, lonely and forlorn."""
+
+DELIGHT = """O happy morning, full of light and song!
+My heart is glad, I laugh and love the day;
+The friends I trust are with me all along,
+And joy and sweet delight will always stay."""
+
+
+def test_nade_judges_a_poem_of_grief_sad_and_negative():
+    judged = judge_texts([GRIEF, DELIGHT], ["nade"])["nade"]
+    assert judged.labels[0] == "sadness"
+    assert judged.valences[0] == "negative"
+    assert judged.valences[1] == "positive"
+    grief = judged.row(0)
+    assert set(grief["scores"]) == set(EMOTIONS)
+    assert all(0.0 <= v <= 1.0 for v in grief["scores"].values())
+    assert max(grief["scores"], key=grief["scores"].get) == "sadness"
+
+
+def test_every_judge_answers_a_label_eight_scores_and_a_valence_per_poem():
+    judged = judge_texts([GRIEF, DELIGHT, ""])
+    assert list(judged) == list(JUDGES)
+    for answer in judged.values():
+        assert len(answer.labels) == 3 and answer.scores.shape == (3, 8)
+        assert all(label in LABELS for label in answer.labels)
+        assert all(v in ("positive", "negative", "none") for v in answer.valences)
+    assert judged["nrc"].labels[0] == "sadness" and judged["nrc"].valences[0] == "negative"
+    assert judged["nrc"].labels[2] == "neutral" and judged["nrc"].valences[2] == "none"
+    with pytest.raises(EmoverseError, match="unknown judge 'vader'"):
+        judge_texts([GRIEF], ["vader"])
+
+
+def test_nade_loads_from_a_read_only_install_without_writing(tmp_path):
+    """`nade.Nade()` unpacks its regressors next to itself on first use; our loader reads the
+    `.gz` files into memory, so a read-only copy of the wheel's data serves as well."""
+    copy = tmp_path / "socialmedia_en"
+    shutil.copytree(nade.data_dir(), copy)
+    for path in [copy, *copy.iterdir()]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = sorted(p.name for p in copy.iterdir())
+    try:
+        if os.geteuid() != 0:  # root writes through permissions; the listing still checks
+            with pytest.raises(PermissionError):
+                (copy / "probe").write_text("x")
+        from_copy = nade.intensities([GRIEF], folder=copy)
+        assert sorted(p.name for p in copy.iterdir()) == before
+        assert not any(name.endswith(".txt") for name in before)
+        np.testing.assert_allclose(from_copy, nade.intensities([GRIEF]))
+    finally:
+        copy.chmod(0o755)
+
+
+def test_rank_test_is_one_sided_with_an_effect_size_interval():
+    high, low = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.1, 0.2, 0.3, 0.4, 0.55, 0.15]
+    up = mann_whitney_greater(high, low)
+    assert up.u == 35.0  # of 36 pairs, 0.5 < 0.55 is the one the high sample loses
+    assert up.effect == pytest.approx(35 / 36)
+    assert up.p_value < 0.01
+    assert up.low < up.effect <= up.high <= 1.0
+    down = mann_whitney_greater(low, high)
+    assert down.p_value > 0.99 and down.effect == pytest.approx(1 / 36)
+    same = mann_whitney_greater([0.2, 0.2], [0.2, 0.2])
+    assert same.effect == 0.5 and same.p_value >= 0.5
+    empty = mann_whitney_greater([], [0.1])
+    assert empty.p_value == 1.0
+
+
+def test_calibration_script_runs_on_the_shared_verses():
+    if not (VERSES / "dev.tsv").is_file():
+        pytest.fail(f"the shared poem-sentiment verses are missing at {VERSES}")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "calibrate_judges.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "verses: {'train': 892, 'dev': 105, 'both': 997}" in out
+    for judge in JUDGES:
+        assert f"\n| {judge} | " in out
