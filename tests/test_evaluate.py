@@ -15,11 +15,12 @@ import yaml
 
 import models.evaluation.evaluate as ev
 from emoverse.corpus import book_to_rows
-from emoverse.emotions import LABELS, NEUTRAL
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import UnknownEmotionError
+from emoverse.judges import judge_texts
 from emoverse.report import plot_confusion_matrix
 from emoverse.schema import POEM_SCHEMA
-from emoverse.stats import fisher_greater, wilson_interval
+from emoverse.stats import fisher_greater, mann_whitney_greater, wilson_interval
 from emoverse.tagging import label_texts, tag_table, write_version
 from models.config import TrainConfig
 from models.evaluation.evaluate import (
@@ -109,9 +110,14 @@ def _evaluation(
     *,
     n: int = 64,
     distinct_2: float = 0.9,
+    intensity: float = 0.2,
 ):
-    """An evaluation of n samples whose labels (both judges alike) have these shares."""
+    """An evaluation of n samples whose labels (every judge alike) have these shares, and
+    whose NADE intensities of its emotion (every emotion for the base) spread evenly around
+    `intensity`."""
     counts = {label: round(shares.get(label, 0.0) * n) for label in LABELS}
+    spread = [round(intensity - 0.05 + 0.1 * i / max(1, n - 1), 3) for i in range(n)]
+    own = EMOTIONS if emotion == NEUTRAL else (emotion,)
     full = {label: counts[label] / n for label in LABELS}
     return Evaluation(
         emotion=emotion,
@@ -125,7 +131,9 @@ def _evaluation(
         samples=["a poem"],
         config_key="k",
         n_samples=n,
-        label_counts={"nrc": counts, "empath": dict(counts)},
+        label_counts={"nrc": counts, "empath": dict(counts), "nade": dict(counts)},
+        intensities={"nade": {e: list(spread) for e in own}},
+        mean_intensities={"nade": dict.fromkeys(EMOTIONS, intensity)},
     )
 
 
@@ -210,8 +218,17 @@ def test_evaluate_model_measures_what_it_generates(joy_eval, partitions):
     assert result.label_counts["nrc"] == {lb: labels.count(lb) for lb in LABELS}
     empath = label_texts(poems, lexicon="empath")
     assert result.label_counts["empath"] == {lb: empath.count(lb) for lb in LABELS}
+    # NADE: its labels, the child's own intensities per poem and all eight means.
+    nade = judge_texts(poems, ["nade"])["nade"]
+    assert result.label_counts["nade"] == {lb: nade.labels.count(lb) for lb in LABELS}
+    joy = nade.scores[:, EMOTIONS.index("joy")]
+    assert result.intensities == {"nade": {"joy": pytest.approx(joy.tolist(), abs=1e-3)}}
+    assert result.mean_intensities["nade"]["joy"] == pytest.approx(joy.mean())
+    assert set(result.mean_intensities["nade"]) == set(EMOTIONS)
+    assert result.judges["nade"]["mean_intensity"] == pytest.approx(joy.mean())
+    assert result.judges["nade"]["rank_test"] is None  # no base yet
     # Every judge's fidelity carries its interval and n, with or without a base.
-    for judge in ("nrc", "empath"):
+    for judge in ("nrc", "empath", "nade"):
         fidelity = result.judges[judge]["fidelity"]
         assert fidelity["n"] == FAST.samples and fidelity["k"] == result.label_counts[judge]["joy"]
         assert 0.0 <= fidelity["low"] <= fidelity["share"] <= fidelity["high"] <= 1.0
@@ -252,6 +269,13 @@ def test_evaluate_model_reuses_its_record_and_is_deterministic(
     assert (nrc["base"]["k"], nrc["base"]["n"], nrc["base"]["share"]) == (16, 64, 0.25)
     assert nrc["lift"] == pytest.approx(first.fidelity - 0.25)
     assert nrc["p_value"] == fisher_greater(nrc["fidelity"]["k"], FAST.samples, 16, 64)
+    # NADE: the child's joy intensities ranked against the base's.
+    nade = with_base.judges["nade"]
+    assert (
+        nade["rank_test"]
+        == mann_whitney_greater(first.intensity("joy"), base.intensity("joy")).to_dict()
+    )
+    assert nade["base_mean_intensity"] == pytest.approx(0.2)
     assert with_base.base_distinct_2 == base.distinct_2
     stored = json.loads((model_dir / EVALUATION_FILE).read_text())["evaluation"]
     assert stored["lift"] == with_base.lift
@@ -318,39 +342,61 @@ def test_a_capped_test_split_is_the_same_sample_for_every_model(partitions):
 # --- the family -------------------------------------------------------------------------------
 
 
-def test_promotion_needs_significant_fidelity_lower_perplexity_and_fluency():
+def test_promotion_needs_both_judges_lower_perplexity_and_fluency():
     # 8 of 64 against 20 of 64: Fisher's one-sided exact p is about 0.01.
     base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
-    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    good = _evaluation(
+        "joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0}, intensity=0.3
+    )
     p = fisher_greater(20, 64, 8, 64)
     assert 0.001 < p < 0.05
+    rank = mann_whitney_greater(good.intensity("joy"), base.intensity("joy"))
+    assert rank.p_value < 1e-6 and rank.effect > 0.9
     promoted, reason = promotion_decision(good, base)
     assert promoted
+    fisher = "0.31 [0.21, 0.43] of 64 beats base 0.12 [0.06, 0.23] of 64 (one-sided Fisher exact"
     assert reason == (
-        f"fidelity 0.31 [0.21, 0.43] of 64 beats base 0.12 [0.06, 0.23] of 64 "
-        f"(one-sided Fisher exact p={p:.3g}, < 0.05); perplexity 210.4 < base 250.9; "
-        "distinct-2 0.90 >= 0.81 (90% of the base's 0.90)"
+        f"NRC fidelity {fisher} p={p:.3g}, < 0.05); "
+        f"Empath fidelity {fisher} p={p:.3g}, < 0.05) (reported, not gated); "
+        f"NADE joy intensity 0.300 is above base 0.200 (A={rank.effect:.2f} [{rank.low:.2f}, "
+        f"{rank.high:.2f}], one-sided Mann-Whitney p={rank.p_value:.3g}, < 0.05); "
+        "perplexity 210.4 < base 250.9; distinct-2 0.90 >= 0.81 (90% of the base's 0.90)"
     )
-    # Higher, but not with confidence: 12 of 64 against 8 of 64.
-    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4})
+    # NRC finds the emotion, NADE does not: the lexicon it was trained on alone is not enough.
+    lexical = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4})
+    promoted, reason = promotion_decision(lexical, base)
+    assert not promoted
+    assert reason.startswith("not promoted: NADE joy intensity 0.200 is not above base 0.200 (A=")
+    assert ">= 0.05); NRC fidelity 0.31 [" in reason and "(reported, not gated)" in reason
+    assert "perplexity" not in reason  # only the failed checks besides the judges' tests
+    # Higher under NRC, but not with confidence: 12 of 64 against 8 of 64.
+    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4}, intensity=0.3)
     promoted, reason = promotion_decision(lucky, base)
-    assert not promoted and reason.startswith("not promoted: fidelity 0.19 [")
+    assert not promoted and reason.startswith("not promoted: NRC fidelity 0.19 [")
     assert f"p={fisher_greater(12, 64, 8, 64):.3g}, >= 0.05" in reason
-    assert "perplexity" not in reason  # only the failed checks are named
-    perplexed = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 260.0})
+    assert "; NADE joy intensity 0.300 is above base" in reason and "; Empath fidelity" in reason
+    perplexed = _evaluation(
+        "joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 260.0}, intensity=0.3
+    )
     promoted, reason = promotion_decision(perplexed, base)
     assert not promoted
-    assert reason == "not promoted: perplexity 260.0 is not below base 250.9"
-    tie = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 100.0})
+    assert reason.startswith("not promoted: perplexity 260.0 is not below base 250.9; NRC ")
+    tie = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 100.0}, intensity=0.3)
     assert promotion_decision(tie, base)[0] is False  # must beat the base, not match it
     # Piling up emotion words in repetitive verse: distinct-2 more than 10% below the base's.
-    babbling = _evaluation("joy", {"joy": 0.5, NEUTRAL: 0.5}, {"joy": 200.0}, distinct_2=0.8)
+    babbling = _evaluation(
+        "joy", {"joy": 0.5, NEUTRAL: 0.5}, {"joy": 200.0}, distinct_2=0.8, intensity=0.3
+    )
     promoted, reason = promotion_decision(babbling, base)
     assert not promoted
-    assert reason == "not promoted: distinct-2 0.80 < 0.81 (90% of the base's 0.90)"
+    assert reason.startswith("not promoted: distinct-2 0.80 < 0.81 (90% of the base's 0.90); ")
     no_base_ppl = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {NEUTRAL: 240.0})
     promoted, reason = promotion_decision(good, no_base_ppl)
     assert not promoted and "no joy test perplexity for the base" in reason
+    # A record without intensities (from before the third judge) cannot pass NADE's test.
+    old = Evaluation.from_dict({**good.to_dict(), "intensities": {}})
+    promoted, reason = promotion_decision(old, base)
+    assert not promoted and "no NADE joy intensities for the child to compare" in reason
 
 
 def test_a_new_base_is_champion_only_if_no_worse_than_the_current_one():
