@@ -471,6 +471,13 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
     assert "the base's share 12.5% [" in text and "lift +18.8%" in text
     assert f"one-sided Fisher exact p={fisher_greater(20, 64, 8, 64):.3g}" in text
     assert "judged by empath: 31.2% [" in text
+    rank = evaluation.judges["nade"]["rank_test"]
+    assert "judged by nade: 31.2% [" in text
+    assert (
+        "mean joy intensity 0.200 (the base's 0.200; probability of superiority "
+        f"{rank['effect']:.2f} [{rank['low']:.2f}, {rank['high']:.2f}], one-sided Mann-Whitney "
+        f"p={rank['p_value']:.3g})"
+    ) in text
     assert "distinct-2 0.900 (the base's 0.900)" in text
     assert "perplexity under the neutral base 301.2" in text
     assert text.count("# emoverse-joy\n") == 1  # the card's own text is kept
@@ -489,7 +496,8 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
         "promoted": True,
         "reason": "fidelity 0.31 > base 0.12",
     }
-    assert "samples" not in meta["evaluation"]
+    assert "samples" not in meta["evaluation"] and "intensities" not in meta["evaluation"]
+    assert meta["evaluation"]["mean_intensities"]["nade"]["joy"] == 0.2
     results = meta["model-index"][0]["results"]
     assert meta["model-index"][0]["name"] == "emoverse-joy"
     assert results[0]["metrics"] == [
@@ -499,6 +507,8 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
         "fidelity",
         "lift over base",
         "fidelity judged by empath",
+        "fidelity judged by nade",
+        "mean joy intensity judged by nade",
         "perplexity of its poems under the neutral base",
         "distinct-1",
         "distinct-2",
