@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import link_model
 
 from emoverse.emotions import EMOTIONS, LABELS
 from emoverse.errors import EmoverseError
 from emoverse.judges import JUDGES, judge_texts, nade
 from emoverse.stats import mann_whitney_greater
+from models.records import Evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 VERSES = REPO.parent / "shared" / "data" / "poem-sentiment"
@@ -104,3 +106,78 @@ def test_calibration_script_runs_on_the_shared_verses():
     assert "verses: {'train': 892, 'dev': 105, 'both': 997}" in out
     for judge in JUDGES:
         assert f"\n| {judge} | " in out
+
+
+def _evaluation(emotion: str, joy: int, intensity: float, n: int = 32) -> Evaluation:
+    """A record of n poems of which `joy` are labelled joy by every judge, with NADE joy
+    intensities spread evenly around `intensity` (every emotion for the base)."""
+    counts = dict.fromkeys(LABELS, 0) | {"joy": joy, "neutral": n - joy}
+    spread = [round(intensity - 0.05 + 0.1 * i / (n - 1), 3) for i in range(n)]
+    own = EMOTIONS if emotion == "neutral" else (emotion,)
+    shares = {label: c / n for label, c in counts.items()}
+    return Evaluation(
+        emotion=emotion,
+        perplexity={"joy": 200.0 if emotion == "joy" else 210.0, "neutral": 250.0},
+        test_poems={emotion: 5},
+        label_shares=shares,
+        fidelity=shares[emotion],
+        lift=None,
+        distinct_1=0.5,
+        distinct_2=0.9,
+        samples=[],
+        config_key="k",
+        n_samples=n,
+        label_counts={j: dict(counts) for j in JUDGES},
+        intensities={"nade": {e: list(spread) for e in own}},
+        mean_intensities={"nade": dict.fromkeys(EMOTIONS, intensity)},
+    )
+
+
+def test_the_family_report_shows_nade_the_calibration_and_the_agreement(
+    tmp_path, monkeypatch, scratch_model, gutenberg_dir
+):
+    """The report's figures for the three judges, from registered records (real registry,
+    real partitions of the sonnets; the evaluations are set, not sampled)."""
+    import pyarrow as pa
+
+    from emoverse.corpus import book_to_rows
+    from emoverse.judgements import JudgementStore
+    from emoverse.paths import RunPaths
+    from emoverse.schema import POEM_SCHEMA
+    from emoverse.tagging import tag_table, write_version
+    from models.evaluation.evaluate import _with_base
+    from models.records import promotion_decision
+    from models.registry.model_registry import ModelRegistry
+    from models.reports.family import write_family_report
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = RunPaths(tmp_path)
+    rows = book_to_rows(1041, (gutenberg_dir / "cache/epub/1041/pg1041.txt").read_bytes())
+    write_version(tag_table(pa.Table.from_pylist(rows, schema=POEM_SCHEMA)), paths.partitions)
+    registry = ModelRegistry.for_data_dir(tmp_path)
+    base = _evaluation("neutral", 4, 0.2)
+    child = _with_base(_evaluation("joy", 14, 0.3), base)
+    promote, reason = promotion_decision(child, base)
+    assert promote, reason
+    for emotion, evaluation, why in (("neutral", base, "the first neutral base"),
+                                     ("joy", child, reason)):  # fmt: skip
+        registry.register(
+            emotion,
+            link_model(scratch_model, tmp_path / emotion),
+            metrics={"evaluation": {**evaluation.to_dict(), "samples": []}},
+            parent="scratch:tiny",
+            data_fingerprint="f",
+            promote=True,
+            promotion=why,
+        )
+    report = write_family_report(
+        registry, JudgementStore(paths.judgements_db), paths.partitions, tmp_path / "out"
+    ).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| joy |"))
+    rank = child.judges["nade"]["rank_test"]
+    assert "carries its emotion: NRC and NADE both find more of it than in the base" in row
+    assert f"| 0.300 (0.200) | {rank['effect']:.2f} [{rank['low']:.2f}–" in row
+    assert "NADE joy intensity 0.300 is above base 0.200" in report  # the gate's reason
+    assert "| nade | " in report and "on the verses they call positive or negative" in report
+    assert "; NADE, on " in report and "| NRC label | real poems | Empath agrees |" in report
+    assert (tmp_path / "out" / "confusion-nade.png").stat().st_size > 1000

@@ -16,6 +16,7 @@
 `judge_texts(texts)` runs the judges; `Judged` is one judge's answer for a batch.
 `calibration_table()`: how far each judge's valence agrees with people on human-labelled
 verse (`calibration.json`, written by `bench/calibrate_judges.py --write`).
+`agreement_with_nrc`: how often a judge gives real poems their NRC label.
 Pure Python over the stock packages; nothing here knows of models or Prefect.
 """
 
@@ -123,6 +124,30 @@ def judge_texts(
     return out
 
 
+def agreement_with_nrc(
+    texts: Sequence[str],
+    nrc_labels: Sequence[str],
+    judge: str,
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How often `judge` gives real poems the label NRC gave them
+    (`emoverse.tagging.label_agreement`), on all the poems or on a seeded sample of `sample`
+    of them (NADE reads a poem in milliseconds where a lexicon takes microseconds)."""
+    import random
+
+    from emoverse.tagging import label_agreement
+
+    picked = list(range(len(texts)))
+    if sample is not None and len(picked) > sample:
+        picked = sorted(random.Random(seed).sample(picked, sample))
+    judged = judge_texts([texts[i] for i in picked], [judge])[judge].labels
+    result = label_agreement([nrc_labels[i] for i in picked], judged)
+    result["of_poems"] = len(texts)
+    return result
+
+
 def calibration() -> dict[str, Any] | None:
     """The kept calibration figures (None when the file is missing)."""
     if not CALIBRATION_FILE.is_file():
@@ -163,6 +188,7 @@ __all__ = [
     "SCORE_KINDS",
     "VALENCES",
     "Judged",
+    "agreement_with_nrc",
     "calibration",
     "calibration_table",
     "judge_texts",
