@@ -190,7 +190,12 @@ def judge_tests(
 
 
 def promotion_decision(
-    child: Evaluation, base: Evaluation, *, against: str = "base", candidate: str = "child"
+    child: Evaluation,
+    base: Evaluation,
+    *,
+    against: str = "base",
+    candidate: str = "child",
+    independent: str | None = INDEPENDENT_JUDGE,
 ) -> tuple[bool, str]:
     """(promote, reason): a child becomes champion only if
     1. its emotion shows under the gate's judge (NRC, the partitions' lexicon): its fidelity
@@ -201,7 +206,8 @@ def promotion_decision(
     3. its perplexity on its emotion's test poems is below the base's;
     4. its distinct-2 is no more than MAX_DISTINCT_2_DROP below the base's (fluency guard).
     The reason names every judge's test with its numbers and p-value, and what else failed;
-    the model compared with as `against` and the one judged as `candidate`."""
+    the model compared with as `against` and the one judged as `candidate`. `independent`
+    None is the rule before the independent judge (NRC alone), kept to measure the change."""
     emotion = child.emotion
     tests = judge_tests(child, base, against=against)
     child_ppl, base_ppl = child.perplexity.get(emotion), base.perplexity.get(emotion)
@@ -222,14 +228,10 @@ def promotion_decision(
         f"distinct-2 {child.distinct_2:.2f} {'>=' if fluent else '<'} {floor:.2f} "
         f"({1 - MAX_DISTINCT_2_DROP:.0%} of the {against}'s {base.distinct_2:.2f})"
     )
-    checks = [
-        tests[GATE_JUDGE],
-        tests[INDEPENDENT_JUDGE],
-        (ppl_ok, ppl_text),
-        (fluent, fluency_text),
-    ]
+    gated = (GATE_JUDGE, independent) if independent else (GATE_JUDGE,)
+    checks = [*(tests[judge] for judge in gated), (ppl_ok, ppl_text), (fluent, fluency_text)]
     reported = [
-        f"{text} (reported, not gated)" if judge not in (GATE_JUDGE, INDEPENDENT_JUDGE) else text
+        text if judge in gated else f"{text} (reported, not gated)"
         for judge, (_, text) in tests.items()
     ]
     if all(ok for ok, _ in checks):
