@@ -307,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="after moving or copying the data dir: point the registry's stored MLflow "
         "locations at this data dir (any writing command does it too)",
     )
+    judge = sub.add_parser(
+        "judge",
+        help="judge poems you give: each judge's label, eight scores and valence per poem",
+        description="Poems separated by blank lines, or JSONL (one object with a `text` field "
+        "per line), judged by NRC, Empath and NADE.",
+    )
+    judge.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="a file, or - for stdin (default)"
+    )
+    judge.add_argument("--json", action="store_true", help="machine-readable output")
     report = sub.add_parser(
         "report",
         parents=[data],
@@ -350,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "judge":  # no data dir: the judges ship in their packages
+        return _judge(args)
     paths = RunPaths.at(args.data_dir)
     if paths.data_dir.exists() and not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} is a file, not a folder")
@@ -575,7 +587,7 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         return 0
     print(
         f"{'emotion':<13}{'version':>7}  {'aliases':<9}{'family':<22}{'fidelity NRC':<26}"
-        f"{'fidelity Empath':<26}{'human':<26}"
+        f"{'fidelity Empath':<26}{'fidelity NADE':<26}{'NADE intensity':<16}{'human':<26}"
     )
     for r in records:
         stored = r.metrics.get("evaluation")
@@ -586,16 +598,40 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         ]
         family = r.parent if r.emotion != "neutral" else f"base of v{r.version}'s family"
         human_share = human.get((r.emotion, r.version))
+        nade = evaluation.judges.get("nade", {}) if evaluation else {}
+        intensity = "-"
+        if nade.get("mean_intensity") is not None:
+            intensity = f"{nade['mean_intensity']:.3f}"
+            if (test := nade.get("rank_test")) is not None:
+                intensity += f" p={test['p_value']:.2g}"
         print(
             f"{r.emotion:<13}{r.version:>7}  {','.join(r.aliases) or '-':<9}{family:<22}"
-            f"{shares[0]:<26}{shares[1]:<26}{str(human_share) if human_share else '-':<26}"
+            + "".join(f"{share:<26}" for share in shares)
+            + f"{intensity:<16}{str(human_share) if human_share else '-':<26}"
         )
         if r.promotion:
             print(f"{'':<22}{r.promotion}")
     print(
         "shares: fidelity [95% Wilson interval] of n sampled poems (human: of n readers' "
-        "guesses); `emoverse report` explains them"
+        "guesses); NADE intensity: the mean of its emotion over them, p: the one-sided rank "
+        "test against the base; `emoverse report` explains them"
     )
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from emoverse.judges.answer import MAX_INPUT_BYTES, answer_text, judge_poems, parse_poems
+
+    if args.file == "-":
+        source, data = "stdin", sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        source, path = args.file, Path(args.file)
+        if not path.is_file():
+            raise EmoverseError(f"{source}: no such file")
+        with path.open("rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)  # one byte over the limit is enough to refuse
+    answer = judge_poems(parse_poems(data, source=source))
+    print(json.dumps(answer, indent=2, ensure_ascii=False) if args.json else answer_text(answer))
     return 0
 
 

@@ -181,3 +181,100 @@ def test_the_family_report_shows_nade_the_calibration_and_the_agreement(
     assert "| nade | " in report and "on the verses they call positive or negative" in report
     assert "; NADE, on " in report and "| NRC label | real poems | Empath agrees |" in report
     assert (tmp_path / "out" / "confusion-nade.png").stat().st_size > 1000
+
+
+# --- emoverse judge and POST /judge -----------------------------------------------------------
+
+
+def _cli(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """`emoverse` in its own process, as a user runs it (real stdin and exit code)."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from apps.cli import main; sys.exit(main())", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_emoverse_judge_round_trips_files_and_stdin(tmp_path):
+    import json
+
+    plain = tmp_path / "poems.txt"
+    plain.write_text(f"{GRIEF}\n\n\n{DELIGHT}\n", encoding="utf-8")
+    jsonl = tmp_path / "poems.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": p, "id": i}) + "\n" for i, p in
+                             enumerate((GRIEF, DELIGHT))), encoding="utf-8")  # fmt: skip
+    from_file = _cli(["judge", str(plain), "--json"])
+    assert from_file.returncode == 0, from_file.stderr.decode()[-2000:]
+    answer = json.loads(from_file.stdout)
+    assert [p["text"] for p in answer["poems"]] == [GRIEF, DELIGHT]
+    assert answer["poems"][0]["judges"]["nade"]["label"] == "sadness"
+    assert answer["poems"][0]["judges"]["nrc"]["valence"] == "negative"
+    assert set(answer["poems"][1]["judges"]["empath"]["scores"]) == set(EMOTIONS)
+    from_stdin = _cli(["judge", "-", "--json"], stdin=jsonl.read_bytes())
+    assert from_stdin.returncode == 0 and json.loads(from_stdin.stdout) == answer
+    text = _cli(["judge"], stdin=plain.read_bytes())
+    assert text.returncode == 0
+    out = text.stdout.decode()
+    assert out.startswith("poem 1: My child is dead, and I am left to weep;\n  nrc    sadness")
+    assert "  nade   sadness      negative   anger 0." in out
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"", "stdin is empty: give poems separated by blank lines, or JSONL"),
+        (b"\n  \n", "stdin is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "stdin is binary (it holds NUL bytes), not text"),
+        (b"caf\xe9 au lait", "stdin is not UTF-8 text (byte 3)"),
+        (b"x" * 1_000_001, "stdin is 1,000,001 bytes; at most 1,000,000"),
+        (b'{"text": "a poem"}\n{"title": "no text"}\n', "stdin line 2: needs a non-empty"),
+        (b'{"text": "a poem"}\n{oops\n', "stdin line 2: not JSON"),
+    ],
+)
+def test_bad_input_to_emoverse_judge_is_one_line(data, problem):
+    done = _cli(["judge"], stdin=data)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and done.stdout == b""
+    assert err.startswith(f"emoverse: error: {problem}") and err.count("\n") == 1, err
+
+
+def test_a_missing_file_is_one_line(tmp_path):
+    done = _cli(["judge", str(tmp_path / "nope.txt")])
+    assert done.returncode == 2
+    assert done.stderr.decode() == f"emoverse: error: {tmp_path / 'nope.txt'}: no such file\n"
+
+
+def test_post_judge_gives_the_cli_answer_and_the_judging_page_still_answers(tmp_path, monkeypatch):
+    import json
+
+    import httpx
+
+    from apps.server import create_app, running_app
+    from models.registry.model_registry import ModelRegistry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ModelRegistry.for_data_dir(tmp_path / "data")  # an empty registry: the judges need no model
+    app = create_app(tmp_path / "data", max_body_bytes=200_000)
+    cli = _cli(["judge", "--json"], stdin=f"{GRIEF}\n\n{DELIGHT}\n".encode())
+    with running_app(app) as url, httpx.Client(base_url=url, timeout=120) as http:
+        listed = http.post("/judge", json={"poems": [GRIEF, DELIGHT]})
+        assert listed.status_code == 200, listed.text
+        assert listed.json() == json.loads(cli.stdout)
+        as_text = http.post("/judge", json={"text": f"{GRIEF}\n\n{DELIGHT}"})
+        assert as_text.json() == listed.json()
+        # The blind judging page keeps its GET route on the same path.
+        page = http.get("/judge")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        for body, message in (
+            ({"poems": []}, "poems: give at least one poem"),
+            ({"poems": ["a", "  "]}, "poems: poem 2 is blank"),
+            ({"text": ""}, "text is empty"),
+            ({"poems": ["a"], "text": "b"}, "give either `poems` (a list of poems) or `text`"),
+        ):
+            refused = http.post("/judge", json=body)
+            assert refused.status_code == 422 and refused.json()["message"].startswith(message)
+        assert http.post("/judge", json={"poems": "a"}).status_code == 422
+        assert http.post("/judge", json={"text": "x" * 300_000}).status_code == 413
