@@ -15,7 +15,7 @@ the real `pipeline` flow (a temporary Prefect server). Prints the partition size
 and the family report's table; the report with its figures goes to `--out`. Then trains the
 neutral base again from the same foundation with other seeds (`--reseeds`, default 2) and
 prints how far their neutral test perplexities fall from the first: the noise that the base
-gate's margin (models/records.py, BASE_PERPLEXITY_MARGIN) must allow for.
+gate's margin (models/evaluation/promotion.py, BASE_PERPLEXITY_MARGIN) must allow for.
 
 `--conditional plain,sqrt` then trains the conditional model (one model for every emotion, a
 control token before each poem) once per balance, from the same foundation, with the same total
@@ -133,7 +133,8 @@ def gate_before_after(registry) -> list[str]:
     """Per child (the model its emotion uses now): the promotion gate with NRC alone and with
     NRC and NADE's rank test, on the same evaluations (markdown lines)."""
     from emoverse.emotions import EMOTIONS, NEUTRAL
-    from models.records import Evaluation, judge_tests, promotion_decision
+    from models.evaluation.promotion import promotion_decision
+    from models.records import Evaluation
 
     base = Evaluation.from_dict(registry.current(NEUTRAL)[0].metrics["evaluation"])
     lines = [
@@ -146,26 +147,24 @@ def gate_before_after(registry) -> list[str]:
         if not registry.list(emotion):
             continue
         child = Evaluation.from_dict(registry.current(emotion)[0].metrics["evaluation"])
-        before, _ = promotion_decision(child, base, independent=None)
-        after, _ = promotion_decision(child, base)
-        tests = judge_tests(child, base)
+        before = promotion_decision(child, base, independent=None).promoted
+        decision = promotion_decision(child, base)
         cells = []
-        for judge in ("nrc", "nade", "empath"):
-            entry = child.judges.get(judge, {})
-            test = entry.get("rank_test") if judge == "nade" else entry
-            p = (test or {}).get("p_value")
-            mark = "pass" if tests[judge][0] else "fail"
-            if judge == "nade" and test:
+        for name in ("fidelity", "intensity", "empath fidelity"):
+            check = decision.check(name)
+            mark = "pass" if check.passed else "fail"
+            p = "n/a" if check.p_value is None else f"{check.p_value:.2g}"
+            rank = (child.judges.get("nade") or {}).get("rank_test")
+            if name == "intensity" and rank:
                 cells.append(
-                    f"{mark}: {test['effect']:.2f} [{test['low']:.2f}, {test['high']:.2f}], "
-                    f"p={test['p_value']:.2g}"
+                    f"{mark}: {rank['effect']:.2f} [{rank['low']:.2f}, {rank['high']:.2f}], p={p}"
                 )
             else:
-                cells.append(f"{mark}: p={'n/a' if p is None else f'{p:.2g}'}")
-        before_after.append((emotion, before, after))
+                cells.append(f"{mark}: p={p}")
+        before_after.append((emotion, before, decision.promoted))
         lines.append(
             f"| {emotion} | {' | '.join(cells)} | {'yes' if before else 'no'} "
-            f"| {'yes' if after else 'no'} |"
+            f"| {'yes' if decision.promoted else 'no'} |"
         )
     passed = [e for e, b, _ in before_after if b]
     now = [e for e, _, a in before_after if a]
@@ -218,7 +217,8 @@ def compare_conditional(paths, settings, registry, balances: list[str]) -> list[
 
     from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS
     from flows.training import train_conditional
-    from models.records import Evaluation, preference_decision
+    from models.evaluation.promotion import preference_decision
+    from models.records import Evaluation
 
     family = {label: registry.current(label)[0] for label in LABELS if registry.list(label)}
     budget = sum(int(r.metrics.get("steps", 0)) for r in family.values())
@@ -264,7 +264,7 @@ def compare_conditional(paths, settings, registry, balances: list[str]) -> list[
             lines.append(f"| {emotion} | child | {cells(child_eval, emotion)} | |")
         for balance, m in models.items():
             ev = Evaluation.from_dict(m["record"].metrics["evaluations"][emotion])
-            better, _ = preference_decision(ev, child_eval)
+            better = preference_decision(ev, child_eval).promoted
             verdict = "yes" if better else "no"
             lines.append(
                 f"| {emotion} | conditional {balance} | {cells(ev, emotion)} | {verdict} |"

@@ -15,14 +15,8 @@ from emoverse.errors import EmoverseError, NoModelError, SettingError
 from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TRAIN_MODES, TrainingSettings, TrainMode
-from models.records import (
-    NOT_PROMOTED,
-    EvalConfig,
-    Evaluation,
-    FailedModel,
-    SkippedModel,
-    promotion_decision,
-)
+from models.evaluation.promotion import child_promotion_decision
+from models.records import EvalConfig, Evaluation, FailedModel, SkippedModel
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_conditional_task,
@@ -78,14 +72,11 @@ def train_emotion(
         base=base_eval,
         base_dir=base.path,
     )
-    promote, reason = promotion_decision(evaluation, base_eval)
-    if promote and CHAMPION not in base.aliases:
-        promote = False
-        reason = NOT_PROMOTED + (
-            f"its base {parent} is not the neutral champion (passed the gate against it: {reason})"
-        )
-    get_run_logger().info("%s: %s", emotion, reason)
-    return register_model_task(trained, data_dir, evaluation, promote=promote, promotion=reason)
+    decision = child_promotion_decision(
+        evaluation, base_eval, base_name=parent, base_is_champion=CHAMPION in base.aliases
+    )
+    get_run_logger().info("%s: %s", emotion, decision.text)
+    return register_model_task(trained, data_dir, evaluation, decision)
 
 
 @flow(name="train", flow_run_name="train-base")  # the children are runs of their own
@@ -114,9 +105,9 @@ def train(
         )
     eval_config = EvalConfig(samples=settings.eval_samples)
     base_eval = evaluate_model_task(base, data_dir, eval_config)
-    promote, reason = gate_base_task(base, base_eval, data_dir, eval_config)
-    get_run_logger().info("%s: %s", NEUTRAL, reason)
-    base_record = register_model_task(base, data_dir, base_eval, promote=promote, promotion=reason)
+    decision = gate_base_task(base, base_eval, data_dir, eval_config)
+    get_run_logger().info("%s: %s", NEUTRAL, decision.text)
+    base_record = register_model_task(base, data_dir, base_eval, decision)
 
     children = fan_out(
         train_emotion,

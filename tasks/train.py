@@ -22,6 +22,14 @@ from emoverse.errors import NoModelError
 from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
 from models.config import TrainConfig
+from models.evaluation.promotion import (
+    Decision,
+    base_promotion_decision,
+    base_retrained_unchanged,
+    champion_folder_gone,
+    conditional_promotion_decision,
+    gate_reasons,
+)
 from models.folders.card import LOSS_PLOT_FILE, add_evaluation_to_card
 from models.records import (
     EvalConfig,
@@ -29,9 +37,7 @@ from models.records import (
     FailedModel,
     SkippedModel,
     TrainedModel,
-    base_promotion_decision,
     confusion_matrix,
-    gate_reasons,
 )
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.progress import StageProgress, publish_image, publish_markdown, show_on_parent_run
@@ -204,12 +210,12 @@ def register_model_task(
     trained: TrainedModel,
     data_dir: str,
     evaluation: Evaluation,
-    promote: bool = True,
-    promotion: str = "",
+    decision: Decision,
 ) -> ModelRecord:
-    """Register a trained model with its evaluation, as champion if `promote`; writes the
-    evaluation into its card and announces the version with an `emoverse.model.registered`
-    event."""
+    """Register a trained model with its evaluation, as champion if the promotion `decision`
+    says so; writes the evaluation into its card and announces the version with an
+    `emoverse.model.registered` event."""
+    promote, promotion = decision.promoted, decision.text
     add_evaluation_to_card(Path(trained.path), evaluation.to_dict(), promotion, promoted=promote)
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     record = registry.register(
@@ -242,7 +248,7 @@ def register_model_task(
 @task(name="gate-base")
 def gate_base_task(
     base: TrainedModel, evaluation: Evaluation, data_dir: str, config: EvalConfig
-) -> tuple[bool, str]:
+) -> Decision:
     """Whether a new neutral base may become champion: no worse than the current champion on
     the neutral test split, which is measured on the same poems (its evaluation is reused
     when nothing changed)."""
@@ -255,15 +261,14 @@ def gate_base_task(
     except NoModelError:
         return base_promotion_decision(evaluation, None)
     if Path(champion.path).resolve() == Path(base.path).resolve():
-        return True, champion.promotion or "the neutral champion, retrained unchanged"
+        return base_retrained_unchanged(champion.promotion)
     if not Path(champion.path).is_dir():
-        return True, f"the champion v{champion.version}'s folder is gone"
+        return champion_folder_gone(champion.version)
     with gpu_slot():
         current = evaluate_model(
             champion.path, NEUTRAL, paths.partitions, config=config, cache_dir=paths.hf_cache
         )
-    promote, reason = base_promotion_decision(evaluation, current)
-    return promote, f"{reason} (v{champion.version})"
+    return base_promotion_decision(evaluation, current, champion_version=champion.version)
 
 
 def _headline(evaluation: Evaluation) -> dict[str, Any]:
@@ -503,21 +508,12 @@ def register_conditional_task(
     emotion), then record per emotion whether it or the child writes that emotion better
     (`ModelRegistry.set_preferred`, read by `--model best`)."""
     from models.generation.choice import record_preferences
-    from models.records import promotion_decision
 
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     base_eval = Evaluation.from_dict(base.metrics["evaluation"]) if base else None
-    if base_eval is None:
-        promote, reason = True, "the first conditional model: no neutral base to compare with"
-    else:
-        passed = [e for e, ev in evaluations.items() if promotion_decision(ev, base_eval)[0]]
-        promote = bool(passed)
-        against = f"{model_name(NEUTRAL)} v{base.version}"
-        reason = (
-            f"passes the promotion gate against {against} for {', '.join(passed)}"
-            if passed
-            else f"not promoted: passes the promotion gate against {against} for no emotion"
-        )
+    decision = conditional_promotion_decision(
+        evaluations, base_eval, base_name=f"{model_name(NEUTRAL)} v{base.version}" if base else ""
+    )
     record = registry.register(
         CONDITIONAL,
         Path(trained.path),
@@ -527,8 +523,8 @@ def register_conditional_task(
         },
         parent=trained.parent,
         data_fingerprint=trained.data_fingerprint,
-        promote=promote,
-        promotion=reason,
+        promote=decision.promoted,
+        promotion=decision.text,
     )
     logger = get_run_logger()
     for emotion, preference in record_preferences(registry, record, evaluations).items():

@@ -146,7 +146,7 @@ def test_the_family_report_shows_nade_the_calibration_and_the_agreement(
     from emoverse.schema import POEM_SCHEMA
     from emoverse.tagging import tag_table, write_version
     from models.evaluation.evaluate import _with_base
-    from models.records import promotion_decision
+    from models.evaluation.promotion import promotion_decision
     from models.registry.model_registry import ModelRegistry
     from models.reports.family import write_family_report
 
@@ -157,8 +157,9 @@ def test_the_family_report_shows_nade_the_calibration_and_the_agreement(
     registry = ModelRegistry.for_data_dir(tmp_path)
     base = _evaluation("neutral", 4, 0.2)
     child = _with_base(_evaluation("joy", 14, 0.3), base)
-    promote, reason = promotion_decision(child, base)
-    assert promote, reason
+    gate = promotion_decision(child, base)
+    reason = gate.text
+    assert gate.promoted, reason
     for emotion, evaluation, why in (("neutral", base, "the first neutral base"),
                                      ("joy", child, reason)):  # fmt: skip
         registry.register(

@@ -13,7 +13,7 @@ from emoverse.emotions import FOUNDATION, MODEL_PREFIX, model_name
 from emoverse.report import plot_loss_curves
 from emoverse.tagging.card import DATASET_ID, LEXICON_LINK, LICENSE_NAME
 from models.config import TrainConfig
-from models.records import gate_reasons
+from models.evaluation.promotion import gate_reasons
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"

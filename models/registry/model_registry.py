@@ -35,7 +35,7 @@ from emoverse.emotions import (
 from emoverse.errors import EmoverseError, NoModelError
 from emoverse.paths import RunPaths
 from emoverse.stats import Share
-from models.records import gate_reasons
+from models.evaluation.promotion import gate_reasons
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion

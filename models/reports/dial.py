@@ -17,8 +17,9 @@ from emoverse.emotions import EMOTIONS
 from emoverse.errors import EmoverseError
 from emoverse.report import pyplot
 from emoverse.stats import Share
+from models.evaluation.promotion import MAX_DISTINCT_2_DROP
 from models.generation.blend import RecordSource, materialize, resolve_recipe
-from models.records import JUDGE_COLORS, JUDGES, MAX_DISTINCT_2_DROP
+from models.records import JUDGE_COLORS, JUDGES
 
 DIAL_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 # Fluency breaks at a strength whose poems are this many times less likely under the base

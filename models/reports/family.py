@@ -26,9 +26,9 @@ from emoverse.judges import agreement_with_nrc, calibration_table
 from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
 from emoverse.tagging import read_partition
+from models.evaluation.promotion import ALPHA
 from models.folders.card import LOSS_PLOT_FILE
 from models.records import (
-    ALPHA,
     EVALUATION_FILE,
     GATE_JUDGE,
     INDEPENDENT_JUDGE,
