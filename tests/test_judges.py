@@ -182,6 +182,21 @@ def test_the_family_report_shows_nade_the_calibration_and_the_agreement(
     assert "| nade | " in report and "on the verses they call positive or negative" in report
     assert "; NADE, on " in report and "| NRC label | real poems | Empath agrees |" in report
     assert (tmp_path / "out" / "confusion-nade.png").stat().st_size > 1000
+    # The same figures in `emoverse models` and GET /models.
+    listed = _cli(["models", "--data-dir", str(tmp_path)])
+    assert listed.returncode == 0, listed.stderr.decode()[-2000:]
+    out = listed.stdout.decode()
+    assert "fidelity NADE" in out and "NADE intensity" in out
+    assert f"0.300 p={rank['p_value']:.2g}" in out
+    import httpx
+
+    from apps.server import create_app, running_app
+
+    with running_app(create_app(tmp_path)) as url:
+        models = {m["emotion"]: m for m in httpx.get(f"{url}/models", timeout=60).json()["models"]}
+    nade = models["joy"]["judges"]["nade"]
+    assert nade["rank_test"] == pytest.approx(rank) and nade["mean_intensity"] == 0.3
+    assert set(models["joy"]["judges"]) == set(JUDGES)
 
 
 # --- emoverse judge and POST /judge -----------------------------------------------------------
