@@ -1,6 +1,7 @@
 """Model quality on a CPU: the whole family trained from scratch on a subset of the shared
 mirror big enough that every partition has test poems, evaluated with 128 samples per model
-under both judges, and the family table printed.
+under the three judges, and the family table printed, then which children the promotion
+gate passes with NRC alone (the rule before the independent judge) and with NRC and NADE.
 
     .venv/bin/python bench/quality.py [--mirror-dir ../shared/gutenberg] [--books 60]
         [--eval-samples 128] [--data-dir DIR] [--out DIR]
@@ -90,6 +91,7 @@ def main() -> int:
         report = write_family_report(
             registry, JudgementStore(paths.judgements_db), paths.partitions, args.out
         )
+        gate = gate_before_after(registry)
         spread = reseeded_bases(paths, settings, registry, args.reseeds, args.eval_samples)
         balances = [b for b in args.conditional.split(",") if b]
         comparison = compare_conditional(paths, settings, registry, balances) if balances else []
@@ -112,6 +114,8 @@ def main() -> int:
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     print("\n".join(lines[start:end]))
     print(f"\nreport: {report}")
+    print()
+    print("\n".join(gate))
     if comparison:
         print()
         print("\n".join(comparison))
@@ -123,6 +127,53 @@ def main() -> int:
             + ", ".join(f"{p:.2f} ({(p / first - 1):+.1%})" for p in others)
         )
     return 0
+
+
+def gate_before_after(registry) -> list[str]:
+    """Per child (the model its emotion uses now): the promotion gate with NRC alone and with
+    NRC and NADE's rank test, on the same evaluations (markdown lines)."""
+    from emoverse.emotions import EMOTIONS, NEUTRAL
+    from models.evaluation.promotion import promotion_decision
+    from models.records import Evaluation
+
+    base = Evaluation.from_dict(registry.current(NEUTRAL)[0].metrics["evaluation"])
+    lines = [
+        "| emotion | NRC (Fisher p) | NADE (A [95%], Mann-Whitney p) | Empath (Fisher p) "
+        "| passes before (NRC alone) | passes now (NRC and NADE) |",
+        "|---|---|---|---|---|---|",
+    ]
+    before_after = []
+    for emotion in EMOTIONS:
+        if not registry.list(emotion):
+            continue
+        child = Evaluation.from_dict(registry.current(emotion)[0].metrics["evaluation"])
+        before = promotion_decision(child, base, independent=None).promoted
+        decision = promotion_decision(child, base)
+        cells = []
+        for name in ("fidelity", "intensity", "empath fidelity"):
+            check = decision.check(name)
+            mark = "pass" if check.passed else "fail"
+            p = "n/a" if check.p_value is None else f"{check.p_value:.2g}"
+            rank = (child.judges.get("nade") or {}).get("rank_test")
+            if name == "intensity" and rank:
+                cells.append(
+                    f"{mark}: {rank['effect']:.2f} [{rank['low']:.2f}, {rank['high']:.2f}], p={p}"
+                )
+            else:
+                cells.append(f"{mark}: p={p}")
+        before_after.append((emotion, before, decision.promoted))
+        lines.append(
+            f"| {emotion} | {' | '.join(cells)} | {'yes' if before else 'no'} "
+            f"| {'yes' if decision.promoted else 'no'} |"
+        )
+    passed = [e for e, b, _ in before_after if b]
+    now = [e for e, _, a in before_after if a]
+    lines += [
+        "",
+        f"passes with NRC alone: {', '.join(passed) or 'none'}; "
+        f"with NRC and NADE: {', '.join(now) or 'none'}",
+    ]
+    return lines
 
 
 def reseeded_bases(paths, settings, registry, reseeds: int, samples: int) -> list[float]:

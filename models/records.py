@@ -11,17 +11,25 @@ from pydantic.dataclasses import dataclass as validated
 
 from emoverse.done import stage_key
 from emoverse.emotions import LABELS, MODEL_PREFIX
+from emoverse.judges import JUDGES as JUDGES  # re-exported: models name judges from here
 from emoverse.stats import Share
 from models.config import EvalSamples, PositiveInt
 
 # Bump whenever the same model, data and config could give different numbers.
 EVAL_VERSION = "2"
 EVALUATION_FILE = "evaluation.json"  # a model folder's cached evaluation
-# The judges of a generated poem's emotion: the lexicons of `emoverse.tagging` (named here,
-# not imported, to keep this module light). "nrc" labelled the training poems and is the
-# gate's judge; "empath" is independent of it.
-JUDGES = ("nrc", "empath")
+# The judges of a generated poem's emotion are `emoverse.judges.JUDGES`: "nrc" labelled the
+# training poems and is the gate's judge; "empath" (a lexicon) and "nade" (a model of the
+# whole text) are independent of it.
 GATE_JUDGE = "nrc"
+JUDGE_COLORS = ("#3b6db3", "#c0632b", "#3f8f4f")  # one per judge, in charts
+JUDGE_NAMES = {"nrc": "NRC", "empath": "Empath", "nade": "NADE"}  # as people read them
+# The judge independent of the training lexicon that the gate also asks: NADE agrees with
+# people on 87% of the positive and negative verses it decides and decides 92% of them;
+# Empath decides 18% (bench/calibrate_judges.py, bench/RESULTS.md).
+INDEPENDENT_JUDGE = "nade"
+# The judge whose per-poem intensities are kept: the gate's independent test ranks them.
+INTENSITY_JUDGE = "nade"
 _LINEAGE = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v(\d+)$")
 
 
@@ -103,6 +111,12 @@ class Evaluation:
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)
     sample_perplexity: float | None = None  # the K poems under the neutral base: fluency
     base_distinct_2: float | None = None  # the base's, for the fluency guard
+    # judge -> emotion -> the K poems' intensities (INTENSITY_JUDGE only), in sample order:
+    # all eight emotions for the neutral base, the model's own for a child (what a rank test
+    # against the base needs, and all the registry has to keep)
+    intensities: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # judge -> emotion -> mean intensity over the K poems, all eight emotions
+    mean_intensities: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +135,9 @@ class Evaluation:
     def fidelity_of(self, judge: str) -> Share:
         return self.share(self.emotion, judge)
 
+    def intensity(self, emotion: str, judge: str = INTENSITY_JUDGE) -> list[float]:
+        """The K poems' `judge` intensities of `emotion` ([] in records without them)."""
+        return self.intensities.get(judge, {}).get(emotion, [])
 
 def confusion_matrix(
     evaluations: Mapping[str, Evaluation], judge: str = GATE_JUDGE

@@ -325,8 +325,10 @@ def publish_family_task(
         key="family-evaluation",
         description="Per model, the share of its n sampled poems each judge labels with its "
         "emotion [95% interval], beside the share of the base's poems; p: Fisher's exact "
-        f"one-sided test that the child's NRC share beats the base's. {BLANK}: nothing to "
-        "compare (the base itself).",
+        f"one-sided test that the child's NRC share beats the base's; NADE rank test: A, the "
+        "probability that a child's poem has more NADE intensity of its emotion than a base's "
+        "(0.5: none) [95% interval], and the one-sided Mann-Whitney p. "
+        f"{BLANK}: nothing to compare (the base itself).",
     )
     create_table_artifact(
         [_fluency_row(emotion, e) for emotion, e in evaluations.items()],
@@ -366,7 +368,7 @@ def _share(e: Evaluation, judge: str, key: str) -> str:
 
 
 def _fidelity_row(emotion: str, e: Evaluation) -> dict[str, str]:
-    """One model's fidelity under both judges, rounded for people."""
+    """One model's fidelity under the three judges, rounded for people."""
     p = e.judges.get("nrc", {}).get("p_value")
     return {
         "emotion": emotion,
@@ -376,7 +378,19 @@ def _fidelity_row(emotion: str, e: Evaluation) -> dict[str, str]:
         "p": BLANK if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}"),
         "Empath": _share(e, "empath", "fidelity"),
         "base (Empath)": _share(e, "empath", "base"),
+        "NADE": _share(e, "nade", "fidelity"),
+        "NADE rank test": _rank(e.judges.get("nade", {}).get("rank_test")),
     }
+
+
+def _rank(test: dict[str, Any] | None) -> str:
+    """NADE's rank test for people: A [interval], p."""
+    if not test:
+        return BLANK
+    p = test["p_value"]
+    return f"A={test['effect']:.2f} [{test['low']:.2f}–{test['high']:.2f}], " + (
+        "p<0.001" if p < 0.001 else f"p={p:.3f}"
+    )
 
 
 def _fluency_row(emotion: str, e: Evaluation) -> dict[str, str]:

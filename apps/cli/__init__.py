@@ -7,6 +7,7 @@
     serve.py     serve: the HTTP server (apps/server/)
     registry.py  models: list, promote, roll back, relink the registry
     report.py    report: the family report (and its dial)
+    judge.py     judge: the three judges over poems a user gives (no data dir)
 
 Input is checked before any flow starts, so bad input costs no server start and prints one
 line naming the problem. `main` imports every command module, so the heavy libraries (torch,

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from apps.cli import generate, pipeline, registry, report, serve
+from apps.cli import generate, judge, pipeline, registry, report, serve
 from apps.cli.parser import build_parser
 from emoverse.errors import EmoverseError, SettingError
 from emoverse.paths import RunPaths
@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "judge":  # no data dir: the judges ship in their packages
+        return judge.judge(args)
     paths = RunPaths.at(args.data_dir)
     if paths.data_dir.exists() and not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} is a file, not a folder")

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub, data)
     _add_serve(sub, data)
     _add_models(sub, data)
+    _add_judge(sub)
     _add_report(sub, data)
     return parser
 
@@ -324,6 +325,19 @@ def _add_models(sub: Subparsers, data: argparse.ArgumentParser) -> None:
         help="after moving or copying the data dir: point the registry's stored MLflow "
         "locations at this data dir (any writing command does it too)",
     )
+
+
+def _add_judge(sub: Subparsers) -> None:
+    judge = sub.add_parser(
+        "judge",
+        help="judge poems you give: each judge's label, eight scores and valence per poem",
+        description="Poems separated by blank lines, or JSONL (one object with a `text` field "
+        "per line), judged by NRC, Empath and NADE.",
+    )
+    judge.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="a file, or - for stdin (default)"
+    )
+    judge.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _add_report(sub: Subparsers, data: argparse.ArgumentParser) -> None:

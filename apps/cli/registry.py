@@ -56,7 +56,7 @@ def models(args: argparse.Namespace, data_dir: Path) -> int:
         return 0
     print(
         f"{'emotion':<13}{'version':>7}  {'aliases':<9}{'family':<22}{'fidelity NRC':<26}"
-        f"{'fidelity Empath':<26}{'human':<26}"
+        f"{'fidelity Empath':<26}{'fidelity NADE':<26}{'NADE intensity':<16}{'human':<26}"
     )
     for r in records:
         stored = r.metrics.get("evaluation")
@@ -67,15 +67,23 @@ def models(args: argparse.Namespace, data_dir: Path) -> int:
         ]
         family = r.parent if r.emotion != "neutral" else f"base of v{r.version}'s family"
         human_share = human.get((r.emotion, r.version))
+        nade = evaluation.judges.get("nade", {}) if evaluation else {}
+        intensity = "-"
+        if nade.get("mean_intensity") is not None:
+            intensity = f"{nade['mean_intensity']:.3f}"
+            if (test := nade.get("rank_test")) is not None:
+                intensity += f" p={test['p_value']:.2g}"
         print(
             f"{r.emotion:<13}{r.version:>7}  {','.join(r.aliases) or '-':<9}{family:<22}"
-            f"{shares[0]:<26}{shares[1]:<26}{str(human_share) if human_share else '-':<26}"
+            + "".join(f"{share:<26}" for share in shares)
+            + f"{intensity:<16}{str(human_share) if human_share else '-':<26}"
         )
         if r.promotion:
             print(f"{'':<22}{r.promotion}")
     print(
         "shares: fidelity [95% Wilson interval] of n sampled poems (human: of n readers' "
-        "guesses); `emoverse report` explains them"
+        "guesses); NADE intensity: the mean of its emotion over them, p: the one-sided rank "
+        "test against the base; `emoverse report` explains them"
     )
     return 0
 

@@ -6,6 +6,7 @@
     POST /generate   poems from an emotion's model, a dialled one or a blend; `?stream=true`
                      for server-sent events as they are written
     GET  /judge, GET /judge/poem, POST /judgements   blind human judging
+    POST /judge      the three judges (NRC, Empath, NADE) over poems a user gives
 
 Where each part lives:
 

@@ -4,6 +4,7 @@
     apps/server/catalog.py     GET /emotions, GET /models
     apps/server/generation.py  POST /generate (JSON or server-sent events)
     apps/server/judging.py     GET /judge/poem, POST /judgements
+    apps/server/scoring.py     POST /judge: the three judges over poems a user gives
     apps/server/errors.py      the error answers, and the body size limit
 
 The routes find their shared state on `app.state`: `models` (apps/server/cache.py's
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from apps.batcher import BatchSettings
-from apps.server import catalog, generation, judging, page
+from apps.server import catalog, generation, judging, page, scoring
 from apps.server.cache import DEFAULT_CACHE_SIZE, DEFAULT_REGISTRY_TTL_S, ModelCache
 from apps.server.errors import BodyLimit, add_error_handlers
 from emoverse import settings
@@ -52,7 +53,7 @@ def create_app(
     if trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)
     add_error_handlers(app)
-    for routes in (page, catalog, generation, judging):
+    for routes in (page, catalog, generation, judging, scoring):
         app.include_router(routes.router)
     app.mount("/static", page.static_files(), name="static")
     return app

@@ -2,7 +2,9 @@
 
     GET  /emotions   the nine labels
     GET  /models     the model each emotion uses now (champion, or newest with a warning),
-                     with its readers' accuracy from the judging page
+                     with each judge's fidelity (NRC, Empath, NADE; NADE's mean intensity
+                     of the emotion and its rank test against the base) and its readers'
+                     accuracy from the judging page
 """
 
 from typing import Any
@@ -13,6 +15,7 @@ from apps.server.cache import ModelCache
 from emoverse.emotions import LABELS
 from emoverse.errors import NoModelError
 from emoverse.judgements import JudgementStore
+from emoverse.judges import JUDGES
 from models.registry.model_registry import CHAMPION
 
 router = APIRouter()
@@ -47,9 +50,23 @@ def list_models(request: Request) -> dict[str, Any]:
                 "parent": record.parent,
                 "promotion": record.promotion,
                 "created_ms": record.created_ms,
+                "judges": _judges(record.metrics),
                 "human_accuracy": (
                     share.to_dict() if (share := human.get((emotion, record.version))) else None
                 ),
             }
         )
     return {"models": found, "missing": missing}
+
+
+def _judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Per judge: its fidelity (a share with interval and n), the base's and the p-value;
+    NADE's mean intensity of the emotion, the base's and its rank test. None: not measured."""
+    judged = (metrics.get("evaluation") or {}).get("judges", {})
+    keys = ("fidelity", "base", "p_value", "mean_intensity", "base_mean_intensity", "rank_test")
+    return {
+        judge: {k: judged[judge][k] for k in keys if k in judged[judge]}
+        if judge in judged
+        else None
+        for judge in JUDGES
+    }

@@ -36,6 +36,7 @@ from emoverse.tagging.lexicon import LEXICONS, Lexicon, load_lexicon, noun_lemma
 from emoverse.tagging.rule import (
     SPLITS,
     judge_agreement,
+    label_agreement,
     label_for,
     label_texts,
     labels_for,
@@ -68,6 +69,7 @@ __all__ = [
     "count_emotions",
     "count_texts",
     "judge_agreement",
+    "label_agreement",
     "label_changes",
     "label_for",
     "label_texts",

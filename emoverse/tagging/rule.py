@@ -68,27 +68,23 @@ def label_texts(
     return [LABELS[i] for i in labels_for(counts, min_hits, min_margin)]
 
 
-def judge_agreement(texts: list[str], nrc_labels: list[str]) -> dict[str, Any]:
-    """How often Empath, with the default rule, gives real poems the label the NRC lexicon
-    gave them: overall, on poems NRC gives an emotion, per NRC label, and Cohen's kappa. The
-    ceiling against which a model's Empath fidelity reads: a perfect NRC child would score
-    about this under Empath."""
-    counts, _ = count_texts(pa.array(texts, pa.string()), lexicon="empath")
-    empath = [LABELS[i] for i in labels_for(counts)]
-    n = len(texts)
-    agree = sum(a == b for a, b in zip(nrc_labels, empath, strict=True))
-    emotional = [(a, b) for a, b in zip(nrc_labels, empath, strict=True) if a != NEUTRAL]
+def label_agreement(reference: list[str], judged: list[str]) -> dict[str, Any]:
+    """How often `judged` labels equal the `reference` labels of the same poems: overall, on
+    poems the reference gives an emotion, per reference label (`poems`, `agrees`), the share
+    the judge calls neutral, and Cohen's kappa."""
+    n = len(reference)
+    agree = sum(a == b for a, b in zip(reference, judged, strict=True))
+    emotional = [(a, b) for a, b in zip(reference, judged, strict=True) if a != NEUTRAL]
     per_label = {}
     for label in LABELS:
-        pairs = [b for a, b in zip(nrc_labels, empath, strict=True) if a == label]
-        per_label[label] = {
-            "poems": len(pairs),
-            "empath_agrees": sum(b == label for b in pairs),
-        }
+        pairs = [b for a, b in zip(reference, judged, strict=True) if a == label]
+        per_label[label] = {"poems": len(pairs), "agrees": sum(b == label for b in pairs)}
     # Cohen's kappa: agreement beyond what the two label distributions give by chance.
-    chance = sum(
-        (nrc_labels.count(label) / n) * (empath.count(label) / n) for label in LABELS
-    ) if n else 0.0
+    chance = (
+        sum((reference.count(label) / n) * (judged.count(label) / n) for label in LABELS)
+        if n
+        else 0.0
+    )
     observed = agree / n if n else 0.0
     return {
         "poems": n,
@@ -97,10 +93,24 @@ def judge_agreement(texts: list[str], nrc_labels: list[str]) -> dict[str, Any]:
             sum(a == b for a, b in emotional) / len(emotional) if emotional else 0.0
         ),
         "emotional_poems": len(emotional),
-        "empath_neutral": empath.count(NEUTRAL) / n if n else 0.0,
+        "judged_neutral": judged.count(NEUTRAL) / n if n else 0.0,
         "kappa": (observed - chance) / (1 - chance) if chance < 1 else 0.0,
         "per_label": per_label,
     }
+
+
+def judge_agreement(texts: list[str], nrc_labels: list[str]) -> dict[str, Any]:
+    """How often Empath, with the default rule, gives real poems the label the NRC lexicon
+    gave them (`label_agreement`, with Empath's keys named for it). The ceiling against
+    which a model's Empath fidelity reads: a perfect NRC child would score about this under
+    Empath."""
+    counts, _ = count_texts(pa.array(texts, pa.string()), lexicon="empath")
+    empath = [LABELS[i] for i in labels_for(counts)]
+    result = label_agreement(nrc_labels, empath)
+    result["empath_neutral"] = result.pop("judged_neutral")
+    for row in result["per_label"].values():
+        row["empath_agrees"] = row.pop("agrees")
+    return result
 
 
 def split_for(poem_id: str) -> str:

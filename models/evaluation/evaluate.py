@@ -4,13 +4,19 @@ diversity: the numbers the promotion rule (`models/evaluation/promotion.py`) dec
 * Perplexity: exp of the mean next-token NLL over `bos + poem + eos` of each test poem, the
   framing the models were trained on; every poem is scored on its own (no packing, so no
   context leaks in from a neighbouring poem), pads never count.
-* Fidelity: K poems sampled from a fixed seed in one batched `generate` call, labelled by two
-  judges with the rule the partitions were tagged with (min_hits, min_margin, lemmatize,
-  negation from their manifest): `nrc`, the lexicon the training poems were labelled with,
-  and `empath`, an independent lexicon the models were not trained to please. Fidelity is
-  the share of the K labelled with the model's own emotion, with its 95% Wilson interval
-  and `n`; lift is that share minus the base model's share for the same emotion, and
-  `p_value` Fisher's one-sided exact test that the child's share is greater.
+* Fidelity: K poems sampled from a fixed seed in one batched `generate` call, labelled by the
+  three judges of `emoverse.judges`, the lexicons with the rule the partitions were tagged
+  with (min_hits, min_margin, lemmatize, negation from their manifest): `nrc`, the lexicon
+  the training poems were labelled with; `empath`, an independent lexicon the models were
+  not trained to please; `nade`, a model of the whole text (eight intensities per poem, its
+  own label rule). Fidelity is the share of the K labelled with the model's own emotion, with
+  its 95% Wilson interval and `n`; lift is that share minus the base model's share for the
+  same emotion, and `p_value` Fisher's one-sided exact test that the child's share is greater.
+* Intensity (NADE): the K poems' intensities are kept; against the base, `rank_test` is the
+  one-sided Mann-Whitney test that the child's poems score higher on its own emotion than
+  the base's, with the probability of superiority and its interval as the effect size
+  (`emoverse.stats.mann_whitney_greater`), and `mean_intensity` the child's mean intensity of
+  its emotion beside the base's (`mean_intensities` keeps all eight).
 * Fluency guard: the K poems' perplexity under the neutral base (a child cannot win by piling
   up emotion words in broken verse), and distinct-1 and distinct-2 over the K poems.
 
@@ -32,13 +38,21 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emoverse.atomic import atomic_path
-from emoverse.emotions import LABELS, NEUTRAL, check_label, control_token
-from emoverse.stats import fisher_greater
-from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL, check_label, control_token
+from emoverse.judges import judge_texts
+from emoverse.stats import fisher_greater, mann_whitney_greater
+from emoverse.tagging import TAGGER_VERSION, read_manifest
 from models.device import pick_device
 from models.folders.model_folder import load_model
 from models.generation.generate import GenerationRequest, PoemGenerator
-from models.records import EVALUATION_FILE, GATE_JUDGE, JUDGES, EvalConfig, Evaluation
+from models.records import (
+    EVALUATION_FILE,
+    GATE_JUDGE,
+    INTENSITY_JUDGE,
+    JUDGES,
+    EvalConfig,
+    Evaluation,
+)
 from models.training.data import IGNORE_INDEX, fingerprint, load_partition
 
 SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
@@ -181,6 +195,15 @@ def _with_base(evaluation: Evaluation, base: Evaluation | None) -> Evaluation:
                 lift=own.share - theirs.share,
                 p_value=fisher_greater(own.k, own.n, theirs.k, theirs.n),
             )
+        if judge in evaluation.intensities:
+            entry["mean_intensity"] = evaluation.mean_intensities.get(judge, {}).get(emotion)
+            entry["base_mean_intensity"] = None
+            entry["rank_test"] = None
+            theirs_scores = base.intensity(emotion, judge) if compared else []
+            if theirs_scores:
+                mine = evaluation.intensity(emotion, judge)
+                entry["base_mean_intensity"] = sum(theirs_scores) / len(theirs_scores)
+                entry["rank_test"] = mann_whitney_greater(mine, theirs_scores).to_dict()
         judges[judge] = entry
     lift = None
     if base is not None and emotion != NEUTRAL:
@@ -239,6 +262,7 @@ def evaluate_model(
         "tag_rule": rule,
         "tagger_version": TAGGER_VERSION,
         "fluency_judge": str(Path(base_dir).resolve()) if base_dir is not None else None,
+        "judges": list(JUDGES),
         **({"conditional": True} if conditional else {}),
     }
 
@@ -275,7 +299,9 @@ def evaluate_model(
             control=control,
         )
     )
-    labels = {judge: label_texts(poems, **rule, lexicon=judge) for judge in JUDGES}
+    judged = judge_texts(poems, JUDGES, rule=rule)
+    labels = {judge: judged[judge].labels for judge in JUDGES}
+    intensity = judged[INTENSITY_JUDGE].scores
     shares = label_shares(labels[GATE_JUDGE])
     if base_dir is None:
         fluency = score_perplexity(generator.model, generator.tokenizer, poems, control=control)
@@ -297,6 +323,19 @@ def evaluate_model(
         n_samples=len(poems),
         label_counts={j: {lb: got.count(lb) for lb in LABELS} for j, got in labels.items()},
         sample_perplexity=None if math.isnan(fluency) else fluency,
+        intensities={
+            INTENSITY_JUDGE: {
+                e: [round(float(v), 3) for v in intensity[:, i]]  # NADE gives 3 decimals
+                for i, e in enumerate(EMOTIONS)
+                if emotion in (NEUTRAL, e)
+            }
+        },
+        mean_intensities={
+            INTENSITY_JUDGE: {
+                e: float(intensity[:, i].mean()) if len(intensity) else 0.0
+                for i, e in enumerate(EMOTIONS)
+            }
+        },
     )
     evaluation = _with_base(evaluation, base)
     _write(cache, evaluation, inputs)

@@ -182,6 +182,7 @@ def add_evaluation_to_card(
             "n_samples",
             "label_counts",
             "judges",
+            "mean_intensities",
             "sample_perplexity",
             "base_distinct_2",
             "config_key",
@@ -246,6 +247,17 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
         *(
             [
                 {
+                    "type": "emotion-intensity",
+                    "value": judge["mean_intensity"],
+                    "name": f"mean {emotion} intensity judged by {name}",
+                }
+                for name, judge in evaluation.get("judges", {}).items()
+                if judge.get("mean_intensity") is not None
+            ]
+        ),
+        *(
+            [
+                {
                     "type": "perplexity",
                     "value": evaluation["sample_perplexity"],
                     "name": "perplexity of its poems under the neutral base",
@@ -292,6 +304,7 @@ def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bo
             if judge.get("base")
             else ""
         )
+        + _intensity_text(emotion, judge)
         + "\n"
         for name, judge in evaluation.get("judges", {}).items()
     )
@@ -320,6 +333,21 @@ def _evaluation_section(evaluation: dict[str, Any], promotion: str, promoted: bo
         + f"- {decision}\n"
         f"{EVALUATION_END}\n"
     )
+
+
+def _intensity_text(emotion: str, judge: dict[str, Any]) -> str:
+    """NADE's mean intensity of the emotion, against the base's by the rank test."""
+    if judge.get("mean_intensity") is None:
+        return ""
+    text = f"; mean {emotion} intensity {judge['mean_intensity']:.3f}"
+    test = judge.get("rank_test")
+    if test and judge.get("base_mean_intensity") is not None:
+        text += (
+            f" (the base's {judge['base_mean_intensity']:.3f}; probability of superiority "
+            f"{test['effect']:.2f} [{test['low']:.2f}, {test['high']:.2f}], one-sided "
+            f"Mann-Whitney p={test['p_value']:.3g})"
+        )
+    return text
 
 
 def _share_text(share: dict[str, Any]) -> str:

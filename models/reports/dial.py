@@ -19,7 +19,7 @@ from emoverse.report import pyplot
 from emoverse.stats import Share
 from models.evaluation.promotion import MAX_DISTINCT_2_DROP
 from models.generation.blend import RecordSource, materialize, resolve_recipe
-from models.records import JUDGES
+from models.records import JUDGE_COLORS, JUDGES
 
 DIAL_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 # Fluency breaks at a strength whose poems are this many times less likely under the base
@@ -39,7 +39,8 @@ class DialPoint:
     distinct_2: float
 
     def share(self, judge: str) -> Share:
-        return Share(**self.fidelity[judge])
+        """The judge's share (of 0, for points measured before the judge was added)."""
+        return Share(**self.fidelity[judge]) if judge in self.fidelity else Share.of(0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +59,7 @@ def measure_dial(
 ) -> list[DialPoint]:
     """The emotion's dial at each of `strengths` (K = `samples` poems each, from `seed`)."""
     # torch loads only when a dial is measured: the family report imports this module in flows.
-    from emoverse.tagging import label_texts
+    from emoverse.judges import judge_texts
     from models.evaluation.evaluate import _tag_rule, distinct_n, score_perplexity
     from models.folders.model_folder import load_model
     from models.generation.generate import GenerationRequest, PoemGenerator
@@ -74,10 +75,11 @@ def measure_dial(
         if judge_model is None:
             judge_model = load_model(recipe.base.path)
         poems = PoemGenerator(materialize(recipe, blends_dir)).generate(request)
-        fidelity = {}
-        for judge in JUDGES:
-            labels = label_texts(poems, **rule, lexicon=judge)
-            fidelity[judge] = Share.of(labels.count(emotion), len(poems)).to_dict()
+        judged = judge_texts(poems, JUDGES, rule=rule)
+        fidelity = {
+            judge: Share.of(judged[judge].labels.count(emotion), len(poems)).to_dict()
+            for judge in JUDGES
+        }
         ppl = score_perplexity(*judge_model, poems)
         points.append(
             DialPoint(
@@ -134,17 +136,16 @@ def dial_table(points: Sequence[DialPoint]) -> list[str]:
     """A markdown table of one emotion's dial."""
     broken = breaks(points)
     lines = [
-        "| strength | fidelity (NRC) | fidelity (Empath) | poems' ppl under base | distinct-2 "
-        "| fluency |",
-        "|---:|---|---|---:|---:|---|",
+        "| strength | fidelity (NRC) | fidelity (Empath) | fidelity (NADE) "
+        "| poems' ppl under base | distinct-2 | fluency |",
+        "|---:|---|---|---|---:|---:|---|",
     ]
     for p in points:
         ppl = "n/a" if p.sample_perplexity is None else f"{p.sample_perplexity:,.0f}"
         cells = [_share(p.share(j)) for j in JUDGES]
         fluency = f"breaks: {broken[p.strength]}" if p.strength in broken else "ok"
         lines.append(
-            f"| {p.strength:g} | {cells[0]} | {cells[1]} | {ppl} | {p.distinct_2:.2f} "
-            f"| {fluency} |"
+            f"| {p.strength:g} | {' | '.join(cells)} | {ppl} | {p.distinct_2:.2f} | {fluency} |"
         )
     return lines
 
@@ -154,11 +155,11 @@ def _share(share: Share) -> str:
 
 
 def plot_dial(points: Sequence[DialPoint], path: Path) -> Path:
-    """Fidelity under both judges (with intervals) above, fluency below, against strength."""
+    """Fidelity under every judge (with intervals) above, fluency below, against strength."""
     plt = pyplot()
     xs = [p.strength for p in points]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 5.2), dpi=100, sharex=True)
-    for judge, color in zip(JUDGES, ("#3b6db3", "#c0632b"), strict=True):
+    for judge, color in zip(JUDGES, JUDGE_COLORS, strict=True):
         shares = [p.share(judge) for p in points]
         top.errorbar(
             xs,

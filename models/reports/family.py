@@ -2,10 +2,12 @@
 person to judge in a minute.
 
 Per emotion it shows the model each emotion uses now (champion, else newest) against the base
-it was trained from: fidelity under both judges with 95% intervals beside the base's share,
-lift and the one-sided p-value, human accuracy where readers have judged, perplexities,
-distinct-n, the loss curve and three sample poems; then the 9x9 confusion matrices, and how
-often the two judges agree on real poems (the ceiling for the Empath figures). Asked for
+it was trained from: fidelity under the three judges (NRC, Empath, NADE) with 95% intervals
+beside the base's share, lift and the one-sided p-value, NADE's mean intensity of the emotion
+and its rank test, human accuracy where readers have judged, perplexities, distinct-n, the loss
+curve and three sample poems; then the 9x9 confusion matrices, how often the independent
+judges agree with NRC on real poems (the ceiling for their figures), and how far each judge
+agrees with people on human-labelled verse (`emoverse.judges.calibration_table`). Asked for
 (`emoverse report --dial`), a section on the dial: each emotion at strengths 0 to 3
 (models/reports/dial.py), one plot and one table per emotion, and where fluency breaks.
 """
@@ -20,12 +22,21 @@ from typing import Any
 from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS, NEUTRAL, model_name
 from emoverse.errors import EmoverseError
 from emoverse.judgements import JudgementStore
+from emoverse.judges import agreement_with_nrc, calibration_table
 from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
-from emoverse.tagging import judge_agreement, read_partition
+from emoverse.tagging import read_partition
 from models.evaluation.promotion import ALPHA
 from models.folders.card import LOSS_PLOT_FILE
-from models.records import EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
+from models.records import (
+    EVALUATION_FILE,
+    GATE_JUDGE,
+    INDEPENDENT_JUDGE,
+    JUDGE_COLORS,
+    JUDGES,
+    Evaluation,
+    confusion_matrix,
+)
 from models.registry.model_registry import ModelRecord, ModelRegistry
 from models.reports.dial import (
     DIAL_STRENGTHS,
@@ -39,6 +50,7 @@ from models.reports.dial import (
 
 REPORT_FILE = "report.md"
 SAMPLE_POEMS = 3
+NADE_AGREEMENT_SAMPLE = 1000  # real poems NADE judges for its agreement with NRC (seeded)
 
 
 @dataclass(frozen=True)
@@ -73,24 +85,33 @@ def collect_family(registry: ModelRegistry, judgements: JudgementStore) -> dict[
     return family
 
 
+def _passes(evaluation: Evaluation, judge: str) -> bool | None:
+    """Whether `judge`'s test against the base passed (NADE: the rank test; the lexicons:
+    Fisher's on shares); None when there was nothing to compare."""
+    entry = evaluation.judges.get(judge, {})
+    test = entry.get("rank_test") if judge == INDEPENDENT_JUDGE else entry
+    p = (test or {}).get("p_value")
+    return None if p is None else p < ALPHA
+
+
 def verdict(evaluation: Evaluation) -> str:
-    """One plain sentence: does the child carry its emotion, and by which judges."""
-    passed = [
-        judge
-        for judge in JUDGES
-        if (p := evaluation.judges.get(judge, {}).get("p_value")) is not None and p < ALPHA
-    ]
+    """One plain sentence: does the child carry its emotion, and by which judges (the gate's
+    two: NRC, and NADE's rank test; Empath is named when it agrees)."""
     if not any(evaluation.judges.get(j, {}).get("base") for j in JUDGES):
         return "no base to compare with"
-    if passed == list(JUDGES):
-        return "carries its emotion: both judges find it more often than in the base's poems"
-    if passed == ["nrc"]:
+    nrc, nade = _passes(evaluation, GATE_JUDGE), _passes(evaluation, INDEPENDENT_JUDGE)
+    empath = " (Empath too)" if _passes(evaluation, "empath") else ""
+    if nrc and nade:
+        return f"carries its emotion: NRC and NADE both find more of it than in the base{empath}"
+    if nrc:
         return (
-            "carries its emotion by the lexicon it was trained on; the independent judge "
-            "(Empath) does not confirm it"
+            "carries its emotion by the lexicon it was trained on only; NADE, the independent "
+            f"judge, does not confirm it{empath}"
         )
-    if passed:
-        return "only the independent judge finds more of its emotion than in the base's poems"
+    if nade:
+        return f"only NADE, the independent judge, finds more of its emotion than the base{empath}"
+    if empath:
+        return "only Empath finds more of its emotion than in the base's poems"
     return "no evidence that it carries its emotion more than the base does"
 
 
@@ -111,12 +132,10 @@ def plot_fidelity(family: dict[str, FamilyMember], path: Path) -> Path:
     plt = pyplot()
     emotions = [e for e in EMOTIONS if e in family]
     series: list[tuple[str, str, list[Share | None]]] = []
-    for judge, color in zip(JUDGES, ("#3b6db3", "#c0632b"), strict=True):
-        own = [Share(**family[e].evaluation.judges[judge]["fidelity"]) for e in emotions]
-        base = [
-            Share(**b) if (b := family[e].evaluation.judges[judge].get("base")) else None
-            for e in emotions
-        ]
+    for judge, color in zip(JUDGES, JUDGE_COLORS, strict=True):
+        entries = [family[e].evaluation.judges.get(judge, {}) for e in emotions]
+        own = [Share(**x["fidelity"]) if "fidelity" in x else None for x in entries]
+        base = [Share(**b) if (b := x.get("base")) else None for x in entries]
         series += [(f"{judge}: child", color, own), (f"{judge}: base", color + "80", base)]
     humans = [family[e].human for e in emotions]
     if any(humans):
@@ -151,13 +170,20 @@ def plot_fidelity(family: dict[str, FamilyMember], path: Path) -> Path:
     return path
 
 
-def _agreement(partitions_dir: Path) -> dict[str, Any] | None:
+def _agreement(partitions_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """judge -> its agreement with the partitions' NRC labels: Empath on every poem, NADE on
+    a seeded sample of NADE_AGREEMENT_SAMPLE."""
     texts, labels = [], []
     for label in LABELS:
         table = read_partition(partitions_dir, label).select(["text", "label"])
         texts += table.column("text").to_pylist()
         labels += table.column("label").to_pylist()
-    return judge_agreement(texts, labels) if texts else None
+    if not texts:
+        return None
+    return {
+        "empath": agreement_with_nrc(texts, labels, "empath"),
+        "nade": agreement_with_nrc(texts, labels, "nade", sample=NADE_AGREEMENT_SAMPLE),
+    }
 
 
 def measure_family_dial(
@@ -254,26 +280,33 @@ def write_family_report(
             f"Base: emoverse-neutral v{base.record.version}. Each child below is compared with "
             "the base it was trained from, on the same number of poems sampled from the same "
             f"seed. A share is given with its 95% Wilson interval and n; p is Fisher's exact "
-            f"one-sided test that the child's share beats the base's (the promotion gate asks "
-            f"p < {ALPHA} under the NRC judge).",
+            f"one-sided test that the child's share beats the base's. NADE also scores each "
+            "poem's intensity of every emotion (0 to 1): its mean for the child's emotion "
+            "beside the base's, and A, the probability that a child's poem scores higher than a "
+            "base's (0.5: no difference) with its 95% interval, by the one-sided Mann-Whitney "
+            f"test. The promotion gate asks p < {ALPHA} under NRC and NADE's rank test both.",
             "",
         ]
     lines += [
         "| emotion | model | verdict | fidelity (NRC) | base (NRC) | p | fidelity (Empath) "
-        "| base (Empath) | p | human | own ppl | base ppl | poems' ppl under base "
+        "| base (Empath) | p | fidelity (NADE) | base (NADE) | NADE intensity (base) "
+        "| NADE A, p | human | own ppl | base ppl | poems' ppl under base "
         "| distinct-2 (base) |",
-        "|---|---|---|---|---|---:|---|---|---:|---|---:|---:|---:|---|",
+        "|---|---|---|---|---|---:|---|---|---:|---|---|---|---|---|---:|---:|---:|---|",
     ]
     for emotion, member in children.items():
         ev, rec = member.evaluation, member.record
         nrc, emp = ev.judges.get("nrc", {}), ev.judges.get("empath", {})
+        nade = ev.judges.get("nade", {})
         base_ppl = base.evaluation.perplexity.get(emotion) if base else None
         alias = "champion" if "champion" in rec.aliases else "newest, not champion"
         lines.append(
             f"| {emotion} | v{rec.version} ({alias}) | {verdict(ev)} "
             f"| {_cell(nrc.get('fidelity'))} | {_cell(nrc.get('base'))} "
             f"| {_p(nrc.get('p_value'))} | {_cell(emp.get('fidelity'))} "
-            f"| {_cell(emp.get('base'))} | {_p(emp.get('p_value'))} | {_cell(member.human)} "
+            f"| {_cell(emp.get('base'))} | {_p(emp.get('p_value'))} "
+            f"| {_cell(nade.get('fidelity'))} | {_cell(nade.get('base'))} | {_intensity(nade)} "
+            f"| {_rank(nade.get('rank_test'))} | {_cell(member.human)} "
             f"| {_ppl(ev.perplexity.get(emotion))} | {_ppl(base_ppl)} "
             f"| {_ppl(ev.sample_perplexity)} "
             f"| {ev.distinct_2:.2f} ({_d2(ev.base_distinct_2)}) |"
@@ -309,25 +342,7 @@ def write_family_report(
             f"![confusion matrix, {judge}](confusion-{judge}.png)",
             "",
         ]
-    agreement = _agreement(partitions_dir)
-    if agreement:
-        lines += [
-            "## How far to trust the independent judge",
-            "",
-            f"On the {agreement['poems']:,} real poems of the partitions, Empath gives the NRC "
-            f"label to {agreement['agreement']:.0%} (Cohen's kappa {agreement['kappa']:.2f}), "
-            f"and to {agreement['agreement_on_emotional']:.0%} of the poems NRC gives an "
-            "emotion. A child whose poems were exactly like its partition's would reach about "
-            "that under Empath, not 100%:",
-            "",
-            "| NRC label | real poems | Empath agrees |",
-            "|---|---:|---:|",
-        ]
-        for label in LABELS:
-            row = agreement["per_label"][label]
-            share = row["empath_agrees"] / row["poems"] if row["poems"] else 0.0
-            lines.append(f"| {label} | {row['poems']:,} | {share:.0%} |")
-        lines.append("")
+    lines += _trust_section(_agreement(partitions_dir))
     lines += ["## Perplexity", "", "| model | " + " | ".join(LABELS) + " |"]
     lines.append("|---|" + "---:|" * len(LABELS))
     for label, member in family.items():
@@ -350,6 +365,54 @@ def write_family_report(
     tmp.write_text("\n".join(lines))
     tmp.replace(report)
     return report
+
+
+def _trust_section(agreement: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    """How far to trust each judge: against people (the calibration) and against NRC on the
+    real poems of the partitions."""
+    lines = ["## How far to trust each judge", ""]
+    calibration = calibration_table()
+    if calibration:
+        lines += [*calibration, "", "From `bench/calibrate_judges.py` (bench/RESULTS.md).", ""]
+    if agreement:
+        empath, nade = agreement["empath"], agreement["nade"]
+        lines += [
+            f"On the {empath['poems']:,} real poems of the partitions, Empath gives the NRC "
+            f"label to {empath['agreement']:.0%} (Cohen's kappa {empath['kappa']:.2f}) and to "
+            f"{empath['agreement_on_emotional']:.0%} of the poems NRC gives an emotion; NADE, "
+            f"on {nade['poems']:,} of them (a seeded sample), to {nade['agreement']:.0%} "
+            f"(kappa {nade['kappa']:.2f}) and {nade['agreement_on_emotional']:.0%}. A child "
+            "whose poems were exactly like its partition's would reach about that under the "
+            "independent judges, not 100%:",
+            "",
+            "| NRC label | real poems | Empath agrees | NADE: poems | NADE agrees |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label in LABELS:
+            row, other = empath["per_label"][label], nade["per_label"][label]
+            lines.append(
+                f"| {label} | {row['poems']:,} | {_ratio(row)} | {other['poems']:,} "
+                f"| {_ratio(other)} |"
+            )
+        lines.append("")
+    return lines if len(lines) > 2 else []
+
+
+def _ratio(row: Mapping[str, int]) -> str:
+    return f"{row['agrees'] / row['poems']:.0%}" if row["poems"] else "n/a"
+
+
+def _intensity(entry: Mapping[str, Any]) -> str:
+    mine, theirs = entry.get("mean_intensity"), entry.get("base_mean_intensity")
+    if mine is None:
+        return "n/a"
+    return f"{mine:.3f}" + (f" ({theirs:.3f})" if theirs is not None else "")
+
+
+def _rank(test: Mapping[str, Any] | None) -> str:
+    if not test:
+        return "n/a"
+    return f"{test['effect']:.2f} [{test['low']:.2f}–{test['high']:.2f}], p={test['p_value']:.2g}"
 
 
 def _p(value: float | None) -> str:

@@ -67,11 +67,12 @@ def test_pipeline_writes_nine_partitions_and_nine_champions(pipeline_run):
         if label != "neutral":
             promoted = label in result["champions"]
             assert record.promotion.startswith("not promoted: ") != promoted
-            checks = ("fidelity", "perplexity", "distinct")
-            assert any(check in record.promotion for check in checks)
-            # Every share carries its interval and n; both judges are recorded.
+            # Every judge's test is named, and whatever else decided it.
+            assert all(name in record.promotion for name in ("NRC", "Empath", "NADE"))
+            # Every share carries its interval and n; every judge is recorded.
             judges = record.metrics["evaluation"]["judges"]
-            assert set(judges) == {"nrc", "empath"}
+            assert set(judges) == {"nrc", "empath", "nade"}
+            assert 0 <= judges["nade"]["rank_test"]["p_value"] <= 1
             assert judges["nrc"]["fidelity"]["n"] == SETTINGS.eval_samples
             assert judges["nrc"]["base"]["n"] == SETTINGS.eval_samples
             assert 0 <= judges["empath"]["p_value"] <= 1
@@ -348,7 +349,8 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     assert report.data.count("data:image/png;base64,") >= 3  # fidelity and two matrices
     # Narrow tables of numbers rounded for people; a blank cell is "—", explained.
     fidelity = {r["emotion"]: r for r in json.loads(by_key["family-evaluation"].data)}
-    columns = ["emotion", "n", "NRC", "base (NRC)", "p", "Empath", "base (Empath)"]
+    columns = ["emotion", "n", "NRC", "base (NRC)", "p", "Empath", "base (Empath)", "NADE"]
+    columns.append("NADE rank test")
     assert list(fidelity["joy"]) == columns
     assert re.fullmatch(r"\d+% \[\d+%–\d+%\]", fidelity["joy"]["NRC"])
     assert (
@@ -379,7 +381,7 @@ def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsy
     assert cli.main(["report", "--data-dir", str(data_dir), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.md")
     report = (out / "report.md").read_text()
-    for figure in ("fidelity.png", "confusion-nrc.png", "confusion-empath.png"):
+    for figure in ("fidelity.png", *(f"confusion-{j}.png" for j in ("nrc", "empath", "nade"))):
         assert f"]({figure})" in report
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     registry = ModelRegistry.for_data_dir(data_dir)
@@ -387,7 +389,8 @@ def test_report_shows_whether_each_child_carries_its_emotion(pipeline_run, capsy
         record, _ = registry.current(emotion)
         row = next(line for line in report.splitlines() if line.startswith(f"| {emotion} |"))
         assert f"v{record.version}" in row and "n=" in row  # shares with their n
-    assert "Empath gives the NRC label to" in report  # the ceiling for the second judge
+    assert "Empath gives the NRC label to" in report  # the ceiling for the other judges
+    assert "| nade | " in report and "on the verses they call positive or negative" in report
     assert f"- joy v{registry.current('joy')[0].version}: " in report  # the gate's reason
     assert report.count("### ") == len(LABELS)  # loss curve and samples per model
     assert cli.main(["models", "--data-dir", str(data_dir)]) == 0

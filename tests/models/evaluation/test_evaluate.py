@@ -16,11 +16,12 @@ import yaml
 
 import models.evaluation.evaluate as ev
 from emoverse.corpus import book_to_rows
-from emoverse.emotions import LABELS, NEUTRAL
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import UnknownEmotionError
+from emoverse.judges import judge_texts
 from emoverse.report import plot_confusion_matrix
 from emoverse.schema import POEM_SCHEMA
-from emoverse.stats import fisher_greater, wilson_interval
+from emoverse.stats import fisher_greater, mann_whitney_greater, wilson_interval
 from emoverse.tagging import label_texts, tag_table, write_version
 from models.config import TrainConfig
 from models.evaluation.evaluate import (
@@ -128,9 +129,14 @@ def _evaluation(
     *,
     n: int = 64,
     distinct_2: float = 0.9,
+    intensity: float = 0.2,
 ):
-    """An evaluation of n samples whose labels (both judges alike) have these shares."""
+    """An evaluation of n samples whose labels (every judge alike) have these shares, and
+    whose NADE intensities of its emotion (every emotion for the base) spread evenly around
+    `intensity`."""
     counts = {label: round(shares.get(label, 0.0) * n) for label in LABELS}
+    spread = [round(intensity - 0.05 + 0.1 * i / max(1, n - 1), 3) for i in range(n)]
+    own = EMOTIONS if emotion == NEUTRAL else (emotion,)
     full = {label: counts[label] / n for label in LABELS}
     return Evaluation(
         emotion=emotion,
@@ -144,7 +150,9 @@ def _evaluation(
         samples=["a poem"],
         config_key="k",
         n_samples=n,
-        label_counts={"nrc": counts, "empath": dict(counts)},
+        label_counts={"nrc": counts, "empath": dict(counts), "nade": dict(counts)},
+        intensities={"nade": {e: list(spread) for e in own}},
+        mean_intensities={"nade": dict.fromkeys(EMOTIONS, intensity)},
     )
 
 
@@ -229,8 +237,17 @@ def test_evaluate_model_measures_what_it_generates(joy_eval, partitions):
     assert result.label_counts["nrc"] == {lb: labels.count(lb) for lb in LABELS}
     empath = label_texts(poems, lexicon="empath")
     assert result.label_counts["empath"] == {lb: empath.count(lb) for lb in LABELS}
+    # NADE: its labels, the child's own intensities per poem and all eight means.
+    nade = judge_texts(poems, ["nade"])["nade"]
+    assert result.label_counts["nade"] == {lb: nade.labels.count(lb) for lb in LABELS}
+    joy = nade.scores[:, EMOTIONS.index("joy")]
+    assert result.intensities == {"nade": {"joy": pytest.approx(joy.tolist(), abs=1e-3)}}
+    assert result.mean_intensities["nade"]["joy"] == pytest.approx(joy.mean())
+    assert set(result.mean_intensities["nade"]) == set(EMOTIONS)
+    assert result.judges["nade"]["mean_intensity"] == pytest.approx(joy.mean())
+    assert result.judges["nade"]["rank_test"] is None  # no base yet
     # Every judge's fidelity carries its interval and n, with or without a base.
-    for judge in ("nrc", "empath"):
+    for judge in ("nrc", "empath", "nade"):
         fidelity = result.judges[judge]["fidelity"]
         assert fidelity["n"] == FAST.samples and fidelity["k"] == result.label_counts[judge]["joy"]
         assert 0.0 <= fidelity["low"] <= fidelity["share"] <= fidelity["high"] <= 1.0
@@ -271,6 +288,13 @@ def test_evaluate_model_reuses_its_record_and_is_deterministic(
     assert (nrc["base"]["k"], nrc["base"]["n"], nrc["base"]["share"]) == (16, 64, 0.25)
     assert nrc["lift"] == pytest.approx(first.fidelity - 0.25)
     assert nrc["p_value"] == fisher_greater(nrc["fidelity"]["k"], FAST.samples, 16, 64)
+    # NADE: the child's joy intensities ranked against the base's.
+    nade = with_base.judges["nade"]
+    assert (
+        nade["rank_test"]
+        == mann_whitney_greater(first.intensity("joy"), base.intensity("joy")).to_dict()
+    )
+    assert nade["base_mean_intensity"] == pytest.approx(0.2)
     assert with_base.base_distinct_2 == base.distinct_2
     stored = json.loads((model_dir / EVALUATION_FILE).read_text())["evaluation"]
     assert stored["lift"] == with_base.lift
@@ -337,39 +361,61 @@ def test_a_capped_test_split_is_the_same_sample_for_every_model(partitions):
 # --- the family -------------------------------------------------------------------------------
 
 
-def test_promotion_needs_significant_fidelity_lower_perplexity_and_fluency():
+def test_promotion_needs_both_judges_lower_perplexity_and_fluency():
     # 8 of 64 against 20 of 64: Fisher's one-sided exact p is about 0.01.
     base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
-    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    good = _evaluation(
+        "joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0}, intensity=0.3
+    )
     p = fisher_greater(20, 64, 8, 64)
     assert 0.001 < p < 0.05
-    decision = promotion_decision(good, base)
-    assert decision.promoted
-    assert decision.text == (
-        f"fidelity 0.31 [0.21, 0.43] of 64 beats base 0.12 [0.06, 0.23] of 64 "
-        f"(one-sided Fisher exact p={p:.3g}, < 0.05); perplexity 210.4 < base 250.9; "
-        "distinct-2 0.90 >= 0.81 (90% of the base's 0.90)"
+    rank = mann_whitney_greater(good.intensity("joy"), base.intensity("joy"))
+    assert rank.p_value < 1e-6 and rank.effect > 0.9
+    promoted, reason = _verdict(promotion_decision(good, base))
+    assert promoted
+    fisher = "0.31 [0.21, 0.43] of 64 beats base 0.12 [0.06, 0.23] of 64 (one-sided Fisher exact"
+    assert reason == (
+        f"NRC fidelity {fisher} p={p:.3g}, < 0.05); "
+        f"Empath fidelity {fisher} p={p:.3g}, < 0.05) (reported, not gated); "
+        f"NADE joy intensity 0.300 is above base 0.200 (A={rank.effect:.2f} [{rank.low:.2f}, "
+        f"{rank.high:.2f}], one-sided Mann-Whitney p={rank.p_value:.3g}, < 0.05); "
+        "perplexity 210.4 < base 250.9; distinct-2 0.90 >= 0.81 (90% of the base's 0.90)"
     )
-    # Higher, but not with confidence: 12 of 64 against 8 of 64.
-    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4})
+    # NRC finds the emotion, NADE does not: the lexicon it was trained on alone is not enough.
+    lexical = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4})
+    promoted, reason = _verdict(promotion_decision(lexical, base))
+    assert not promoted
+    assert reason.startswith("not promoted: NADE joy intensity 0.200 is not above base 0.200 (A=")
+    assert ">= 0.05); NRC fidelity 0.31 [" in reason and "(reported, not gated)" in reason
+    assert "perplexity" not in reason  # only the failed checks besides the judges' tests
+    # Higher under NRC, but not with confidence: 12 of 64 against 8 of 64.
+    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4}, intensity=0.3)
     promoted, reason = _verdict(promotion_decision(lucky, base))
-    assert not promoted and reason.startswith("not promoted: fidelity 0.19 [")
+    assert not promoted and reason.startswith("not promoted: NRC fidelity 0.19 [")
     assert f"p={fisher_greater(12, 64, 8, 64):.3g}, >= 0.05" in reason
-    assert "perplexity" not in reason  # only the failed checks are named
-    perplexed = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 260.0})
+    assert "; NADE joy intensity 0.300 is above base" in reason and "; Empath fidelity" in reason
+    perplexed = _evaluation(
+        "joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 260.0}, intensity=0.3
+    )
     promoted, reason = _verdict(promotion_decision(perplexed, base))
     assert not promoted
-    assert reason == "not promoted: perplexity 260.0 is not below base 250.9"
-    tie = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 100.0})
+    assert reason.startswith("not promoted: perplexity 260.0 is not below base 250.9; NRC ")
+    tie = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 100.0}, intensity=0.3)
     assert promotion_decision(tie, base).promoted is False  # must beat the base, not match it
     # Piling up emotion words in repetitive verse: distinct-2 more than 10% below the base's.
-    babbling = _evaluation("joy", {"joy": 0.5, NEUTRAL: 0.5}, {"joy": 200.0}, distinct_2=0.8)
+    babbling = _evaluation(
+        "joy", {"joy": 0.5, NEUTRAL: 0.5}, {"joy": 200.0}, distinct_2=0.8, intensity=0.3
+    )
     promoted, reason = _verdict(promotion_decision(babbling, base))
     assert not promoted
-    assert reason == "not promoted: distinct-2 0.80 < 0.81 (90% of the base's 0.90)"
+    assert reason.startswith("not promoted: distinct-2 0.80 < 0.81 (90% of the base's 0.90); ")
     no_base_ppl = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {NEUTRAL: 240.0})
     promoted, reason = _verdict(promotion_decision(good, no_base_ppl))
     assert not promoted and "no joy test perplexity for the base" in reason
+    # A record without intensities (from before the third judge) cannot pass NADE's test.
+    old = Evaluation.from_dict({**good.to_dict(), "intensities": {}})
+    promoted, reason = _verdict(promotion_decision(old, base))
+    assert not promoted and "no NADE joy intensities for the child to compare" in reason
 
 
 def test_a_new_base_is_champion_only_if_no_worse_than_the_current_one():
@@ -392,13 +438,22 @@ def _verdict(decision: Decision) -> tuple[bool, str]:
 
 def test_a_decision_carries_each_check_as_data_beside_its_wording():
     base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
-    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4}, distinct_2=0.8)
+    lucky = _evaluation(
+        "joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4}, distinct_2=0.8, intensity=0.3
+    )
     decision = promotion_decision(lucky, base)
-    assert [(c.name, c.passed) for c in decision.reasons] == [
-        ("fidelity", False),
-        ("perplexity", True),
-        ("fluency", False),
+    assert [(c.name, c.passed, c.gated) for c in decision.reasons] == [
+        ("fidelity", False, True),
+        ("empath fidelity", False, False),
+        ("intensity", True, True),
+        ("perplexity", True, True),
+        ("fluency", False, True),
     ]
+    assert [c.judge for c in decision.reasons] == ["nrc", "empath", "nade", None, None]
+    intensity = decision.check("intensity")
+    rank = mann_whitney_greater(lucky.intensity("joy"), base.intensity("joy"))
+    assert intensity.test == "one-sided Mann-Whitney" and intensity.p_value == rank.p_value
+    assert (intensity.value, intensity.reference) == (pytest.approx(0.3), pytest.approx(0.2))
     fidelity = decision.check("fidelity")
     p = fisher_greater(12, 64, 8, 64)
     assert fidelity.test == FISHER and fidelity.p_value == pytest.approx(p)
@@ -409,12 +464,15 @@ def test_a_decision_carries_each_check_as_data_beside_its_wording():
     fluency = decision.check("fluency")
     assert (fluency.value, fluency.reference) == (0.8, 0.9)
     assert fluency.limit == pytest.approx(0.81)
-    # The wording the registry's tags and the cards keep: the failed checks, in order.
+    # The wording the registry's tags and the cards keep: the failed checks, in order, then
+    # every judge's test that did not fail (Empath's is not gated: it fails no model).
     assert decision.failed == (fidelity, fluency)
+    not_beat = "0.19 [0.11, 0.30] of 64 does not beat base 0.12 [0.06, 0.23] of 64"
     assert decision.text == (
-        f"not promoted: fidelity 0.19 [0.11, 0.30] of 64 does not beat base 0.12 [0.06, 0.23] "
-        f"of 64 (one-sided Fisher exact p={p:.3g}, >= 0.05); "
-        "distinct-2 0.80 < 0.81 (90% of the base's 0.90)"
+        f"not promoted: NRC fidelity {not_beat} (one-sided Fisher exact p={p:.3g}, >= 0.05); "
+        "distinct-2 0.80 < 0.81 (90% of the base's 0.90); "
+        f"Empath fidelity {not_beat} (one-sided Fisher exact p={p:.3g}, >= 0.05) "
+        f"(reported, not gated); {intensity.text}"
     )
     assert gate_reasons(decision.text) == decision.text.removeprefix("not promoted: ")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -425,13 +483,15 @@ def test_a_decision_carries_each_check_as_data_beside_its_wording():
 
 def test_a_child_of_a_base_that_is_not_champion_is_not_promoted():
     base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
-    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    good = _evaluation(
+        "joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0}, intensity=0.3
+    )
     gate = promotion_decision(good, base)
     named = {"base_name": "emoverse-neutral v2"}
     assert child_promotion_decision(good, base, **named, base_is_champion=True) == gate
     refused = child_promotion_decision(good, base, **named, base_is_champion=False)
     assert not refused.promoted
-    assert refused.reasons[:3] == gate.reasons and refused.reasons[3].name == "base is champion"
+    assert refused.reasons[:5] == gate.reasons and refused.reasons[5].name == "base is champion"
     assert refused.text == (
         "not promoted: its base emoverse-neutral v2 is not the neutral champion "
         f"(passed the gate against it: {gate.text})"
@@ -440,7 +500,9 @@ def test_a_child_of_a_base_that_is_not_champion_is_not_promoted():
 
 def test_the_conditional_model_and_the_preference_use_the_same_gate():
     base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
-    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    good = _evaluation(
+        "joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0}, intensity=0.3
+    )
     bad = _evaluation("anger", {"anger": 0.0, NEUTRAL: 1.0}, {"anger": 300.0})
     first = conditional_promotion_decision({"joy": good}, None, base_name="")
     assert _verdict(first) == (
@@ -466,7 +528,7 @@ def test_the_conditional_model_and_the_preference_use_the_same_gate():
     )
     weak = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 260.0})
     kept = preference_decision(weak, good, child_name="emoverse-joy v1")
-    assert not kept.promoted and kept.text.startswith("emoverse-joy v1 kept: fidelity ")
+    assert not kept.promoted and kept.text.startswith("emoverse-joy v1 kept: NRC fidelity ")
     assert kept.check("fidelity").p_value is not None
     preferred = preference_decision(good, base, child_name="base")
     assert preferred.reasons == promotion_decision(good, base).reasons
@@ -549,6 +611,13 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
     assert "the base's share 12.5% [" in text and "lift +18.8%" in text
     assert f"one-sided Fisher exact p={fisher_greater(20, 64, 8, 64):.3g}" in text
     assert "judged by empath: 31.2% [" in text
+    rank = evaluation.judges["nade"]["rank_test"]
+    assert "judged by nade: 31.2% [" in text
+    assert (
+        "mean joy intensity 0.200 (the base's 0.200; probability of superiority "
+        f"{rank['effect']:.2f} [{rank['low']:.2f}, {rank['high']:.2f}], one-sided Mann-Whitney "
+        f"p={rank['p_value']:.3g})"
+    ) in text
     assert "distinct-2 0.900 (the base's 0.900)" in text
     assert "perplexity under the neutral base 301.2" in text
     assert text.count("# emoverse-joy\n") == 1  # the card's own text is kept
@@ -567,7 +636,8 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
         "promoted": True,
         "reason": "fidelity 0.31 > base 0.12",
     }
-    assert "samples" not in meta["evaluation"]
+    assert "samples" not in meta["evaluation"] and "intensities" not in meta["evaluation"]
+    assert meta["evaluation"]["mean_intensities"]["nade"]["joy"] == 0.2
     results = meta["model-index"][0]["results"]
     assert meta["model-index"][0]["name"] == "emoverse-joy"
     assert results[0]["metrics"] == [
@@ -577,6 +647,8 @@ def test_evaluation_goes_into_the_card_once(trained, tmp_path):
         "fidelity",
         "lift over base",
         "fidelity judged by empath",
+        "fidelity judged by nade",
+        "mean joy intensity judged by nade",
         "perplexity of its poems under the neutral base",
         "distinct-1",
         "distinct-2",

@@ -17,6 +17,7 @@ from apps import cli
 from apps.server import create_app, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.errors import EmoverseError, GenerationSettingError
+from emoverse.judges import judge_texts
 from emoverse.paths import RunPaths
 from emoverse.schema import POEM_SCHEMA
 from emoverse.tagging import label_texts, tag_table, write_version
@@ -494,6 +495,7 @@ def test_the_dial_measures_fidelity_and_fluency_at_each_strength(family):
     for judge in ("nrc", "empath"):
         labels = label_texts(poems, **_tag_rule(partitions), lexicon=judge)
         assert points[1].share(judge).k == labels.count("joy")
+    assert points[1].share("nade").k == judge_texts(poems, ["nade"])["nade"].labels.count("joy")
     assert points[1].distinct_2 == distinct_n(poems, 2)
     assert points[1].sample_perplexity == pytest.approx(
         perplexity(family.folders["neutral1"], poems), rel=1e-5

@@ -243,7 +243,7 @@ def test_both_modes_register_the_conditional_model_beside_the_family(data_dir, b
     for emotion in EMOTIONS:
         evaluation = record.metrics["evaluations"][emotion]
         assert evaluation["emotion"] == emotion and evaluation["n_samples"] == 4
-        assert set(evaluation["judges"]) == {"nrc", "empath"}
+        assert set(evaluation["judges"]) == {"nrc", "empath", "nade"}
         assert evaluation["judges"]["nrc"]["base"]["n"] == 4  # compared with the base
         preferred = registry.preferred(emotion)
         assert preferred["model"] in ("family", "conditional")
