@@ -44,8 +44,10 @@ from emoverse.tagging.rule import (
 )
 from emoverse.tagging.stage import TagResult, label_changes, tag_poems, tag_report
 from emoverse.tagging.store import (
+    DATA_FOLDER,
     KEEP_VERSIONS,
     MANIFEST_NAME,
+    label_files,
     list_versions,
     read_manifest,
     read_partition,
@@ -56,6 +58,7 @@ from emoverse.tagging.store import (
 )
 
 __all__ = [
+    "DATA_FOLDER",
     "KEEP_VERSIONS",
     "LEXICONS",
     "MANIFEST_NAME",
@@ -69,6 +72,7 @@ __all__ = [
     "count_texts",
     "judge_agreement",
     "label_changes",
+    "label_files",
     "label_for",
     "label_texts",
     "labels_for",
