@@ -188,3 +188,45 @@ def test_a_folder_trained_again_takes_its_logged_model_along(data, scratch_model
     source = MlflowClient(registry.uri).get_model_version("emoverse-joy", "1").source
     logged = Path(source) / "model" / "model.safetensors"
     assert logged.stat().st_ino == (folder / "model.safetensors").stat().st_ino
+
+
+def _mentions(db: Path, needle: str) -> list[str]:
+    """Every (table, column, value) of the sqlite database whose text holds `needle`."""
+    import sqlite3
+
+    connection = sqlite3.connect(db)
+    try:
+        found = []
+        query = "SELECT name FROM sqlite_master WHERE type='table'"
+        tables = [r[0] for r in connection.execute(query)]
+        for table in tables:
+            for column in [r[1] for r in connection.execute(f"PRAGMA table_info({table})")]:
+                rows = connection.execute(
+                    f"SELECT {column} FROM {table} WHERE CAST({column} AS TEXT) LIKE ?",
+                    (f"%{needle}%",),
+                )
+                found += [f"{table}.{column}: {str(v)[:120]}" for (v,) in rows]
+        return found
+    finally:
+        connection.close()
+
+
+def test_relink_leaves_no_location_of_the_old_place(data, tmp_path, capsys, monkeypatch):
+    db = data / "registry" / "mlflow.db"
+    # MLflow's own Default experiment lives beside the database, not in ./mlruns of the
+    # process that created it: so the data dir names no place outside itself.
+    default = MlflowClient(f"sqlite:///{db}").get_experiment("0").artifact_location
+    assert Path(default) == data.resolve() / "registry" / "artifacts" / "0"
+    moved = tmp_path / "elsewhere"
+    data.rename(moved)
+    registry = ModelRegistry.for_data_dir(moved, read_only=True)
+    assert registry.stale_home() == data.resolve()  # what `emoverse models` warns of
+    assert cli.main(["models", "--data-dir", str(moved), "--relink"]) == 0
+    assert _mentions(moved / "registry" / "mlflow.db", str(data.resolve())) == []
+    assert ModelRegistry.for_data_dir(moved, read_only=True).stale_home() is None
+    _stock(monkeypatch, moved)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("emoverse-joy", CHAMPION)
+    assert Path(version.tags["folder"]) == moved.resolve() / "models" / "joy" / "run-1"
+    assert Path(client.get_experiment("0").artifact_location).is_relative_to(moved.resolve())
+    assert mlflow.pyfunc.load_model(URI).predict(["O"])[0].startswith("O")
