@@ -230,3 +230,76 @@ def test_relink_leaves_no_location_of_the_old_place(data, tmp_path, capsys, monk
     assert Path(version.tags["folder"]) == moved.resolve() / "models" / "joy" / "run-1"
     assert Path(client.get_experiment("0").artifact_location).is_relative_to(moved.resolve())
     assert mlflow.pyfunc.load_model(URI).predict(["O"])[0].startswith("O")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _has_ui() -> bool:
+    import importlib.util
+
+    ui = Path(mlflow.__file__).parent / "server" / "js" / "build" / "index.html"
+    return importlib.util.find_spec("flask") is not None and ui.is_file()
+
+
+@pytest.mark.skipif(not _has_ui(), reason="the MLflow UI needs full `mlflow`, not mlflow-skinny")
+def test_the_mlflow_ui_server_starts_on_the_data_dir_and_lists_the_models(data, tmp_path):
+    """The README's `mlflow ui` command, as a user runs it: the UI's page, and the models
+    through the REST API it serves the page from. One worker: more (the default is four)
+    start in parallel and uvicorn's supervisor kills those slow to answer on a busy machine."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = _free_port()
+    registry = data.resolve() / "registry"
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", f"sqlite:///{registry}/mlflow.db",
+        "--default-artifact-root", str(registry / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"mlflow ui ended: {log.read_text()[-2000:]}"
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"no mlflow ui: {log.read_text()[-2000:]}"
+            time.sleep(0.5)
+        page = httpx.get(f"{base}/", timeout=30)
+        assert page.status_code == 200 and "<div id=\"root\"" in page.text.replace("'", '"')
+        found = httpx.get(
+            f"{base}/ajax-api/2.0/mlflow/registered-models/search", timeout=30
+        ).json()
+        models = {m["name"]: m for m in found["registered_models"]}
+        assert set(models) == {"emoverse-joy"}
+        assert {a["alias"] for a in models["emoverse-joy"].get("aliases", [])} == {CHAMPION}
+        versions = httpx.get(
+            f"{base}/ajax-api/2.0/mlflow/model-versions/search",
+            params={"filter": "name='emoverse-joy'"},
+            timeout=30,
+        ).json()["model_versions"]
+        assert [v["version"] for v in versions] == ["1"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
