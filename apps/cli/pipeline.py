@@ -1,0 +1,149 @@
+"""`emoverse run`, `ingest`, `tag` and `train`: the Prefect flows, every input checked before a
+flow starts (bad input costs no server start), and their results printed."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from emoverse import settings as env
+from emoverse.emotions import LABELS, model_name
+from emoverse.errors import EmoverseError
+from emoverse.paths import RunPaths
+from emoverse.settings import parse_ids
+from models.config import TrainingSettings, setting_error
+
+
+def run_stage(args: argparse.Namespace, paths: RunPaths, data_dir: Path) -> bool:
+    """Run the command's flow and print what it made; False when a stage failed (Prefect has
+    logged why)."""
+    if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
+        from emoverse.tagging import tag_report
+
+        print(tag_report(paths.partitions))
+        return True
+
+    if args.command in ("run", "ingest"):
+        mirror, ids, catalog = _books(args)
+    if args.command in ("run", "train"):
+        settings = training_settings(args)
+
+    # Prefect: see apps/cli/__init__.
+    from flows.corpus import ingest, tag
+    from flows.pipeline import pipeline
+    from flows.training import train_by_mode
+
+    _hide_tracebacks_of_user_errors()
+    data = str(data_dir)
+    try:
+        if args.command == "ingest":
+            result = ingest(data, mirror, ids, _str(catalog), args.max_parallel)
+            _print_ingest(result)
+            if args.report:
+                from emoverse.corpus import ingest_report
+
+                print(ingest_report(Path(result["path"]).parent))
+        elif args.command == "tag":
+            _print_counts(
+                tag(
+                    data,
+                    min_hits=args.min_hits,
+                    min_margin=args.min_margin,
+                    lemmatize=args.lemmatize,
+                    negation=args.negation,
+                    workers=args.workers,
+                )
+            )
+        elif args.command == "train":
+            _print_training(train_by_mode(data, settings, args.mode))
+        else:
+            result = pipeline(
+                data, mirror, ids, _str(catalog), args.max_parallel, settings, args.mode
+            )
+            _print_ingest(result["ingest"])
+            _print_counts(result["partitions"])
+            _print_training(result)
+    except EmoverseError:
+        raise
+    except RuntimeError as exc:  # a stage failed; Prefect has logged the details above
+        print(f"emoverse: failed: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def training_settings(args: argparse.Namespace) -> TrainingSettings:
+    """The training flags given, checked by TrainingSettings itself."""
+    given = {
+        name: value
+        for name in TrainingSettings.model_fields
+        if (value := getattr(args, name, None)) is not None
+    }
+    try:
+        return TrainingSettings(**given)
+    except ValidationError as exc:
+        raise setting_error(exc) from None
+
+
+def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
+    """The mirror, the ids and the catalog of `run` and `ingest`, checked."""
+    from emoverse.corpus import check_mirror, poetry_ids_from_catalog
+
+    mirror = args.mirror or env.mirror()
+    catalog = args.catalog
+    if catalog is not None and not catalog.is_file():
+        raise EmoverseError(f"catalog file {catalog} does not exist")
+    if args.ids:
+        ids = parse_ids(args.ids)
+    elif catalog is not None:
+        ids = poetry_ids_from_catalog(catalog)
+    else:
+        ids = env.curated_ids()
+    check_mirror(mirror)
+    return mirror, ids, catalog
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
+
+
+def _print_ingest(result: dict) -> None:
+    print(f"{result['poems']} poems from {result['books']} books -> {result['path']}")
+    print(
+        f"{result['rejected_books']} books rejected ({result['rejects']} reject rows) -> "
+        f"{result['rejects_path']}; {result['fetched']} downloaded, "
+        f"{result['from_cache']} from the cache"
+    )
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    total = max(1, sum(counts.values()))
+    print("poems per partition:")
+    for label in LABELS:
+        print(f"  {label:<13}{counts.get(label, 0):>7}  {counts.get(label, 0) / total:6.1%}")
+
+
+def _print_training(result: dict) -> None:
+    for emotion, version in result["registered"].items():
+        role = "champion" if emotion in result["champions"] else "not champion"
+        print(f"{model_name(emotion)} v{version} ({role}): {result['promotion'][emotion]}")
+    for emotion, reason in result["skipped"].items():
+        print(f"skipped {emotion}: {reason}")
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs every failed task with its traceback. For bad input (an EmoverseError)
+    the message says all there is to say; real bugs keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EmoverseError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _hide_tracebacks_of_user_errors() -> None:
+    for name in ("prefect", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_UserErrorsWithoutTraceback())
