@@ -47,13 +47,36 @@ if TYPE_CHECKING:
 
 @contextmanager
 def gpu_slot() -> Iterator[None]:
-    """Hold a slot of the `gpu` limit for the block, where the limit exists."""
+    """Hold a slot of the `gpu` limit for the block, where the limit exists. A run that has
+    to wait says so, and for what; one that holds a slot says so too (a CLI run pointed at a
+    server holds one like any worker's run, and the runs queued on the `gpu` pool wait)."""
     if not _gpu_limit_exists():
         yield
         return
+    logger = get_run_logger()
+    if waiting := slot_wait_message():
+        logger.warning(waiting)
     # Training outlives the 5-minute lease; a missed renewal must not kill a day of training.
     with concurrency(GPU_LIMIT, occupy=1, raise_on_lease_renewal_failure=False):
+        logger.info("holding a slot of the %r concurrency limit; other trainings wait", GPU_LIMIT)
         yield
+
+
+def slot_wait_message() -> str | None:
+    """What a training about to ask for a `gpu` slot would wait for, or None: a free slot,
+    or no limit."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            return None
+    if limit.active_slots < limit.limit:
+        return None
+    return (
+        f"waiting for a slot of the {GPU_LIMIT!r} concurrency limit: all {limit.limit} are held "
+        "by other trainings (runs on `gpu` workers, or an `emoverse` command run with "
+        "PREFECT_API_URL set to this server)"
+    )
 
 
 @cache

@@ -198,7 +198,10 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
         block_size=64,
         eval_samples=2,
     )
+    children_before = _flow_runs_named(f"train-{smallest}")
     out = train(str(data_dir), settings)
+    # Skipped before the fan-out: no child run was even started for it.
+    assert _flow_runs_named(f"train-{smallest}") == children_before
     assert smallest in out["skipped"]
     assert f"fewer than min_poems = {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
@@ -224,6 +227,17 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
     config = read_card_metadata(joy.path)["training_config"]
     assert (config["batch_size"], config["block_size"], config["adapter"]) == (4, 64, "lora")
+
+
+def _flow_runs_named(name: str) -> int:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
+    return len(found)
 
 
 def test_too_few_neutral_poems_name_the_setting_as_each_caller_does(pipeline_run, capsys):
@@ -408,3 +422,60 @@ def test_every_version_is_a_stock_mlflow_model(pipeline_run, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
     poems = mlflow.pyfunc.load_model("models:/emoverse-neutral@champion").predict(["The rose"])
     assert len(poems) == 1 and poems[0].startswith("The rose")
+
+
+def test_a_child_without_poems_is_skipped_before_it_asks_for_the_gpu(
+    prefect_harness, gutenberg_dir, tmp_path
+):
+    """The skip is decided from the partitions' manifest: neither the parent's fan-out nor
+    the child itself waits for the `gpu` slot first (held here by another training)."""
+    import threading
+
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    from emoverse.corpus import book_to_rows
+    from emoverse.schema import POEM_SCHEMA
+    from emoverse.tagging import tag_poems
+    from flows.training import train_emotion
+    from models.records import SkippedModel
+    from models.training.skips import planned_skip
+    from tasks.train import GPU_LIMIT, slot_wait_message
+
+    rows = book_to_rows(1065, (gutenberg_dir / "cache/epub/1065/pg1065.txt").read_bytes())
+    pq.write_table(pa.Table.from_pylist(rows, schema=POEM_SCHEMA), tmp_path / "poems.parquet")
+    data_dir = tmp_path / "data"
+    manifest = tag_poems(tmp_path / "poems.parquet", data_dir / "partitions", workers=1).manifest
+    emotion = min((manifest["splits"][e]["train"], e) for e in LABELS if e != "neutral")[1]
+    too_many = manifest["splits"][emotion]["train"] + 1
+    planned = planned_skip(data_dir / "partitions", emotion, too_many)
+    assert planned is not None and f"fewer than min_poems = {too_many}" in planned.reason
+    assert planned_skip(data_dir / "partitions", emotion, 1) is None or too_many == 1
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1)
+        )
+    try:
+        with concurrency(GPU_LIMIT, occupy=1):  # another training holds the only slot
+            assert "waiting for a slot of the 'gpu' concurrency limit" in slot_wait_message()
+            got: list = []
+            child = threading.Thread(
+                target=lambda: got.append(
+                    train_emotion(
+                        emotion=emotion,
+                        data_dir=str(data_dir),
+                        settings=TrainingSettings(min_poems=too_many),
+                    )
+                ),
+                daemon=True,
+            )
+            child.start()
+            child.join(timeout=240)
+            assert not child.is_alive(), "the skipped child waited for the gpu slot"
+        assert isinstance(got[0], SkippedModel) and got[0].reason == planned.reason
+        assert slot_wait_message() is None  # the slot is free again
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
