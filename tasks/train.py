@@ -158,20 +158,30 @@ def train_model_task(
     return result
 
 
-def _publish_loss_curve(result: TrainedModel) -> None:
-    metrics = result.metrics
+def loss_caption(metrics: dict[str, Any], cached: bool = False) -> str:
+    """The line under a loss-curve plot: the validation loss, or why there is none."""
     poems = f"{metrics['train_poems']} poems" + (
         f" ({metrics['balance']} balance)" if "balance" in metrics else ""
     )
+    validation = (
+        f"validation loss **{metrics['val_loss']}**"
+        if metrics.get("val_loss") is not None
+        else "no validation poems, so no validation loss (the best epoch was chosen by "
+        "training loss)"
+    )
+    return (
+        f"{validation}, {metrics['steps']} steps, {poems}, "
+        f"{metrics['seconds']} s on {metrics['device']}"
+        + (" (reused: nothing changed since)" if cached else "")
+    )
+
+
+def _publish_loss_curve(result: TrainedModel) -> None:
     publish_image(
         Path(result.path) / LOSS_PLOT_FILE,
         key=f"loss-curve-{result.emotion}",
         title=f"{result.emotion}: training and validation loss",
-        extra_markdown=(
-            f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, {poems}, "
-            f"{metrics['seconds']} s on {metrics['device']}"
-            + (" (reused: nothing changed since)" if result.cached else "")
-        ),
+        extra_markdown=loss_caption(result.metrics, result.cached),
     )
 
 

@@ -229,6 +229,20 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     assert (config["batch_size"], config["block_size"], config["adapter"]) == (4, 64, "lora")
 
 
+def test_a_report_artifact_shows_every_figure_it_links(tmp_path):
+    """The family report's figures, loss curves included, embedded in the markdown artifact."""
+    from emoverse.report import plot_loss_curves
+    from tasks.progress import inline_images
+
+    history = {"train": [(1, 5.0), (2, 4.0)], "validation": [(2, 4.5)]}
+    plot_loss_curves({"anger": history}, tmp_path / "loss-anger.png")
+    markdown = "# report\n\n![anger loss curve](loss-anger.png)\n\n![gone](missing.png)\n"
+    shown = inline_images(markdown, tmp_path)
+    assert shown.count("![anger loss curve](data:image/png;base64,") == 1
+    assert "loss-anger.png" not in shown and "report folder" not in shown
+    assert "*(gone: not drawn)*" in shown
+
+
 def _flow_runs_named(name: str) -> int:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
@@ -354,6 +368,8 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     report = by_key["family-report"]
     assert report.type == "markdown" and "does each child carry its emotion" in report.data
     assert report.data.count("data:image/png;base64,") >= 3  # fidelity and two matrices
+    # Each loss curve shown, not named as a file on some worker's disk.
+    assert "report folder" not in report.data and "loss-joy.png" not in report.data
     # Narrow tables of numbers rounded for people; a blank cell is "—", explained.
     fidelity = {r["emotion"]: r for r in json.loads(by_key["family-evaluation"].data)}
     columns = ["emotion", "n", "NRC", "base (NRC)", "p", "Empath", "base (Empath)"]

@@ -120,6 +120,20 @@ def test_generation_is_deterministic_for_a_seed(init_dir):
     assert all(p.startswith("Shall I") for p in a)
 
 
+def test_without_validation_poems_the_curve_shows_no_validation_point(init_dir, sonnets):
+    from tasks.train import loss_caption
+
+    tuned = fine_tune(init_dir, sonnets[:16], [], QUICK)
+    assert tuned.metrics["val_loss"] is None and tuned.val_curve == []
+    caption = loss_caption(tuned.metrics)
+    assert "None" not in caption and caption.startswith("no validation poems")
+    with_val = fine_tune(init_dir, sonnets[:16], sonnets[16:20], QUICK)
+    assert len(with_val.val_curve) >= 1
+    assert loss_caption(with_val.metrics).startswith(
+        f"validation loss **{with_val.metrics['val_loss']}**"
+    )
+
+
 def test_a_poem_never_shows_half_a_character(init_dir):
     """Byte-level tokens that make no UTF-8 character (the first byte of "—" alone, or a
     continuation byte after a letter) are left out of the poem; a trailing one stays while
