@@ -220,8 +220,16 @@ def test_relink_leaves_no_location_of_the_old_place(data, tmp_path, capsys, monk
     moved = tmp_path / "elsewhere"
     data.rename(moved)
     registry = ModelRegistry.for_data_dir(moved, read_only=True)
-    assert registry.stale_home() == data.resolve()  # what `emoverse models` warns of
+    assert registry.stale_home() == data.resolve()
+    # Stock MLflow is not told (it reads what the database says); `emoverse models` is.
+    # (--json: this fixture's evaluation is a stub the table cannot show.)
+    assert cli.main(["models", "--data-dir", str(moved), "--json"]) == 0
+    note = capsys.readouterr().err
+    assert f"still name {data.resolve()}" in note and "--relink" in note
     assert cli.main(["models", "--data-dir", str(moved), "--relink"]) == 0
+    capsys.readouterr()
+    assert cli.main(["models", "--data-dir", str(moved), "--json"]) == 0
+    assert "--relink" not in capsys.readouterr().err
     assert _mentions(moved / "registry" / "mlflow.db", str(data.resolve())) == []
     assert ModelRegistry.for_data_dir(moved, read_only=True).stale_home() is None
     _stock(monkeypatch, moved)
