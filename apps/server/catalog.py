@@ -2,7 +2,9 @@
 
     GET  /emotions   the nine labels
     GET  /models     the model each emotion uses now (champion, or newest with a warning),
-                     with its readers' accuracy from the judging page
+                     with its readers' accuracy from the judging page, and the conditional
+                     model's version (null when none is registered: the page then offers
+                     only the emotions' own models)
 """
 
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from apps.server.cache import ModelCache
-from emoverse.emotions import LABELS
+from emoverse.emotions import CONDITIONAL, LABELS
 from emoverse.errors import NoModelError
 from emoverse.judgements import JudgementStore
 from models.registry.model_registry import CHAMPION
@@ -52,4 +54,9 @@ def list_models(request: Request) -> dict[str, Any]:
                 ),
             }
         )
-    return {"models": found, "missing": missing}
+    try:
+        conditional, _ = models.current(CONDITIONAL)
+        made = {"version": conditional.version, "champion": CHAMPION in conditional.aliases}
+    except NoModelError:
+        made = None
+    return {"models": found, "missing": missing, "conditional": made}

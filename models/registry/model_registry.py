@@ -456,9 +456,14 @@ class ModelRegistry:
                 mv = self._client.get_model_version_by_alias(name, alias)
         except MlflowException:
             wanted = f"version {version}" if version is not None else f"alias {alias!r}"
+            # Only `--mode conditional` (or `both`) trains the conditional model.
+            maker = (
+                "`emoverse train --mode conditional`"
+                if emotion == CONDITIONAL
+                else "`emoverse run` (or `emoverse train`)"
+            )
             raise NoModelError(
-                f"no {emotion} model with {wanted} in the registry; "
-                "run `emoverse run` (or `emoverse train`) first"
+                f"no {emotion} model with {wanted} in the registry; run {maker} first"
             ) from None
         return self._record(mv)
 
