@@ -159,7 +159,7 @@ class ModelRegistry:
                 self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 if uri.startswith("sqlite:///"):
                     self._client.search_registered_models(max_results=1)  # opens the store
-                    if not read_only:
+                    if not read_only and self.data_dir is not None:  # a data dir's own
                         from models.registry.relink import home_default_experiment
 
                         home_default_experiment(self._db, self._db.resolve().parent / ARTIFACTS_DIR)
