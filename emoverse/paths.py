@@ -17,7 +17,7 @@ class RunPaths:
 
         <data_dir>/raw/                    downloaded books and their checksums (ingest)
         <data_dir>/poems/                  poems.parquet, rejects.parquet, _ingest.json
-        <data_dir>/partitions/             emotion=<label>/, _manifest.json, README.md (tag)
+        <data_dir>/partitions/             README.md, _manifest.json, data/emotion=<label>/ (tag)
         <data_dir>/models/<emotion>/       run-<key>/ model folders (train)
         <data_dir>/models/foundation/      pretrained foundations of scratch presets
         <data_dir>/models/blends/          merged dialled and blended models (a cache)

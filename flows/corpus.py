@@ -65,7 +65,7 @@ def tag(
     workers: int | None = None,
     training_follows: bool = False,
 ) -> dict[str, int]:
-    """Tag every poem into the nine partitions `<data_dir>/partitions/emotion=<e>/`, as a new
+    """Tag every poem into the nine partitions `<data_dir>/partitions/data/emotion=<e>/`, as a new
     version (skipped when the poems and options are unchanged).
 
     Args:

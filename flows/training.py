@@ -18,6 +18,7 @@ from models.config import TRAIN_MODES, TrainingSettings, TrainMode
 from models.evaluation.promotion import child_promotion_decision
 from models.records import EvalConfig, FailedModel, SkippedModel
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
+from models.training.skips import planned_skip
 from tasks.train import (
     evaluate_conditional_task,
     evaluate_model_task,
@@ -51,6 +52,10 @@ def train_emotion(
     """
     emotion = Emotion(emotion).value
     data_dir = str(RunPaths.at(data_dir).data_dir)
+    # Decided before the training task asks for a GPU slot: a skip waits for nothing.
+    if skipped := planned_skip(RunPaths.at(data_dir).partitions, emotion, settings.min_poems):
+        get_run_logger().warning("skipped %s: %s", emotion, skipped.reason)
+        return skipped
     base = ModelRegistry.for_data_dir(data_dir).get(NEUTRAL, version=base_version)
     base_eval = base.evaluation
     if base_eval is None:
@@ -115,13 +120,21 @@ def train(
     get_run_logger().info("%s: %s", NEUTRAL, decision.text)
     base_record = register_model_task(base, data_dir, base_eval, decision)
 
+    # Children without enough training poems are skipped here, not queued for a GPU first.
+    partitions = RunPaths.at(data_dir).partitions
+    planned = {e: planned_skip(partitions, e, settings.min_poems) for e in EMOTIONS}
+    for emotion, skip in planned.items():
+        if skip is not None:
+            get_run_logger().warning("skipped %s: %s", emotion, skip.reason)
     children = fan_out(
         train_emotion,
-        EMOTIONS,
+        tuple(e for e in EMOTIONS if planned[e] is None),
         data_dir=data_dir,
         base_version=base_record.version,
         settings=settings.model_dump(),
     )
+    children.update({e: skip for e, skip in planned.items() if skip is not None})
+    children = {e: children[e] for e in EMOTIONS}  # in the emotions' order, for the report
     registered = [base_record, *(c for c in children.values() if isinstance(c, ModelRecord))]
     skipped = [c for c in children.values() if isinstance(c, SkippedModel)]
     failed = [c for c in children.values() if isinstance(c, FailedModel)]

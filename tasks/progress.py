@@ -84,20 +84,25 @@ def show_on_parent_run(artifact_id: UUID) -> None:
         )
 
 
-def publish_markdown(markdown_file: Path, *, key: str, description: str) -> UUID:
-    """A markdown file as an artifact, the PNGs it links beside it inlined (the UI has no
-    file server), except loss curves, which each model's own artifact already shows."""
-    folder = Path(markdown_file).parent
+def inline_images(markdown: str, folder: Path) -> str:
+    """`markdown` with every PNG it links in `folder` embedded as a data: URI: an artifact
+    is read in the UI, far from the disk of the worker that wrote the report."""
 
     def inline(match: re.Match[str]) -> str:
         alt, name = match.group(1), match.group(2)
-        png = folder / name
-        if name.startswith("loss-") or not png.is_file():
-            return f"*({alt}: {name} in the report folder)*"
+        png = Path(folder) / name
+        if not png.is_file():
+            return f"*({alt}: not drawn)*"
         data = base64.b64encode(png.read_bytes()).decode()
         return f"![{alt}](data:image/png;base64,{data})"
 
-    text = re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", inline, Path(markdown_file).read_text())
+    return re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", inline, markdown)
+
+
+def publish_markdown(markdown_file: Path, *, key: str, description: str) -> UUID:
+    """A markdown file as an artifact, the PNGs it links beside it inlined (the UI has no
+    file server)."""
+    text = inline_images(Path(markdown_file).read_text(), Path(markdown_file).parent)
     return create_markdown_artifact(text, key=key, description=description)
 
 

@@ -56,13 +56,36 @@ if TYPE_CHECKING:
 
 @contextmanager
 def gpu_slot() -> Iterator[None]:
-    """Hold a slot of the `gpu` limit for the block, where the limit exists."""
+    """Hold a slot of the `gpu` limit for the block, where the limit exists. A run that has
+    to wait says so, and for what; one that holds a slot says so too (a CLI run pointed at a
+    server holds one like any worker's run, and the runs queued on the `gpu` pool wait)."""
     if not _gpu_limit_exists():
         yield
         return
+    logger = get_run_logger()
+    if waiting := slot_wait_message():
+        logger.warning(waiting)
     # Training outlives the 5-minute lease; a missed renewal must not kill a day of training.
     with concurrency(GPU_LIMIT, occupy=1, raise_on_lease_renewal_failure=False):
+        logger.info("holding a slot of the %r concurrency limit; other trainings wait", GPU_LIMIT)
         yield
+
+
+def slot_wait_message() -> str | None:
+    """What a training about to ask for a `gpu` slot would wait for, or None: a free slot,
+    or no limit."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            return None
+    if limit.active_slots < limit.limit:
+        return None
+    return (
+        f"waiting for a slot of the {GPU_LIMIT!r} concurrency limit: all {limit.limit} are held "
+        "by other trainings (runs on `gpu` workers, or an `emoverse` command run with "
+        "PREFECT_API_URL set to this server)"
+    )
 
 
 @cache
@@ -147,20 +170,30 @@ def train_model_task(
     return result
 
 
-def _publish_loss_curve(result: TrainedModel) -> None:
-    metrics = result.metrics
+def loss_caption(metrics: dict[str, Any], cached: bool = False) -> str:
+    """The line under a loss-curve plot: the validation loss, or why there is none."""
     poems = f"{metrics['train_poems']} poems" + (
         f" ({metrics['balance']} balance)" if "balance" in metrics else ""
     )
+    validation = (
+        f"validation loss **{metrics['val_loss']}**"
+        if metrics.get("val_loss") is not None
+        else "no validation poems, so no validation loss (the best epoch was chosen by "
+        "training loss)"
+    )
+    return (
+        f"{validation}, {metrics['steps']} steps, {poems}, "
+        f"{metrics['seconds']} s on {metrics['device']}"
+        + (" (reused: nothing changed since)" if cached else "")
+    )
+
+
+def _publish_loss_curve(result: TrainedModel) -> None:
     publish_image(
         Path(result.path) / LOSS_PLOT_FILE,
         key=f"loss-curve-{result.emotion}",
         title=f"{result.emotion}: training and validation loss",
-        extra_markdown=(
-            f"validation loss **{metrics['val_loss']}**, {metrics['steps']} steps, {poems}, "
-            f"{metrics['seconds']} s on {metrics['device']}"
-            + (" (reused: nothing changed since)" if result.cached else "")
-        ),
+        extra_markdown=loss_caption(result.metrics, result.cached),
     )
 
 

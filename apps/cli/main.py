@@ -60,5 +60,9 @@ def _worded(error: EmoverseError) -> str:
 def _quiet_environment() -> None:
     # Offline machines cannot reach Prefect's telemetry endpoint; do not make every run try.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's temporary server gets 20 s to start by default; a busy two-core machine needs
+    # more. Read when Prefect is imported (inside the commands), so set before; a value the
+    # user set is kept.
+    os.environ.setdefault(pipeline.STARTUP_TIMEOUT_SETTING, str(pipeline.STARTUP_TIMEOUT_S))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -3,6 +3,7 @@ flow starts (bad input costs no server start), and their results printed."""
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -68,9 +69,27 @@ def run_stage(args: argparse.Namespace, paths: RunPaths, data_dir: Path) -> bool
     except EmoverseError:
         raise
     except RuntimeError as exc:  # a stage failed; Prefect has logged the details above
+        if _EPHEMERAL_TIMEOUT in str(exc):
+            raise _server_did_not_start() from None
         print(f"emoverse: failed: {exc}", file=sys.stderr)
         return False
     return True
+
+
+# How long Prefect's temporary server may take to start (`main` sets the default), and what
+# Prefect's RuntimeError says when it did not answer in time.
+STARTUP_TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+STARTUP_TIMEOUT_S = 120
+_EPHEMERAL_TIMEOUT = "attempting to connect to ephemeral Prefect API server"
+
+
+def _server_did_not_start() -> EmoverseError:
+    waited = os.environ.get(STARTUP_TIMEOUT_SETTING, "20")
+    return EmoverseError(
+        f"Prefect's temporary server did not start within {waited} s (a busy machine?); "
+        f"allow it longer with {STARTUP_TIMEOUT_SETTING}=300, or start one with `prefect "
+        "server start` and point the commands at it: PREFECT_API_URL=http://127.0.0.1:4200/api"
+    )
 
 
 def training_settings(args: argparse.Namespace) -> TrainingSettings:

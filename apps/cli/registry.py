@@ -4,6 +4,7 @@
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from emoverse.emotions import check_label, model_name
@@ -30,6 +31,13 @@ def models(args: argparse.Namespace, data_dir: Path) -> int:
             print(f"the registry under {data_dir} holds no models yet")
             return 0
     registry = ModelRegistry.for_data_dir(data_dir, read_only=not writes)
+    if not writes and (old := registry.stale_home()) is not None:
+        print(
+            f"emoverse: note: this registry's MLflow locations still name {old} (the data dir "
+            "was moved or copied): stock MLflow loaders read there, or fail with \"No such "
+            f"artifact\", until `emoverse models --data-dir {data_dir} --relink`",
+            file=sys.stderr,
+        )
     if writes:
         assert emotion is not None
         if args.promote is not None and registry.champion_version(emotion) == args.promote:

@@ -3,8 +3,10 @@
     GET  /emotions   the nine labels
     GET  /models     the model each emotion uses now (champion, or newest with a warning),
                      with each judge's fidelity (NRC, Empath, NADE; NADE's mean intensity
-                     of the emotion and its rank test against the base) and its readers'
-                     accuracy from the judging page
+                     of the emotion and its rank test against the base), its readers'
+                     accuracy from the judging page, and the conditional model's version
+                     (null when none is registered: the page then offers only the emotions'
+                     own models)
 """
 
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from apps.server.cache import ModelCache
-from emoverse.emotions import LABELS
+from emoverse.emotions import CONDITIONAL, LABELS
 from emoverse.errors import NoModelError
 from emoverse.judgements import JudgementStore
 from emoverse.judges import JUDGES
@@ -56,7 +58,12 @@ def list_models(request: Request) -> dict[str, Any]:
                 ),
             }
         )
-    return {"models": found, "missing": missing}
+    try:
+        conditional, _ = models.current(CONDITIONAL)
+        made = {"version": conditional.version, "champion": CHAMPION in conditional.aliases}
+    except NoModelError:
+        made = None
+    return {"models": found, "missing": missing, "conditional": made}
 
 
 def _judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any] | None]:

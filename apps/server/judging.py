@@ -1,15 +1,17 @@
 """Blind human judging: does the emotion reach a reader?
 
-    GET  /judge         the page (apps/server/page.py): a poem by a champion chosen at random,
+    GET  /judge         the page (apps/server/page.py): a poem by a model chosen at random,
                         its emotion hidden; the reader picks one of the nine labels, then sees
                         the answer
     GET  /judge/poem    {poem_id, poem}: the next poem to judge
     POST /judgements    {poem_id, guess} -> {correct, emotion, version, human_accuracy}
 
-The server remembers which model wrote each poem it handed out (the last PENDING_MAX, in
-`Judging`), so the page never sees the emotion before the guess. Answers go to the judgements
-store, one transaction each, and the model version's accuracy is recorded in the registry as a
-metric.
+Each emotion's current model (champion or not: the tally says which) and the neutral base
+are the arms, drawn with equal chance: the base is one arm of up to nine, however few
+emotions have a champion. The server remembers which model wrote each poem it handed out
+(the last PENDING_MAX, in `Judging`), so the page never sees the emotion before the guess.
+Answers go to the judgements store, one transaction each, and the model version's accuracy
+is recorded in the registry as a metric.
 """
 
 import secrets
@@ -25,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from apps.server.cache import ModelCache
 from apps.server.generation import write_one
-from emoverse.emotions import LABELS
+from emoverse.emotions import EMOTIONS, LABELS, NEUTRAL
 from emoverse.errors import NoModelError
 from emoverse.judgements import Judgement, JudgementStore
-from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
+from models.registry.model_registry import ModelRecord, ModelRegistry
 
 PENDING_MAX = 1024  # poems handed out and not yet judged, newest kept
 
@@ -69,24 +71,25 @@ class Judging:
             return self._pending.pop(poem_id, None)
 
 
-def _champions(models: ModelCache) -> list[str]:
+def judgeable(models: ModelCache) -> list[str]:
+    """The arms a poem to judge is drawn from: every emotion with a model, champion or not,
+    and the neutral base, if it has one, as one arm of its own."""
     found = []
-    for label in LABELS:
+    for label in (*EMOTIONS, NEUTRAL):
         try:
-            record, _ = models.current(label)
+            models.current(label)
         except NoModelError:
             continue
-        if CHAMPION in record.aliases:
-            found.append(label)
+        found.append(label)
     return found
 
 
 @router.get("/judge/poem")
 async def poem_to_judge(request: Request) -> dict[str, str]:
     models: ModelCache = request.app.state.models
-    labels = await run_in_threadpool(_champions, models)
-    if not labels:
-        raise NoModelError("no champion to judge yet; run `emoverse run` first")
+    labels = await run_in_threadpool(judgeable, models)
+    if not [label for label in labels if label != NEUTRAL]:
+        raise NoModelError("no emotion model to judge yet; run `emoverse run` first")
     record, poem = await write_one(models, secrets.choice(labels), request)
     return {"poem_id": request.app.state.judging.hand_out(record, poem), "poem": poem}
 

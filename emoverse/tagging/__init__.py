@@ -45,8 +45,10 @@ from emoverse.tagging.rule import (
 )
 from emoverse.tagging.stage import TagResult, label_changes, tag_poems, tag_report
 from emoverse.tagging.store import (
+    DATA_FOLDER,
     KEEP_VERSIONS,
     MANIFEST_NAME,
+    label_files,
     list_versions,
     read_manifest,
     read_partition,
@@ -57,6 +59,7 @@ from emoverse.tagging.store import (
 )
 
 __all__ = [
+    "DATA_FOLDER",
     "KEEP_VERSIONS",
     "LEXICONS",
     "MANIFEST_NAME",
@@ -71,6 +74,7 @@ __all__ = [
     "judge_agreement",
     "label_agreement",
     "label_changes",
+    "label_files",
     "label_for",
     "label_texts",
     "labels_for",

@@ -37,13 +37,22 @@ def _config(name: str, labels: list[str], manifest: dict[str, Any]) -> dict[str,
     return {"config_name": name, "data_files": data_files}
 
 
-def _info(config: dict[str, Any], labels: list[str], splits: dict[str, Any]) -> dict[str, Any]:
+def _info(config: dict[str, Any], labels: list[str], manifest: dict[str, Any]) -> dict[str, Any]:
+    """A config's features and splits. Each split carries `num_bytes` beside `num_examples`:
+    without it `datasets` finds the card's split info malformed and warns on every load."""
+    splits = manifest["splits"]
+    nbytes = manifest.get("bytes") or {}  # the rows' size as Arrow data, as `datasets` counts
+    named = [files["split"] for files in config["data_files"]]
     return {
         "config_name": config["config_name"],
         "features": _features(TAGGED_SCHEMA),
         "splits": [
-            {"name": split, "num_examples": sum(splits[label][split] for label in labels)}
-            for split in (files["split"] for files in config["data_files"])
+            {
+                "name": split,
+                "num_bytes": sum((nbytes.get(label) or {}).get(split, 0) for label in labels),
+                "num_examples": sum(splits[label][split] for label in labels),
+            }
+            for split in named
         ],
     }
 
@@ -72,7 +81,7 @@ def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
         "task_categories": ["text-generation", "text-classification"],
         "tags": ["poetry", "emotion", "project-gutenberg", "nrc-emotion-lexicon", "emoverse"],
         "configs": configs,
-        "dataset_info": [_info(c, labelled[c["config_name"]], splits) for c in configs],
+        "dataset_info": [_info(c, labelled[c["config_name"]], manifest) for c in configs],
     }
 
 
@@ -115,7 +124,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         "the eight emotions of the NRC Emotion Lexicon or `neutral` (partitions version "
         f"{manifest.get('version', '?')}, {manifest.get('created', '?')}). One config per label "
         f"and `{ALL_CONFIG}` (the default) with every label; the `label` column holds each "
-        f"poem's label, the `emotion=<label>/` folder names it again.{no_config}\n\n"
+        f"poem's label, the `data/emotion=<label>/` folder names it again.{no_config}\n\n"
         "## How the poems were tagged\n\n"
         "Every poem's words (NLTK's word tokenizer per line, lowercased, punctuation "
         f"stripped; {lemmas}) are looked up in the NRC Emotion Lexicon as NRCLex "
@@ -133,7 +142,13 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         "joy = load_dataset('path/to/partitions', 'joy')     # one label\n"
         "```\n\n"
         "`load_dataset('parquet', data_dir='path/to/partitions')` reads every label too, "
-        "its splits found by the files' names.\n\n"
+        "its splits found by the files' names. The Parquet files are under `data/`, apart "
+        "from this card, so pandas and pyarrow read that folder as it is:\n\n"
+        "```python\n"
+        "import pandas, pyarrow.dataset\n"
+        "poems = pandas.read_parquet('path/to/partitions/data')\n"
+        "table = pyarrow.dataset.dataset('path/to/partitions/data', partitioning='hive')\n"
+        "```\n\n"
         "## Licence\n\n"
         "The Gutenberg texts are in the public domain in the USA. The labels and counts come "
         "from the NRC Emotion Lexicon (Saif Mohammad and Peter Turney, National Research "

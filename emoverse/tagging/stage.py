@@ -23,6 +23,7 @@ from emoverse.tagging.store import (
     KEEP_VERSIONS,
     LAYOUT,
     check_partitions,
+    label_files,
     partition_problems,
     read_manifest,
     read_partitions,
@@ -115,7 +116,9 @@ def tag_poems(
 
 
 # What write_version works out itself; the rest of a manifest describes how rows were tagged.
-_DERIVED = {"version", "created", "rows", "counts", "splits", "files", "digests", "layout"}
+_DERIVED = {
+    "version", "created", "rows", "counts", "splits", "bytes", "files", "digests", "layout"
+}
 
 
 def _relayout(partitions_dir: Path, current: dict[str, Any], keep: int) -> TagResult:
@@ -137,12 +140,11 @@ def label_changes(partitions_dir: Path, tagged: pa.Table) -> dict[str, Any] | No
     before: dict[str, str] = {}
     for label in LABELS:
         try:
-            old = pq.read_table(
-                Path(partitions_dir) / f"emotion={label}", columns=["poem_id"]
-            ).column("poem_id")
+            for file in label_files(partitions_dir, label):
+                old = pq.read_table(file, columns=["poem_id"]).column("poem_id")
+                before.update(dict.fromkeys(old.to_pylist(), label))
         except (OSError, pa.ArrowInvalid):
             return None  # an unreadable old version: nothing to compare with
-        before.update(dict.fromkeys(old.to_pylist(), label))
     moves: dict[str, int] = {}
     compared = changed = 0
     for poem_id, label in zip(

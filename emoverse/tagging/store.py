@@ -1,10 +1,14 @@
-"""Versioned partitions: `<partitions>` links to `<partitions>.versions/vNNNNNN/`, which holds
-`emotion=<label>/<split>.parquet` for all nine labels and three splits (TAGGED_SCHEMA),
-`_manifest.json` and a dataset card (`README.md`), so that `datasets.load_dataset` reads the
-folder as it is. A version is written under a temporary name, renamed when complete, and the
-link is then switched in one `os.replace`: a crash at any point leaves the previous version
-current. Versions written before the card (layout 1) hold one `part-0.parquet` per label;
-they still read, and `tag_poems` rewrites them in this layout without counting again."""
+"""Versioned partitions: `<partitions>` links to `<partitions>.versions/vNNNNNN/`, which holds,
+in the Hub's layout, a dataset card (`README.md`) and `_manifest.json` at the root and the
+Parquet files under `data/`: `data/emotion=<label>/<split>.parquet` for all nine labels and
+three splits (TAGGED_SCHEMA). So `datasets.load_dataset(<partitions>)` reads the folder as it
+is, and `pandas.read_parquet(<partitions>/data)` or `pyarrow.dataset.dataset(<partitions>/data,
+partitioning="hive")` read the Parquet without meeting the card. A version is written under a
+temporary name, renamed when complete, and the link is then switched in one `os.replace`: a
+crash at any point leaves the previous version current. Older versions still read (their
+manifest lists their files), and `tag_poems` rewrites them in this layout without counting
+again: layout 1 held one `part-0.parquet` per label and no card, layout 2 the label folders
+beside the card at the root (where pandas and pyarrow stop at the card)."""
 
 import fcntl
 import json
@@ -33,9 +37,10 @@ from emoverse.tagging.lexicon import load_lexicon
 from emoverse.tagging.rule import SPLITS
 
 MANIFEST_NAME = "_manifest.json"  # a leading "_": pyarrow's dataset discovery skips it
-# 2: one file per label and split, and a dataset card. Not part of the tag stage's key: a
+DATA_FOLDER = "data"  # the Parquet files, apart from the card (the Hub's own layout)
+# 3: the Parquet under data/, the card at the root. Not part of the tag stage's key: a
 # version in an older layout is rewritten from its own rows, not tagged again.
-LAYOUT = 2
+LAYOUT = 3
 KEEP_VERSIONS = 3
 
 _VERSION = re.compile(r"v(\d{6,})")
@@ -86,18 +91,34 @@ def _fsync(path: Path) -> None:
 def split_file(label: str, split: str) -> str:
     """A split's file, relative to the version folder: named by its split, so that `datasets`'
     default patterns find the splits even without the card (`data_dir=`)."""
-    return f"emotion={label}/{split}.parquet"
+    return f"{DATA_FOLDER}/emotion={label}/{split}.parquet"
 
 
-def _write_labels(tagged: pa.Table, folder: Path) -> dict[str, dict[str, int]]:
-    """One Parquet file per label and split (empty ones too); rows per label and split."""
+def label_files(partitions_dir: Path, label: str) -> list[Path]:
+    """The current version's Parquet files of one label, in whichever layout its manifest
+    records (today's when there is no manifest)."""
+    partitions_dir = Path(partitions_dir)
+    manifest = read_manifest(partitions_dir) or {}
+    files = (manifest.get("files") or {}).get(label)
+    if files is None:
+        return sorted((partitions_dir / DATA_FOLDER / f"emotion={label}").glob("*.parquet"))
+    rels = [files] if isinstance(files, str) else list(files.values())
+    return [partitions_dir / rel for rel in rels]
+
+
+def _write_labels(
+    tagged: pa.Table, folder: Path
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """One Parquet file per label and split (empty ones too); rows, and bytes as Arrow data
+    (what `datasets` calls a split's `num_bytes`), per label and split."""
     folder.mkdir(parents=True)
     by_split: dict[str, dict[str, int]] = {}
+    nbytes: dict[str, dict[str, int]] = {}
     labels = tagged.column("label")
     for label in LABELS:
-        (folder / f"emotion={label}").mkdir()
+        (folder / DATA_FOLDER / f"emotion={label}").mkdir(parents=True)
         rows = tagged.filter(pc.equal(labels, label))
-        by_split[label] = {}
+        by_split[label], nbytes[label] = {}, {}
         for split in SPLITS:
             part = rows.filter(pc.equal(rows.column("split"), split))
             path = folder / split_file(label, split)
@@ -109,7 +130,8 @@ def _write_labels(tagged: pa.Table, folder: Path) -> dict[str, dict[str, int]]:
                 pq.ParquetWriter(path, part.schema).close()
             _fsync(path)
             by_split[label][split] = part.num_rows
-    return by_split
+            nbytes[label][split] = part.nbytes if part.num_rows else 0
+    return by_split, nbytes
 
 
 def _switch(link: Path, target: Path) -> None:
@@ -166,7 +188,7 @@ def write_version(
         version = f"v{(int(existing[-1][1:]) if existing else 0) + 1:06d}"
         tmp = store / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
         try:
-            splits = _write_labels(tagged, tmp)
+            splits, nbytes = _write_labels(tagged, tmp)
             lexicon = load_lexicon()
             manifest: dict[str, Any] = {
                 "version": version,
@@ -184,6 +206,7 @@ def write_version(
                 rows=tagged.num_rows,
                 counts={label: sum(splits[label].values()) for label in LABELS},
                 splits=splits,
+                bytes=nbytes,
                 layout=LAYOUT,
                 files={label: {s: split_file(label, s) for s in SPLITS} for label in LABELS},
                 digests={
@@ -269,14 +292,18 @@ def read_partition(partitions_dir: Path, label: str, split: str | None = None) -
     """Read one label's rows (optionally one split) with the declared schema."""
     if split is not None and (one := Path(partitions_dir) / split_file(label, split)).is_file():
         return pq.read_table(one, schema=TAGGED_SCHEMA)
-    table = pq.read_table(Path(partitions_dir) / f"emotion={label}", schema=TAGGED_SCHEMA)
+    files = label_files(partitions_dir, label)
+    if not files:
+        raise MissingStageOutputError(
+            f"no {label} partition under {partitions_dir}; run `emoverse tag` first"
+        )
+    table = pa.concat_tables(pq.read_table(f, schema=TAGGED_SCHEMA) for f in files)
     if split is not None:
         table = table.filter(pc.equal(table.column("split"), split))
     return table
 
 
 def read_partitions(partitions_dir: Path) -> pa.Table:
-    """Every label's rows, label by label, with the declared schema. (A plain `pq.read_table`
-    of the folder would read the dataset card as Parquet too: pyarrow readers pass
-    `ignore_prefixes=[".", "_", "README"]`.)"""
+    """Every label's rows, label by label, with the declared schema (as
+    `pq.read_table(<partitions>/data)` reads them, with an `emotion` column besides)."""
     return pa.concat_tables(read_partition(partitions_dir, label) for label in LABELS)

@@ -160,6 +160,9 @@ def _looks_like_a_path(source: str) -> bool:
     return Path(source).is_absolute() or source.startswith(("./", "../", "~"))
 
 
+_BROKEN = "\ufffd"  # what a byte sequence that is no UTF-8 character decodes to
+
+
 class PoemGenerator:
     """One loaded model and tokenizer, ready to write poems. Thread-safe: every row samples
     from its own generator, so generations may run side by side (or batched together, as the
@@ -257,12 +260,18 @@ class PoemGenerator:
 
     def text(self, row: Row, *, strip: bool = True) -> str:
         """The poem a row has written so far (its prompt included, special tokens, control
-        tokens among them, left out)."""
+        tokens among them, left out). A byte-level model can write bytes that are no UTF-8
+        character (a short run's poems often do): they decode to U+FFFD and are left out, never
+        shown. While writing (`strip=False`), a U+FFFD at the very end stays: it may be half a
+        character whose rest is still to come (the server's stream waits for it)."""
         with self._tokenizer_lock:
             text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
         if self.controls:  # never shown, even spelt out in plain characters
             text = _CONTROL_TEXT.sub("", text)
-        return text.strip() if strip else text
+        if strip:
+            return text.replace(_BROKEN, "").strip()
+        body = text.rstrip(_BROKEN)
+        return body.replace(_BROKEN, "") + text[len(body) :]
 
     def generate(self, request: GenerationRequest) -> list[str]:
         """`request.n` poems, each starting with the prompt. The same request (seed included)

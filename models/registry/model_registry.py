@@ -180,6 +180,10 @@ class ModelRegistry:
                 self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 if uri.startswith("sqlite:///"):
                     self._client.search_registered_models(max_results=1)  # opens the store
+                    if not read_only and self.data_dir is not None:  # a data dir's own
+                        from models.registry.relink import home_default_experiment
+
+                        home_default_experiment(self._db, self._db.resolve().parent / ARTIFACTS_DIR)
         except EmoverseError:
             raise
         except Exception as exc:
@@ -205,6 +209,17 @@ class ModelRegistry:
         old = stored_home(self._db, self._home, artifacts)
         if old is not None and old != self._home:
             self.relinked = (old, relink(self._db, old, self._home))
+
+    def stale_home(self) -> Path | None:
+        """The data dir this sqlite registry's stored MLflow locations still name when it is
+        not this one (moved or copied, not relinked yet; stock MLflow loaders then read
+        there, or fail), else None."""
+        from models.registry.relink import stored_home
+
+        if self.data_dir is None or not self._db.is_file():
+            return None
+        old = stored_home(self._db, self._home, self._db.resolve().parent / ARTIFACTS_DIR)
+        return old if old is not None and old != self._home else None
 
     def _experiment(self) -> str:
         """The `emoverse` experiment's id, created on first use; a sqlite registry keeps its
@@ -465,9 +480,14 @@ class ModelRegistry:
                 mv = self._client.get_model_version_by_alias(name, alias)
         except MlflowException:
             wanted = f"version {version}" if version is not None else f"alias {alias!r}"
+            # Only `--mode conditional` (or `both`) trains the conditional model.
+            maker = (
+                "`emoverse train --mode conditional`"
+                if emotion == CONDITIONAL
+                else "`emoverse run` (or `emoverse train`)"
+            )
             raise NoModelError(
-                f"no {emotion} model with {wanted} in the registry; "
-                "run `emoverse run` (or `emoverse train`) first"
+                f"no {emotion} model with {wanted} in the registry; run {maker} first"
             ) from None
         return self._record(mv)
 

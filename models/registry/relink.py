@@ -1,21 +1,25 @@
 """A sqlite registry whose data dir was moved or copied: MLflow stores absolute artifact
-locations (experiment, runs, logged models, model versions), which then name the old place.
-`relink` rewrites every one that lies under the old data dir to the same place under the new
-one, in one transaction."""
+locations (experiments, runs, logged models, model versions, and the `folder` tag of each
+version), which then name the old place. `relink` rewrites every one that lies under the old
+data dir to the same place under the new one, in one transaction. `home_default_experiment`
+keeps MLflow's own `Default` experiment beside the database too (MLflow puts it under
+`./mlruns` of whichever process created the database), so that nothing names another place."""
 
 import sqlite3
 from pathlib import Path
 
 from models.registry.mlflow_log import EXPERIMENT, local_path
 
-# Every column in which MLflow's sqlite store keeps a location.
+# Every column in which MLflow's sqlite store keeps a location, with the rows that hold one.
 LOCATIONS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-    ("model_versions", "source"),
-    ("model_versions", "storage_location"),
+    ("experiments", "artifact_location", ""),
+    ("runs", "artifact_uri", ""),
+    ("logged_models", "artifact_location", ""),
+    ("model_versions", "source", ""),
+    ("model_versions", "storage_location", ""),
+    ("model_version_tags", "value", "WHERE key = 'folder'"),  # the registry's FOLDER_TAG
 )
+DEFAULT_EXPERIMENT_ID = 0
 
 
 def stored_home(db: Path, home: Path, artifacts: Path) -> Path | None:
@@ -46,8 +50,8 @@ def relink(db: Path, old: Path, new: Path) -> int:
     connection = sqlite3.connect(db, timeout=60, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
-        for table, column in LOCATIONS:
-            rows = connection.execute(f"SELECT rowid, {column} FROM {table}").fetchall()
+        for table, column, where in LOCATIONS:
+            rows = connection.execute(f"SELECT rowid, {column} FROM {table} {where}").fetchall()
             for rowid, value in rows:
                 moved = _moved(value, str(old), str(new))
                 if moved is not None:
@@ -63,6 +67,25 @@ def relink(db: Path, old: Path, new: Path) -> int:
     finally:
         connection.close()
     return changed
+
+
+def home_default_experiment(db: Path, artifacts: Path) -> bool:
+    """Put MLflow's `Default` experiment's artifact location at `artifacts/0` (beside the
+    database) when it names another place; whether it changed."""
+    location = str(Path(artifacts) / str(DEFAULT_EXPERIMENT_ID))
+    connection = sqlite3.connect(db, timeout=60)
+    try:
+        with connection:
+            changed = connection.execute(
+                "UPDATE experiments SET artifact_location = ? "
+                "WHERE experiment_id = ? AND artifact_location IS NOT ?",
+                (location, DEFAULT_EXPERIMENT_ID, location),
+            ).rowcount
+    except sqlite3.OperationalError:  # a database MLflow has not set up yet
+        return False
+    finally:
+        connection.close()
+    return changed > 0
 
 
 def _moved(value: str | None, old: str, new: str) -> str | None:

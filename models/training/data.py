@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from emoverse.errors import MissingStageOutputError
 from emoverse.tagging import split_for
-from emoverse.tagging.store import check_partitions
+from emoverse.tagging.store import check_partitions, label_files
 
 # Our own bars show training progress; per-file "Generating split" bars would bury them.
 disable_progress_bars()
@@ -25,7 +25,7 @@ def load_partition(
 ) -> Dataset:
     """One label's poems of one split (train/validation/test) as a `datasets.Dataset`."""
     check_partitions(partitions_dir)
-    files = sorted(str(p) for p in (Path(partitions_dir) / f"emotion={label}").glob("*.parquet"))
+    files = sorted(str(p) for p in label_files(partitions_dir, label) if p.is_file())
     if not files:
         raise MissingStageOutputError(
             f"no {label} partition under {partitions_dir}; run `emoverse tag` first"

@@ -202,7 +202,8 @@ def fine_tune(
             if len(val)
             else state.epoch_loss / state.epoch_batches
         )
-        state.val_curve.append((state.step, score))
+        if len(val):  # without validation poems, the curve shows no made-up validation point
+            state.val_curve.append((state.step, score))
         if score < state.best_loss:
             state.best_loss, state.best_epoch, state.stale = score, state.epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

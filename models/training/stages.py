@@ -25,6 +25,7 @@ from models.folders.model_folder import (
 from models.records import SkippedModel, TrainedModel
 from models.training.data import fingerprint, load_partition, load_poems
 from models.training.loop import StepCallback, fine_tune
+from models.training.skips import skip_for
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +171,8 @@ def train_emotion_model(
     so a rerun with nothing changed trains nothing, and a retry trains only what failed."""
     check_label(emotion)
     train = load_partition(partitions_dir, emotion, "train", cache_dir)
-    if len(train) < max(1, min_poems):
-        return SkippedModel(
-            emotion, f"{len(train)} training poems, fewer than min_poems = {max(1, min_poems)}"
-        )
+    if skipped := skip_for(emotion, len(train), min_poems):
+        return skipped
     data_fp = fingerprint(train)
     run_key = _run_key(init, data_fp, config)
     out = Path(models_dir) / emotion / f"run-{run_key}"

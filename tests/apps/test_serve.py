@@ -20,7 +20,7 @@ from apps.server import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, GenerationSettingError
-from emoverse.judgements import JudgementStore
+from emoverse.judgements import Judgement, JudgementStore
 from models.folders.model_folder import build_scratch_model
 from models.generation.generate import (
     GenerationRequest,
@@ -129,6 +129,14 @@ def test_models_lists_champions_and_fallbacks(served):
     assert "emoverse-fear has no champion; using its newest version v1" in fear["warning"]
     assert NOT_PROMOTED in fear["warning"]
     assert set(body["missing"]) == set(LABELS) - set(by_emotion)
+
+
+def test_the_conditional_model_is_offered_only_where_it_exists(served, judged):
+    assert served.client.get("/models").json()["conditional"] is None
+    response = served.generate(emotion="joy", model="conditional")
+    assert response.status_code == 404
+    assert "`emoverse train --mode conditional`" in response.json()["message"]
+    assert judged.client.get("/models").json()["conditional"] == {"version": 1, "champion": True}
 
 
 def test_generate_is_deterministic_for_a_seed_and_matches_the_library(served):
@@ -505,6 +513,9 @@ def test_the_page_writes_a_poem_in_headless_chromium(served):
         # The dial starts at the emotion's own model, with no second emotion.
         assert driver.find_element(By.ID, "strength").get_attribute("value") == "1"
         assert Select(driver.find_element(By.ID, "second")).first_selected_option.text == "none"
+        # No conditional model registered: only the emotions' own models are offered.
+        models = Select(driver.find_element(By.ID, "model")).options
+        assert [o.get_attribute("value") for o in models] == ["family"]
         Select(driver.find_element(By.ID, "emotion")).select_by_value("joy")
         driver.find_element(By.ID, "first-line").send_keys("Shall I compare thee")
         driver.find_element(By.ID, "write").click()
@@ -614,17 +625,43 @@ def test_only_loopback_hosts_count_as_private():
 
 @pytest.fixture(scope="module")
 def judged(served, tmp_path_factory):
-    """A server whose champions are joy (m1) and sadness (m2): poems to judge, blind."""
+    """A server whose champions are joy (m1) and sadness (m2), with fear (m2) registered but
+    not promoted, the neutral base (m1) and a conditional model (m1): poems to judge, blind."""
     data_dir = tmp_path_factory.mktemp("judge")
     registry = ModelRegistry.for_data_dir(data_dir)
     meta = {"metrics": {"val_loss": 5.0}, "parent": "scratch:tiny", "data_fingerprint": "f"}
     registry.register("joy", served.models["m1"], **meta)
     registry.register("sadness", served.models["m2"], **meta)
+    registry.register("fear", served.models["m2"], **meta, promote=False, promotion=NOT_PROMOTED)
+    registry.register("neutral", served.models["m1"], **meta)
+    registry.register("conditional", served.models["m1"], **meta)
     app = create_app(data_dir, registry_ttl_s=0)
     with running_app(app) as url:
         s = Served(url, data_dir, app, served.models)
         yield s
         s.client.close()
+
+
+JUDGED = ("joy", "sadness", "fear", "neutral")  # the judged fixture's arms
+
+
+def test_judging_draws_every_emotion_model_and_the_base_as_one_arm(judged):
+    """Champion or not, each emotion's model is an arm, and the neutral base one arm more:
+    not the base half the time because only one emotion has a champion."""
+    from apps.server.judging import judgeable
+
+    assert judgeable(judged.app.state.models) == ["fear", "joy", "sadness", "neutral"]
+    drawn: dict[str, int] = {}
+    for _ in range(60):  # every arm comes up (each misses 60 draws with p = 0.75**60)
+        body = judged.client.get("/judge/poem").json()
+        result = judged.client.post(
+            "/judgements", json={"poem_id": body["poem_id"], "guess": "neutral"}
+        ).json()
+        drawn[result["emotion"]] = drawn.get(result["emotion"], 0) + 1
+        if set(drawn) == set(JUDGED):
+            break
+    assert set(drawn) == set(JUDGED), drawn
+    assert "conditional" not in drawn
 
 
 def test_a_judgement_is_blind_recorded_and_counted(judged):
@@ -635,7 +672,7 @@ def test_a_judgement_is_blind_recorded_and_counted(judged):
     answer = judged.client.post("/judgements", json={"poem_id": body["poem_id"], "guess": "joy"})
     assert answer.status_code == 200, answer.text
     result = answer.json()
-    assert result["emotion"] in ("joy", "sadness") and result["version"] == 1
+    assert result["emotion"] in JUDGED and result["version"] == 1
     assert result["correct"] == (result["emotion"] == "joy")
     share = result["human_accuracy"]
     assert share["n"] >= 1 and 0.0 <= share["low"] <= share["share"] <= share["high"] <= 1.0
@@ -673,6 +710,8 @@ def test_a_reader_judges_five_poems_in_headless_chromium(judged):
     from selenium.webdriver.support.ui import WebDriverWait
 
     store = JudgementStore(judged.data_dir / "judgements" / "judgements.db")
+    for emotion in ("fear", "neutral"):  # in the tally, whichever poems come up below
+        store.add(Judgement(emotion, 1, "joy", "a poem judged before"))
     before = sum(share.n for share in store.accuracy().values())
     driver = _chromium()
     try:
@@ -687,7 +726,7 @@ def test_a_reader_judges_five_poems_in_headless_chromium(judged):
             score = f"of {i + 1} right."
             wait.until(lambda d, score=score: d.find_element(By.ID, "score").text.endswith(score))
             answer = driver.find_element(By.ID, "answer").text
-            assert answer.split(": it was ")[1].split()[0] in ("joy", "sadness")
+            assert answer.split(": it was ")[1].split()[0] in JUDGED
             driver.find_element(By.ID, "next").click()
         # The tally is redrawn after each answer lands, so it is read in one script call (no
         # element handles to go stale) until the last answer's redraw has arrived.
@@ -703,6 +742,12 @@ def test_a_reader_judges_five_poems_in_headless_chromium(judged):
             wait.until(lambda d: counted(d) == before + 5)  # every answer in the counts
         finally:
             assert counted(driver) == before + 5
+        # Which models are not champions, and which is the base, the tally says.
+        names = driver.execute_script(
+            "return [...document.querySelectorAll('#tally tr td:nth-child(1)')]"
+            ".map((e) => e.textContent)"
+        )
+        assert {"fear v1 (not promoted)", "neutral v1 (the base)", "joy v1"} <= set(names), names
     finally:
         driver.quit()
     assert sum(share.n for share in store.accuracy().values()) == before + 5

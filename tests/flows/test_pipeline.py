@@ -205,7 +205,10 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
         block_size=64,
         eval_samples=2,
     )
+    children_before = _flow_runs_named(f"train-{smallest}")
     out = train(str(data_dir), settings)
+    # Skipped before the fan-out: no child run was even started for it.
+    assert _flow_runs_named(f"train-{smallest}") == children_before
     assert smallest in out["skipped"]
     assert f"fewer than min_poems = {train_poems + 1}" in out["skipped"][smallest]
     assert smallest not in out["registered"]
@@ -231,6 +234,31 @@ def test_a_partition_under_min_poems_is_skipped_and_named(pipeline_run):
     assert (Path(registry.get("neutral").path) / "model.safetensors").exists()
     config = read_card_metadata(joy.path)["training_config"]
     assert (config["batch_size"], config["block_size"], config["adapter"]) == (4, 64, "lora")
+
+
+def test_a_report_artifact_shows_every_figure_it_links(tmp_path):
+    """The family report's figures, loss curves included, embedded in the markdown artifact."""
+    from emoverse.report import plot_loss_curves
+    from tasks.progress import inline_images
+
+    history = {"train": [(1, 5.0), (2, 4.0)], "validation": [(2, 4.5)]}
+    plot_loss_curves({"anger": history}, tmp_path / "loss-anger.png")
+    markdown = "# report\n\n![anger loss curve](loss-anger.png)\n\n![gone](missing.png)\n"
+    shown = inline_images(markdown, tmp_path)
+    assert shown.count("![anger loss curve](data:image/png;base64,") == 1
+    assert "loss-anger.png" not in shown and "report folder" not in shown
+    assert "*(gone: not drawn)*" in shown
+
+
+def _flow_runs_named(name: str) -> int:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
+    return len(found)
 
 
 def test_too_few_neutral_poems_name_the_setting_as_each_caller_does(pipeline_run, capsys):
@@ -347,6 +375,8 @@ def test_the_run_publishes_its_artifacts(pipeline_run):
     report = by_key["family-report"]
     assert report.type == "markdown" and "does each child carry its emotion" in report.data
     assert report.data.count("data:image/png;base64,") >= 3  # fidelity and two matrices
+    # Each loss curve shown, not named as a file on some worker's disk.
+    assert "report folder" not in report.data and "loss-joy.png" not in report.data
     # Narrow tables of numbers rounded for people; a blank cell is "—", explained.
     fidelity = {r["emotion"]: r for r in json.loads(by_key["family-evaluation"].data)}
     columns = ["emotion", "n", "NRC", "base (NRC)", "p", "Empath", "base (Empath)", "NADE"]
@@ -417,3 +447,96 @@ def test_every_version_is_a_stock_mlflow_model(pipeline_run, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
     poems = mlflow.pyfunc.load_model("models:/emoverse-neutral@champion").predict(["The rose"])
     assert len(poems) == 1 and poems[0].startswith("The rose")
+
+
+def test_a_child_without_poems_is_skipped_before_it_asks_for_the_gpu(
+    prefect_harness, gutenberg_dir, tmp_path
+):
+    """The skip is decided from the partitions' manifest: neither the parent's fan-out nor
+    the child itself waits for the `gpu` slot first (held here by another training)."""
+    import threading
+
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    from emoverse.corpus import book_to_rows
+    from emoverse.schema import POEM_SCHEMA
+    from emoverse.tagging import tag_poems
+    from flows.training import train_emotion
+    from models.records import SkippedModel
+    from models.training.skips import planned_skip
+    from tasks.train import GPU_LIMIT, slot_wait_message
+
+    rows = book_to_rows(1065, (gutenberg_dir / "cache/epub/1065/pg1065.txt").read_bytes())
+    pq.write_table(pa.Table.from_pylist(rows, schema=POEM_SCHEMA), tmp_path / "poems.parquet")
+    data_dir = tmp_path / "data"
+    manifest = tag_poems(tmp_path / "poems.parquet", data_dir / "partitions", workers=1).manifest
+    emotion = min((manifest["splits"][e]["train"], e) for e in LABELS if e != "neutral")[1]
+    too_many = manifest["splits"][emotion]["train"] + 1
+    planned = planned_skip(data_dir / "partitions", emotion, too_many)
+    assert planned is not None and f"fewer than min_poems = {too_many}" in planned.reason
+    assert planned_skip(data_dir / "partitions", emotion, 1) is None or too_many == 1
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1)
+        )
+    try:
+        with concurrency(GPU_LIMIT, occupy=1):  # another training holds the only slot
+            assert "waiting for a slot of the 'gpu' concurrency limit" in slot_wait_message()
+            got: list = []
+            child = threading.Thread(
+                target=lambda: got.append(
+                    train_emotion(
+                        emotion=emotion,
+                        data_dir=str(data_dir),
+                        settings=TrainingSettings(min_poems=too_many),
+                    )
+                ),
+                daemon=True,
+            )
+            child.start()
+            child.join(timeout=240)
+            assert not child.is_alive(), "the skipped child waited for the gpu slot"
+        assert isinstance(got[0], SkippedModel) and got[0].reason == planned.reason
+        assert slot_wait_message() is None  # the slot is free again
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+
+
+def test_prefects_temporary_server_gets_time_and_a_timeout_says_how_to_fix_it(
+    gutenberg_dir, tmp_path, monkeypatch
+):
+    """Unset, the start-up limit is 120 s rather than Prefect's 20; a limit the user set is
+    kept, and when the server misses it the command ends with one line saying what to do."""
+    import os
+
+    from apps.cli.pipeline import STARTUP_TIMEOUT_SETTING
+
+    monkeypatch.delenv(STARTUP_TIMEOUT_SETTING, raising=False)
+    assert cli.main(["models", "--data-dir", str(tmp_path / "none")]) == cli.EXIT_BAD_INPUT
+    assert os.environ[STARTUP_TIMEOUT_SETTING] == "120"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(
+        {
+            STARTUP_TIMEOUT_SETTING: "1",  # no server starts that fast (its imports alone)
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    argv = ["ingest", "--data-dir", str(tmp_path / "data"), "--mirror", str(gutenberg_dir)]
+    done = subprocess.run(
+        [sys.executable, "-m", "apps.cli", *argv, "--ids", "1065"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == cli.EXIT_BAD_INPUT, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("emoverse:")]
+    assert len(lines) == 1 and "did not start within 1 s" in lines[0], done.stderr[-2000:]
+    assert f"{STARTUP_TIMEOUT_SETTING}=300" in lines[0] and "PREFECT_API_URL" in lines[0]
+    assert "Traceback" not in done.stderr

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -341,7 +342,11 @@ def test_write_partitions_gives_nine_hive_partitions(blake_poems, blake_tagged, 
     counts = write_partitions(blake_tagged, tmp_path / "partitions")
     assert set(counts) == set(LABELS)
     assert sum(counts.values()) == blake_poems.num_rows
-    assert sorted(p.name for p in (tmp_path / "partitions").iterdir() if p.is_dir()) == sorted(
+    # The Hub's layout: the card and the manifest at the root, the Parquet under data/.
+    assert sorted(p.name for p in (tmp_path / "partitions").iterdir()) == [
+        "README.md", "_manifest.json", "data"
+    ]
+    assert sorted(p.name for p in (tmp_path / "partitions" / "data").iterdir()) == sorted(
         f"emotion={label}" for label in LABELS
     )
     for label in LABELS:
@@ -350,12 +355,12 @@ def test_write_partitions_gives_nine_hive_partitions(blake_poems, blake_tagged, 
         assert part.num_rows == counts[label]
         assert set(part.column("label").to_pylist()) <= {label}
     for label in LABELS:  # one file per split, those without rows schema-only
-        assert {p.name for p in (tmp_path / "partitions" / f"emotion={label}").iterdir()} == {
+        folder = tmp_path / "partitions" / "data" / f"emotion={label}"
+        assert {p.name for p in folder.iterdir()} == {
             f"{split}.parquet" for split in tagging.SPLITS
         }
-    # pyarrow reads the whole folder as one hive-partitioned dataset once told that the
-    # dataset card is not data (the manifest's "_" it skips itself).
-    whole = pq.read_table(tmp_path / "partitions", ignore_prefixes=[".", "_", "README"])
+    # pyarrow reads data/ as one hive-partitioned dataset, as it is.
+    whole = pq.read_table(tmp_path / "partitions" / "data")
     assert whole.num_rows == blake_poems.num_rows
     assert set(whole.column("emotion").to_pylist()) == {k for k, v in counts.items() if v}
     assert any(counts[e] for e in EMOTIONS)
@@ -471,7 +476,7 @@ def test_a_killed_writer_leaves_the_previous_version_current(blake_tagged, tmp_p
     store = tmp_path / "partitions.versions"
     deadline = time.monotonic() + 60
     try:
-        while not any(store.glob(".tmp-*/emotion=*")):  # mid-write
+        while not any(store.glob(".tmp-*/data/emotion=*")):  # mid-write
             assert writer.poll() is None, "the writer ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.002)
@@ -543,7 +548,7 @@ def test_a_truncated_partition_file_is_detected_and_tagged_again(poems_file, tmp
 
     target = tmp_path / "partitions"
     first = tag_poems(poems_file, target, workers=1)
-    damaged = target / "emotion=joy" / "train.parquet"
+    damaged = target / "data" / "emotion=joy" / "train.parquet"
     raw = damaged.read_bytes()
     damaged.resolve().write_bytes(raw[: len(raw) // 2])
     with pytest.raises(MissingStageOutputError, match=r"emotion=joy/train\.parquet is damaged"):
@@ -573,10 +578,9 @@ def test_a_version_from_before_the_dataset_card_is_rewritten_without_counting(
     manifest = json.loads((version / "_manifest.json").read_text())
     for label in LABELS:
         folder = version / f"emotion={label}"
-        rows = read_partition(target, label)
-        for old in folder.iterdir():
-            old.unlink()
-        pq.write_table(rows, folder / "part-0.parquet")
+        folder.mkdir()
+        pq.write_table(read_partition(target, label), folder / "part-0.parquet")
+    shutil.rmtree(version / "data")
     manifest["files"] = {label: f"emotion={label}/part-0.parquet" for label in LABELS}
     manifest["digests"] = {
         label: store._digest(version / manifest["files"][label]) for label in LABELS
@@ -600,3 +604,41 @@ def test_a_version_from_before_the_dataset_card_is_rewritten_without_counting(
     assert (target / "README.md").is_file()
     assert {label: read_partition(target, label, "train").num_rows for label in LABELS} == before
     assert tag_poems(poems_file, target, workers=1).skipped  # and now it is current
+
+
+def test_a_version_with_the_card_beside_the_label_folders_moves_them_under_data(
+    poems_file, tmp_path, monkeypatch
+):
+    """Layout 2 (label folders at the root, beside the card, where pandas and pyarrow stop at
+    the card) still reads, and the next `tag` rewrites it under data/ without counting."""
+    import pandas
+
+    from emoverse.tagging import stage, store
+
+    target = tmp_path / "partitions"
+    first = tag_poems(poems_file, target, workers=1)
+    version = target.resolve()
+    manifest = json.loads((version / "_manifest.json").read_text())
+    for label in LABELS:
+        os.rename(version / "data" / f"emotion={label}", version / f"emotion={label}")
+    (version / "data").rmdir()
+    manifest["files"] = {
+        label: {s: f"emotion={label}/{s}.parquet" for s in tagging.SPLITS} for label in LABELS
+    }
+    manifest["layout"] = 2
+    del manifest["bytes"]
+    (version / "_manifest.json").write_text(json.dumps(manifest))
+    assert not store.partition_problems(target, hashes=True)
+    before = {label: read_partition(target, label, "train").num_rows for label in LABELS}
+    assert sum(before.values()) > 0
+
+    def no_counting(*args, **kwargs):
+        raise AssertionError("the poems were tagged again")
+
+    monkeypatch.setattr(stage, "tag_table", no_counting)
+    again = tag_poems(poems_file, target, workers=1)
+    assert not again.skipped and again.manifest["layout"] == store.LAYOUT == 3
+    assert again.counts == first.counts
+    assert {label: read_partition(target, label, "train").num_rows for label in LABELS} == before
+    assert len(pandas.read_parquet(target / "data")) == first.manifest["rows"]
+    assert tag_poems(poems_file, target, workers=1).skipped

@@ -57,6 +57,14 @@ async function loadEmotions() {
       option.disabled = !m;
       $("second").append(option);
     }
+    // The conditional model only where one is registered (`emoverse train --mode
+    // conditional` makes it), and with it the choice of the better of the two.
+    if (models.conditional) {
+      $("model").append(new Option(
+        `the conditional model (v${models.conditional.version}, one for every emotion)`,
+        "conditional"));
+      $("model").append(new Option("whichever of the two writes it better", "best"));
+    }
     const first = [...$("emotion").options].find((o) => !o.disabled);
     if (first) {
       first.selected = true;

@@ -49,7 +49,9 @@ async function tally() {
   const rows = got.models.filter((m) => m.human_accuracy).map((m) => {
     const a = m.human_accuracy;
     const pct = (x) => `${Math.round(100 * x)}%`;
-    return `<tr><td>${m.emotion} v${m.version}</td><td>${a.k} of ${a.n}</td>` +
+    // Every emotion's model is judged, champion or not: the tally says which.
+    const which = m.emotion === "neutral" ? " (the base)" : m.champion ? "" : " (not promoted)";
+    return `<tr><td>${m.emotion} v${m.version}${which}</td><td>${a.k} of ${a.n}</td>` +
       `<td>${pct(a.low)}–${pct(a.high)}</td></tr>`;
   });
   $("tally").innerHTML = rows.join("");

@@ -66,7 +66,8 @@ def test_schema_only_files_are_read_and_empty_splits_left_out_of_the_card(tagged
     empty = [(lb, s) for lb in LABELS for s in SPLITS if not manifest["splits"][lb][s]]
     assert empty, "the books no longer leave a split empty: pick others"
     for label, split in empty:
-        meta = pq.ParquetFile(tagged_dir / f"emotion={label}" / f"{split}.parquet").metadata
+        path = tagged_dir / "data" / f"emotion={label}" / f"{split}.parquet"
+        meta = pq.ParquetFile(path).metadata
         assert meta.num_rows == 0 and meta.num_row_groups == 0
     card = DatasetCard.load(tagged_dir / "README.md")
     configs = {c["config_name"]: c for c in card.data.to_dict()["configs"]}
@@ -75,6 +76,33 @@ def test_schema_only_files_are_read_and_empty_splits_left_out_of_the_card(tagged
         assert split not in {f["split"] for f in configs[label]["data_files"]}
     # `all` lists every label's file of a split, schema-only ones too, and datasets reads them.
     assert all(len(f["path"]) == len(LABELS) for f in configs["all"]["data_files"])
+
+
+def test_load_dataset_warns_of_nothing(tagged_dir, tmp_path, caplog):
+    """The card's split info is whole (`num_bytes` too): `datasets` logs no warning."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        load_dataset(str(tagged_dir), cache_dir=str(tmp_path))
+        load_dataset(str(tagged_dir), "joy", cache_dir=str(tmp_path))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    info = DatasetCard.load(tagged_dir / "README.md").data.to_dict()["dataset_info"]
+    assert all(s["num_bytes"] > 0 for config in info for s in config["splits"])
+
+
+def test_pandas_and_pyarrow_read_the_parquet_as_it_is(tagged_dir):
+    """The Hub's layout: the card at the root, every Parquet file under `data/`."""
+    import pandas
+    import pyarrow.dataset as ds
+
+    manifest = read_manifest(tagged_dir)
+    frame = pandas.read_parquet(tagged_dir / "data")
+    assert len(frame) == manifest["rows"]
+    assert set(frame["poem_id"]) == set(read_partitions(tagged_dir).column("poem_id").to_pylist())
+    table = ds.dataset(tagged_dir / "data", partitioning="hive").to_table()
+    assert table.num_rows == manifest["rows"]
+    # The hive folder names the label again, row for row.
+    assert table.column("emotion").to_pylist() == table.column("label").to_pylist()
 
 
 def test_load_dataset_parquet_with_data_dir_finds_the_splits_by_file_name(tagged_dir, tmp_path):

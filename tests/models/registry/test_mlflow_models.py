@@ -188,3 +188,126 @@ def test_a_folder_trained_again_takes_its_logged_model_along(data, scratch_model
     source = MlflowClient(registry.uri).get_model_version("emoverse-joy", "1").source
     logged = Path(source) / "model" / "model.safetensors"
     assert logged.stat().st_ino == (folder / "model.safetensors").stat().st_ino
+
+
+def _mentions(db: Path, needle: str) -> list[str]:
+    """Every (table, column, value) of the sqlite database whose text holds `needle`."""
+    import sqlite3
+
+    connection = sqlite3.connect(db)
+    try:
+        found = []
+        query = "SELECT name FROM sqlite_master WHERE type='table'"
+        tables = [r[0] for r in connection.execute(query)]
+        for table in tables:
+            for column in [r[1] for r in connection.execute(f"PRAGMA table_info({table})")]:
+                rows = connection.execute(
+                    f"SELECT {column} FROM {table} WHERE CAST({column} AS TEXT) LIKE ?",
+                    (f"%{needle}%",),
+                )
+                found += [f"{table}.{column}: {str(v)[:120]}" for (v,) in rows]
+        return found
+    finally:
+        connection.close()
+
+
+def test_relink_leaves_no_location_of_the_old_place(data, tmp_path, capsys, monkeypatch):
+    db = data / "registry" / "mlflow.db"
+    # MLflow's own Default experiment lives beside the database, not in ./mlruns of the
+    # process that created it: so the data dir names no place outside itself.
+    default = MlflowClient(f"sqlite:///{db}").get_experiment("0").artifact_location
+    assert Path(default) == data.resolve() / "registry" / "artifacts" / "0"
+    moved = tmp_path / "elsewhere"
+    data.rename(moved)
+    registry = ModelRegistry.for_data_dir(moved, read_only=True)
+    assert registry.stale_home() == data.resolve()
+    # Stock MLflow is not told (it reads what the database says); `emoverse models` is.
+    # (--json: this fixture's evaluation is a stub the table cannot show.)
+    assert cli.main(["models", "--data-dir", str(moved), "--json"]) == 0
+    note = capsys.readouterr().err
+    assert f"still name {data.resolve()}" in note and "--relink" in note
+    assert cli.main(["models", "--data-dir", str(moved), "--relink"]) == 0
+    capsys.readouterr()
+    assert cli.main(["models", "--data-dir", str(moved), "--json"]) == 0
+    assert "--relink" not in capsys.readouterr().err
+    assert _mentions(moved / "registry" / "mlflow.db", str(data.resolve())) == []
+    assert ModelRegistry.for_data_dir(moved, read_only=True).stale_home() is None
+    _stock(monkeypatch, moved)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("emoverse-joy", CHAMPION)
+    assert Path(version.tags["folder"]) == moved.resolve() / "models" / "joy" / "run-1"
+    assert Path(client.get_experiment("0").artifact_location).is_relative_to(moved.resolve())
+    assert mlflow.pyfunc.load_model(URI).predict(["O"])[0].startswith("O")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _has_ui() -> bool:
+    import importlib.util
+
+    ui = Path(mlflow.__file__).parent / "server" / "js" / "build" / "index.html"
+    return importlib.util.find_spec("flask") is not None and ui.is_file()
+
+
+@pytest.mark.skipif(not _has_ui(), reason="the MLflow UI needs full `mlflow`, not mlflow-skinny")
+def test_the_mlflow_ui_server_starts_on_the_data_dir_and_lists_the_models(data, tmp_path):
+    """The README's `mlflow ui` command, as a user runs it: the UI's page, and the models
+    through the REST API it serves the page from. One worker: more (the default is four)
+    start in parallel and uvicorn's supervisor kills those slow to answer on a busy machine."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = _free_port()
+    registry = data.resolve() / "registry"
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", f"sqlite:///{registry}/mlflow.db",
+        "--default-artifact-root", str(registry / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"mlflow ui ended: {log.read_text()[-2000:]}"
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"no mlflow ui: {log.read_text()[-2000:]}"
+            time.sleep(0.5)
+        page = httpx.get(f"{base}/", timeout=30)
+        assert page.status_code == 200 and "<div id=\"root\"" in page.text.replace("'", '"')
+        found = httpx.get(
+            f"{base}/ajax-api/2.0/mlflow/registered-models/search", timeout=30
+        ).json()
+        models = {m["name"]: m for m in found["registered_models"]}
+        assert set(models) == {"emoverse-joy"}
+        assert {a["alias"] for a in models["emoverse-joy"].get("aliases", [])} == {CHAMPION}
+        versions = httpx.get(
+            f"{base}/ajax-api/2.0/mlflow/model-versions/search",
+            params={"filter": "name='emoverse-joy'"},
+            timeout=30,
+        ).json()["model_versions"]
+        assert [v["version"] for v in versions] == ["1"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -126,6 +126,42 @@ def test_generation_is_deterministic_for_a_seed(init_dir):
     assert all(p.startswith("Shall I") for p in a)
 
 
+def test_without_validation_poems_the_curve_shows_no_validation_point(init_dir, sonnets):
+    from tasks.train import loss_caption
+
+    tuned = fine_tune(init_dir, sonnets[:16], [], QUICK)
+    assert tuned.metrics["val_loss"] is None and tuned.val_curve == []
+    caption = loss_caption(tuned.metrics)
+    assert "None" not in caption and caption.startswith("no validation poems")
+    with_val = fine_tune(init_dir, sonnets[:16], sonnets[16:20], QUICK)
+    assert len(with_val.val_curve) >= 1
+    assert loss_caption(with_val.metrics).startswith(
+        f"validation loss **{with_val.metrics['val_loss']}**"
+    )
+
+
+def test_a_poem_never_shows_half_a_character(init_dir):
+    """Byte-level tokens that make no UTF-8 character (the first byte of "—" alone, or a
+    continuation byte after a letter) are left out of the poem; a trailing one stays while
+    the poem is still being written, as the stream may yet complete it."""
+    from models.generation.generate import PoemGenerator
+    from models.generation.sampling import Row, RowSpec
+
+    generator = PoemGenerator(init_dir)
+    tok = generator.tokenizer
+    dash = tok("—", add_special_tokens=False)["input_ids"]
+    assert tok.decode(dash) == "—"
+    lead = tok.convert_tokens_to_ids("â")  # byte 0xE2, the first of "—"'s three
+    cont = tok.convert_tokens_to_ids("Ģ")  # byte 0x80: a continuation byte alone
+    word = tok("O rose", add_special_tokens=False)["input_ids"]
+    ids = [tok.bos_token_id, *word, lead, *tok(" thou", add_special_tokens=False)["input_ids"]]
+    ids += [cont, *dash, lead]
+    assert "\ufffd" in tok.decode(ids[1:])  # what a raw decode shows
+    row = Row(RowSpec(tuple(ids), 0, 1, 0, 1.0, 0, 1.0, 0))
+    assert generator.text(row) == "O rose thou—"
+    assert generator.text(row, strip=False) == "O rose thou—\ufffd"  # maybe half of one
+
+
 def test_stage_trains_from_partitions_and_skips_small_ones(gutenberg_dir, tmp_path):
     raw = (gutenberg_dir / "cache/epub/574/pg574.txt").read_bytes()
     tagged = tag_table(pa.Table.from_pylist(book_to_rows(574, raw), schema=POEM_SCHEMA))
