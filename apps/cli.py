@@ -424,7 +424,7 @@ def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
     catalog = args.catalog
     if catalog is not None and not catalog.is_file():
         raise EmoverseError(f"catalog file {catalog} does not exist")
-    if args.ids:
+    if args.ids is not None:  # given, even empty: `--ids ""` is no ids, not the default list
         ids = parse_ids(args.ids)
     elif catalog is not None:
         ids = poetry_ids_from_catalog(catalog)
@@ -648,6 +648,12 @@ def _report(args: argparse.Namespace, paths: RunPaths) -> int:
 
     if not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} does not exist; run `emoverse run` first")
+    out = args.out or paths.report
+    for folder in (out, *out.parents):  # the report is a folder: no file on its way
+        if folder.exists() and not folder.is_dir():
+            raise EmoverseError(
+                f"--out {out}: {folder} is a file; --out names the folder report.md goes in"
+            )
     registry = ModelRegistry.for_data_dir(paths.data_dir)
     dial, skipped = None, None
     if args.dial:
@@ -663,7 +669,7 @@ def _report(args: argparse.Namespace, paths: RunPaths) -> int:
         registry,
         JudgementStore(paths.judgements_db),
         paths.partitions,
-        args.out or paths.report,
+        out,
         dial=dial,
         dial_skipped=skipped,
     )
