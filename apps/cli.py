@@ -5,11 +5,12 @@ prints one line naming the problem.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -369,11 +370,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     # Check every input before a flow starts: bad input costs no server start.
+    mirror, ids, catalog, settings = None, None, None, None
     if args.command in ("run", "ingest"):
         mirror, ids, catalog = _books(args)
     if args.command in ("run", "train"):
         settings = _training(args)
 
+    from emoverse.runlock import data_dir_lock
+
+    def waiting(line: str) -> None:
+        print(f"emoverse: {line}", file=sys.stderr, flush=True)
+
+    with _terminate_promptly(), data_dir_lock(data_dir, on_wait=waiting):
+        return _run_flows(args, data_dir, mirror, ids, catalog, settings)
+
+
+def _run_flows(
+    args: argparse.Namespace,
+    data_dir: Path,
+    mirror: str | None,
+    ids: list[int] | None,
+    catalog: Path | None,
+    settings: TrainingSettings | None,
+) -> int:
+    """The flow commands, under the data dir's lock."""
+    _start_prefect_server()
     from flows.corpus import ingest, tag
     from flows.pipeline import pipeline
     from flows.training import train_by_mode
@@ -414,6 +435,51 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"emoverse: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _start_prefect_server() -> None:
+    """Start the temporary Prefect server (when no PREFECT_API_URL names one) one process at
+    a time: two starting together race on the shared Prefect database's migrations."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+    if PREFECT_API_URL.value():
+        return
+    from filelock import FileLock
+    from prefect.server.api.server import SubprocessASGIServer
+
+    home = Path(PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(home / "emoverse-server-start.lock")):
+        SubprocessASGIServer().start()
+
+
+@contextlib.contextmanager
+def _terminate_promptly() -> Iterator[None]:
+    """SIGTERM ends the process now. Prefect turns it into a crash of the running flow (its
+    state recorded) and then hands it on to this handler; threads still downloading or
+    training are not waited for. Every write is atomic, so stopping here keeps what SIGKILL
+    keeps: whole files, one registry transaction or none, the data dir's lock released."""
+    import signal
+
+    def terminated(signum: int, frame: object) -> None:
+        print("emoverse: terminated", file=sys.stderr, flush=True)
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().stop()  # atexit hooks do not run after os._exit
+        except Exception:
+            pass
+        os._exit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread (an embedding program's): its own handling
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
