@@ -636,28 +636,48 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         if not RunPaths(data_dir).registry_db.is_file():
             print(f"the registry under {data_dir} holds no models yet")
             return 0
-    registry = ModelRegistry.for_data_dir(data_dir, read_only=not writes)
+    registry = ModelRegistry.for_data_dir(data_dir, read_only=True)  # creates nothing
     if writes:
         assert emotion is not None
         if args.promote is not None and registry.champion_version(emotion) == args.promote:
             print(f"{model_name(emotion)} v{args.promote} is already the champion; nothing changed")
             return 0
-        record = (
-            registry.promote(emotion, args.promote)
-            if args.promote is not None
-            else registry.rollback(emotion)
-        )
+        registry = ModelRegistry.for_data_dir(data_dir)  # it exists: now as its writer
+        if args.promote is not None:
+            record = registry.promote(emotion, args.promote)
+        elif (record := registry.rollback(emotion)) is None:
+            print(
+                f"{model_name(emotion)} has no champion again, as before the promotion; "
+                "`generate` uses its newest version, with a warning"
+            )
+            return 0
         print(f"{model_name(emotion)} champion is now v{record.version} ({record.path})")
         return 0
     from emoverse.judgements import JudgementStore
 
     records = registry.list(emotion)
     human = JudgementStore(RunPaths(data_dir).judgements_db).accuracy()
+    damage = _damaged(records)
+    for r in records:
+        if r.version in damage.get(r.emotion, {}):
+            role = " (champion)" if "champion" in r.aliases else ""
+            print(
+                f"emoverse: warning: {model_name(r.emotion)} v{r.version}{role}: "
+                f"{damage[r.emotion][r.version]}",
+                file=sys.stderr,
+            )
     if args.json:
         listed = []
         for r in records:
             share = human.get((r.emotion, r.version))
-            listed.append({**r.to_dict(), "human_accuracy": share.to_dict() if share else None})
+            problem = damage.get(r.emotion, {}).get(r.version)
+            listed.append(
+                {
+                    **r.to_dict(),
+                    "human_accuracy": share.to_dict() if share else None,
+                    "damaged": problem,
+                }
+            )
         print(json.dumps(listed, indent=2))
         return 0
     if not records:
@@ -676,8 +696,11 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         ]
         family = r.parent if r.emotion != "neutral" else f"base of v{r.version}'s family"
         human_share = human.get((r.emotion, r.version))
+        aliases = ",".join(r.aliases) or "-"
+        if r.version in damage.get(r.emotion, {}):
+            aliases += ",DAMAGED"
         print(
-            f"{r.emotion:<13}{r.version:>7}  {','.join(r.aliases) or '-':<9}{family:<22}"
+            f"{r.emotion:<13}{r.version:>7}  {aliases:<9}{family:<22}"
             f"{shares[0]:<26}{shares[1]:<26}{str(human_share) if human_share else '-':<26}"
         )
         if r.promotion:
@@ -687,6 +710,30 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         "guesses); `emoverse report` explains them"
     )
     return 0
+
+
+def _damaged(records: list) -> dict[str, dict[int, str]]:
+    """emotion -> version -> what is wrong with its folder: the checks generation makes
+    before loading one (the folder there, every recorded file of its recorded size and
+    sha256, no pickle beside the safetensors)."""
+    if not records:
+        return {}
+    from models.folders.model_folder import verify_weights
+    from models.generation.generate import check_safetensors_only
+
+    found: dict[str, dict[int, str]] = {}
+    for r in records:
+        folder = Path(r.path)
+        try:
+            if not folder.is_dir():
+                raise EmoverseError(
+                    f"model folder {folder} is missing; `emoverse run` re-trains it"
+                )
+            check_safetensors_only(folder)
+            verify_weights(folder, r.weights)
+        except EmoverseError as exc:
+            found.setdefault(r.emotion, {})[r.version] = str(exc)
+    return found
 
 
 def _relink(data_dir: Path) -> int:

@@ -166,3 +166,100 @@ def test_a_second_run_on_a_data_dir_waits_for_the_first_saying_so(tmp_path):
         assert second.poll() is None  # still waiting, not dead
         second.terminate()
         second.wait(timeout=60)
+
+
+# --- model folders and the registry -------------------------------------------------------------
+
+
+def test_a_permuted_tokenizer_is_refused_like_damaged_weights(registered, capsys):
+    import json
+
+    data_dir, folder = registered
+    record = ModelRegistry.for_data_dir(data_dir, read_only=True).get("joy")
+    assert {"tokenizer.json", "config.json", "generation_config.json"} <= set(record.weights)
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    names = list(vocab)
+    tokenizer["model"]["vocab"] = dict(zip(names, [vocab[n] for n in names[::-1]], strict=True))
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))  # valid JSON, other ids
+    code, out, err = _cli(["generate", "--data-dir", str(data_dir), "--emotion", "joy"], capsys)
+    assert code == cli.EXIT_BAD_INPUT and not out
+    assert f"model file {folder / 'tokenizer.json'} is damaged" in err
+
+
+def test_the_listing_warns_of_a_truncated_champion(registered, capsys):
+    import json
+
+    data_dir, folder = registered
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code, out, err = _cli(["models", "--data-dir", str(data_dir)], capsys)
+    assert code == 0 and "DAMAGED" in out
+    assert "emoverse-joy v1 (champion)" in err and f"weight file {weights} is damaged" in err
+    code, out, _ = _cli(["models", "--data-dir", str(data_dir), "--json"], capsys)
+    assert "is damaged" in json.loads(out)[0]["damaged"]
+
+
+def test_an_emptied_registry_is_reported_and_left_as_it_is(registered, capsys):
+    data_dir, _ = registered
+    db = RunPaths(data_dir).registry_db
+    db.write_bytes(b"")
+    code, out, err = _cli(["models", "--data-dir", str(data_dir)], capsys)
+    assert code == cli.EXIT_BAD_INPUT and "is empty (0 bytes)" in err and "no models" not in out
+    assert db.stat().st_size == 0  # not a fresh database laid over it
+
+
+def test_a_missing_tracking_database_is_named_and_not_created(tmp_path, monkeypatch, capsys):
+    db = tmp_path / "missing" / "dir" / "x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    code, out, err = _cli(["models", "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == cli.EXIT_BAD_INPUT and f"no model registry database at {db}" in err
+    assert "MLFLOW_TRACKING_URI" in err and str(tmp_path / "data") not in err + out
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_failed_rollback_on_an_empty_data_dir_creates_nothing(tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    code, _, err = _cli(
+        ["models", "--data-dir", str(data_dir), "--emotion", "joy", "--rollback"], capsys
+    )
+    assert code == cli.EXIT_BAD_INPUT and "run `emoverse run` first" in err
+    assert list(data_dir.iterdir()) == []
+
+
+def test_a_promotion_where_none_passed_the_gate_can_be_rolled_back(
+    scratch_model, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data_dir = tmp_path / "data"
+    folder = data_dir / "models" / "fear" / "run-1"
+    shutil.copytree(scratch_model, folder)
+    registry = ModelRegistry.for_data_dir(data_dir)
+    registry.register("fear", folder, metrics={}, parent="p", data_fingerprint="x", promote=False)
+    base = ["models", "--data-dir", str(data_dir), "--emotion", "fear"]
+    assert _cli([*base, "--promote", "1"], capsys)[0] == 0
+    assert registry.champion_version("fear") == 1
+    code, out, err = _cli([*base, "--rollback"], capsys)
+    assert code == 0 and "no champion again" in out, err
+    assert registry.champion_version("fear") is None
+    assert _cli([*base, "--promote", "1"], capsys)[0] == 0  # and again
+    assert registry.champion_version("fear") == 1
+
+
+def test_a_registry_that_is_only_not_writable_is_not_called_damaged(registered):
+    data_dir, _ = registered
+    argv = ["models", "--data-dir", str(data_dir), "--emotion", "joy", "--promote", "1"]
+    ModelRegistry.for_data_dir(data_dir).register(
+        "joy", _second_folder(data_dir), metrics={}, parent="p", data_fingerprint="y", promote=False
+    )
+    argv[-1] = "2"
+    done = _read_only_cli(RunPaths(data_dir).registry_db.parent, argv)
+    assert done.returncode == cli.EXIT_BAD_INPUT, done.stderr
+    assert "permission denied" in done.stderr and "not damaged" in done.stderr
+    assert "backup" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _second_folder(data_dir: Path) -> Path:
+    first = data_dir / "models" / "joy" / "run-abc"
+    return Path(shutil.copytree(first, data_dir / "models" / "joy" / "run-def"))
