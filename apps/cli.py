@@ -529,30 +529,28 @@ def _print_training(result: dict) -> None:
 
 
 def _generate(args: argparse.Namespace, data_dir: Path) -> int:
-    emotion = check_label(args.emotion) if args.emotion else None
-    from models.generation.generate import GenerationRequest, PoemGenerator
+    # Imported here: they load torch, which listing the models or a bad flag need not wait for.
+    from apps.requests import FLAGS, OPTIONS, resolve
+    from models.generation.generate import PoemGenerator
     from models.registry.model_registry import ModelRegistry
 
-    options = (
-        *("prompt", "n", "seed", "max_new_tokens"),
-        *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
+    wanted = resolve(  # before a merge, so bad options never cost one
+        emotion=args.emotion,
+        model=args.model,
+        strength=args.strength,
+        blend=args.blend,
+        options={name: getattr(args, name) for name in OPTIONS},
+        names=FLAGS,
     )
-    request = GenerationRequest.from_options(**{name: getattr(args, name) for name in options})
-    request.validate()  # before a merge, so bad options never cost one
+    emotion, request = wanted.emotion, wanted.request
     local = not os.environ.get("MLFLOW_TRACKING_URI")
     if local and data_dir.is_dir() and not RunPaths(data_dir).registry_db.is_file():
         raise EmoverseError(  # a reader creates no registry
             f"no {emotion or 'blended'} model with alias 'champion': no model registry under "
             f"{data_dir}; run `emoverse run` first"
         )
-    if args.model != "family" and (args.blend is not None or args.strength is not None):
-        raise EmoverseError(
-            f"--model {args.model} writes one --emotion's poems as they are; --strength and "
-            "--blend dial the family's children (use --model family)"
-        )
     registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
-    weights = _dial_weights(emotion, args.blend, args.strength)
-    if weights is None:  # one model, its weights checked against the registry
+    if wanted.weights is None:  # one model, its weights checked against the registry
         from models.generation.choice import choose_model
 
         choice = choose_model(registry, emotion, args.model)
@@ -562,10 +560,10 @@ def _generate(args: argparse.Namespace, data_dir: Path) -> int:
         if args.model == "best":
             print(f"# best for {emotion}: {choice.reason}", file=sys.stderr)
     else:
-        from models.generation.blend import dial_warning, materialize, resolve_recipe
+        from models.generation.blend import materialize, resolve_recipe
 
-        recipe = resolve_recipe(registry, weights)
-        warnings = [*recipe.warnings, *filter(None, [dial_warning(weights)])]
+        recipe = resolve_recipe(registry, wanted.weights)
+        warnings = [*recipe.warnings, *filter(None, [wanted.dial_warning])]
         folder, names = materialize(recipe, RunPaths(data_dir).blends), recipe.describe()
         files = None
     for warning in warnings:
@@ -585,31 +583,9 @@ def _worded(error: EmoverseError) -> str:
     return f"{flag} {error.problem}"
 
 
-def _dial_weights(
-    emotion: str | None, blend: dict[str, float] | None, strength: float | None
-) -> dict[str, float] | None:
-    """The recipe's weights, or None for the emotion's own model (no --strength, no
-    --blend)."""
-    from emoverse.emotions import EMOTIONS
-
-    if blend is not None:
-        if strength is not None:
-            raise EmoverseError(
-                "--strength scales one --emotion; give each weight in --blend instead"
-            )
-        return blend
-    if strength is None or strength == 1:
-        return None  # strength 1 is the emotion's own model (as in POST /generate)
-    if emotion not in EMOTIONS:
-        raise EmoverseError(
-            f"--strength dials one of the eight emotions, not {emotion} (the base itself)"
-        )
-    return {emotion: strength}
-
-
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     from apps.batcher import BatchSettings
-    from apps.serve import serve
+    from apps.server import serve
 
     batching = BatchSettings(
         window_ms=args.batch_window_ms,

@@ -154,7 +154,7 @@ def main() -> int:
 
     import httpx
 
-    from apps.serve import create_app, running_app
+    from apps.server import create_app, running_app
     from models.generation.blend import materialize, resolve_recipe
     from models.registry.model_registry import ModelRegistry
     from models.reports.dial import dial_table, fluent_up_to, measure_dial, plot_dial

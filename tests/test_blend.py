@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import models.generation.blend as blend
 from apps import cli
-from apps.serve import create_app, running_app
+from apps.server import create_app, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.errors import EmoverseError, GenerationSettingError
 from emoverse.paths import RunPaths

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from apps import cli
-from apps.serve import create_app, running_app
+from apps.server import create_app, running_app
 from emoverse.corpus import book_to_rows, write_poems
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, EMOTIONS, LABELS, control_token
 from emoverse.paths import RunPaths

@@ -15,9 +15,11 @@ import torch
 
 from apps import cli
 from apps.batcher import RETRY_AFTER_S, BatchSettings
-from apps.serve import SERVER_MAX_N, create_app, is_loopback, running_app
+from apps.requests import FIELDS, FLAGS, OPTIONS, resolve
+from apps.server import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
+from emoverse.errors import EmoverseError, GenerationSettingError
 from emoverse.judgements import JudgementStore
 from models.folders.model_folder import build_scratch_model
 from models.generation.generate import (
@@ -417,14 +419,52 @@ def test_a_client_that_goes_away_stops_its_generation(served):
     assert batcher.tokens - tokens < SERVER_MAX_N * 250
 
 
-def test_the_page_is_self_contained(served):
+def test_the_pages_and_their_static_files_are_served_offline(served):
     response = served.client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
     for element in ('id="emotion"', 'id="first-line"', 'id="write"', 'id="poem"', 'id="error"'):
         assert element in page
-    assert "http://" not in page and "https://" not in page  # offline: no external assets
+    assert 'max="2"' in page and "__FLUENT_MAX__" not in page  # the slider stops at fluent
+    judge = served.client.get("/judge").text
+    kinds = {".js": "text/javascript", ".css": "text/css"}
+    for html, assets in ((page, ("app.js", "style.css")), (judge, ("judge.js", "judge.css"))):
+        for name in assets:
+            assert f"/static/{name}" in html
+            asset = served.client.get(f"/static/{name}")
+            assert asset.status_code == 200 and asset.text.strip()
+            assert asset.headers["content-type"].startswith(kinds[Path(name).suffix])
+            assert "http://" not in asset.text and "https://" not in asset.text
+        assert "http://" not in html and "https://" not in html  # offline: no external assets
+    assert served.client.get("/static/../page.py").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("names", "asked", "message"),
+    [
+        (FLAGS, {"emotion": "joy", "blend": {"fear": 1}}, "give either --emotion (with --str"),
+        (FIELDS, {"emotion": None}, "give either emotion (with strength) or blend"),
+        (FLAGS, {"emotion": None, "blend": {"joy": 1}, "strength": 2}, "--strength scales one"),
+        (FIELDS, {"emotion": "joy", "model": "best", "strength": 0.5}, "model best writes one"),
+        (FLAGS, {"emotion": "joy", "model": "conditional", "strength": 0.5}, "--model conditional"),
+        (FIELDS, {"emotion": None, "blend": {"glee": 1}}, "blend names 'glee'"),
+        (FLAGS, {"emotion": "neutral", "strength": 0.5}, "--strength dials one of the eight"),
+        (FIELDS, {"emotion": "glee"}, "unknown emotion 'glee'"),
+    ],
+)
+def test_one_resolver_holds_the_request_rules_for_cli_and_http(names, asked, message):
+    sampling = {"temperature": 0.9, "top_k": 50, "top_p": 0.95, "no_repeat_ngram_size": 3}
+    options = {"prompt": "", "n": 1, "seed": 0, "max_new_tokens": 8, **sampling}
+    assert set(options) == set(OPTIONS)
+    with pytest.raises(EmoverseError) as caught:
+        resolve(**asked, options=options, names=names)
+    assert str(caught.value).startswith(message), caught.value
+    wanted = resolve(emotion="joy", strength=0.5, options=options, names=names)
+    assert (wanted.weights, wanted.request.max_new_tokens) == ({"joy": 0.5}, 8)
+    assert resolve(emotion="joy", strength=1, options=options).weights is None  # its own model
+    with pytest.raises(GenerationSettingError, match=r"^max_new_tokens "):
+        resolve(emotion="joy", options={**options, "max_new_tokens": 0}, names=names)
 
 
 def _chromium():
@@ -764,7 +804,7 @@ def test_light_requests_are_answered_while_48_generations_run(served):
 
 
 def test_trusted_hosts_and_connection_settings(served, monkeypatch):
-    from apps.serve import server_config
+    from apps.server import server_config
 
     app = create_app(served.data_dir, trusted_hosts=["poems.example"])
     with running_app(app) as url, httpx.Client(base_url=url) as http:
