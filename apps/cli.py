@@ -308,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="after moving or copying the data dir: point the registry's stored MLflow "
         "locations at this data dir (any writing command does it too)",
     )
+    judgements = sub.add_parser(
+        "judgements", parents=[data], help="the readers of the judging page and their answers"
+    )
+    judgements.add_argument(
+        "--discard-reader",
+        metavar="READER",
+        default=None,
+        help="delete every answer of READER (an id this command lists) and record the "
+        "figures without them",
+    )
     report = sub.add_parser(
         "report",
         parents=[data],
@@ -363,6 +373,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _models(args, data_dir)
     if args.command == "report":
         return _report(args, paths)
+    if args.command == "judgements":
+        return _judgements(args, data_dir)
     if args.command == "tag" and args.report:  # reads the manifest: no flow, no server
         from emoverse.tagging import tag_report
 
@@ -629,10 +641,14 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
             return 0
         print(f"{model_name(emotion)} champion is now v{record.version} ({record.path})")
         return 0
-    from emoverse.judgements import JudgementStore
+    from emoverse.judgements import JudgementStore, accuracy_or_warning
 
     records = registry.list(emotion)
-    human = JudgementStore(RunPaths(data_dir).judgements_db).accuracy()
+    human, readers, unreadable = accuracy_or_warning(
+        JudgementStore(RunPaths(data_dir).judgements_db)
+    )
+    if unreadable:
+        print(f"emoverse: warning: {unreadable}", file=sys.stderr)
     damage = _damaged(records)
     for r in records:
         if r.version in damage.get(r.emotion, {}):
@@ -651,6 +667,7 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
                 {
                     **r.to_dict(),
                     "human_accuracy": share.to_dict() if share else None,
+                    "human_readers": readers.get((r.emotion, r.version), 0),
                     "damaged": problem,
                 }
             )
@@ -672,19 +689,62 @@ def _models(args: argparse.Namespace, data_dir: Path) -> int:
         ]
         family = r.parent if r.emotion != "neutral" else f"base of v{r.version}'s family"
         human_share = human.get((r.emotion, r.version))
+        n_readers = readers.get((r.emotion, r.version), 0)
+        human_text = f"{human_share} by {n_readers}" if human_share else "-"
         aliases = ",".join(r.aliases) or "-"
         if r.version in damage.get(r.emotion, {}):
             aliases += ",DAMAGED"
         print(
             f"{r.emotion:<13}{r.version:>7}  {aliases:<9}{family:<22}"
-            f"{shares[0]:<26}{shares[1]:<26}{str(human_share) if human_share else '-':<26}"
+            f"{shares[0]:<26}{shares[1]:<26}{human_text}"
         )
         if r.promotion:
             print(f"{'':<22}{r.promotion}")
     print(
-        "shares: fidelity [95% Wilson interval] of n sampled poems (human: of n readers' "
-        "guesses); `emoverse report` explains them"
+        "shares: fidelity [95% Wilson interval] of n sampled poems (human: of n guesses, by "
+        "so many readers); `emoverse report` explains them"
     )
+    return 0
+
+
+def _judgements(args: argparse.Namespace, data_dir: Path) -> int:
+    """List the readers, most answers first, or discard one reader's answers (the registry's
+    copies of the figures recorded again)."""
+    from datetime import UTC, datetime
+
+    from emoverse.judgements import JudgementStore
+
+    store = JudgementStore(RunPaths(data_dir).judgements_db)
+    if args.discard_reader is None:
+        readers = store.reader_summary()
+        if not readers:
+            print(f"no reader has judged a poem under {data_dir}")
+            return 0
+        print(f"{'reader':<18}{'answers':>8}{'right':>7}{'addresses':>10}  last answer")
+        for r in readers:
+            last = datetime.fromtimestamp(int(r["last_ms"]) / 1000, UTC)  # type: ignore[arg-type]
+            print(
+                f"{r['reader']!s:<18}{r['answers']:>8}{r['right']:>7}{r['addresses']:>10}  "
+                f"{last:%Y-%m-%d %H:%M} UTC"
+            )
+        return 0
+    touched = store.discard_reader(args.discard_reader)
+    if not touched:
+        raise EmoverseError(
+            f"reader {args.discard_reader!r} has no answers under {data_dir}; "
+            "`emoverse judgements` lists the readers"
+        )
+    if RunPaths(data_dir).registry_db.is_file() or os.environ.get("MLFLOW_TRACKING_URI"):
+        from emoverse.stats import Share
+        from models.registry.model_registry import ModelRegistry
+
+        registry = ModelRegistry.for_data_dir(data_dir)
+        accuracy = store.accuracy()
+        for emotion, version in touched:
+            share = accuracy.get((emotion, version), Share.of(0, 0))
+            registry.record_human_accuracy(emotion, version, share)
+    shown = ", ".join(f"{model_name(e)} v{v}" for e, v in touched)
+    print(f"discarded the answers of reader {args.discard_reader}; figures changed: {shown}")
     return 0
 
 

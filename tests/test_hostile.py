@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,130 @@ def test_a_registry_that_is_only_not_writable_is_not_called_damaged(registered):
 def _second_folder(data_dir: Path) -> Path:
     first = data_dir / "models" / "joy" / "run-abc"
     return Path(shutil.copytree(first, data_dir / "models" / "joy" / "run-def"))
+
+
+# --- judging: people, not posts ------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_torch_thread():
+    """A 1.4M-parameter model gains nothing from a second thread, and on a shared 2-core
+    machine the threads' spin-waits make sampling many times slower; restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _judge_server(data_dir: Path, rules):
+    from apps.batcher import BatchSettings
+    from apps.server import create_app
+
+    batching = BatchSettings(timeout_s=600)  # a loaded machine writes slowly
+    return create_app(data_dir, registry_ttl_s=0, reader_rules=rules, batching=batching)
+
+
+def test_a_client_cannot_stuff_the_ballot_box(registered, capsys, one_torch_thread):
+    import httpx
+
+    from apps.server import running_app
+    from emoverse.judgements import JudgementStore, ReaderRules
+
+    data_dir, _ = registered
+    rules = ReaderRules(
+        per_reader_per_hour=3,
+        per_address_per_hour=5,
+        new_readers_per_address_per_hour=2,
+        min_read_s=0.5,
+        words_per_s=10_000,
+    )
+    with (
+        running_app(_judge_server(data_dir, rules)) as url,
+        httpx.Client(base_url=url, timeout=120) as a,
+        httpx.Client(base_url=url, timeout=120) as b,
+        httpx.Client(base_url=url, timeout=120) as c,
+    ):
+
+        def poem(client: httpx.Client) -> str:
+            got = client.get("/judge/poem")
+            assert got.status_code == 200, got.text
+            return got.json()["poem_id"]
+
+        def answer(client: httpx.Client, poem_id: str) -> httpx.Response:
+            return client.post("/judgements", json={"poem_id": poem_id, "guess": "anger"})
+
+        first = poem(a)
+        fast = answer(a, first)  # sooner than a person reads
+        assert fast.status_code == 422 and "reading it takes" in fast.json()["message"]
+        time.sleep(0.6)
+        assert answer(b, first).status_code == 422  # another reader's poem (b has no token)
+        assert answer(a, first).status_code == 200  # the refusals did not use the poem up
+        for _ in range(2):
+            p = poem(a)
+            time.sleep(0.6)
+            assert answer(a, p).status_code == 200
+        p = poem(a)
+        time.sleep(0.6)
+        limited = answer(a, p)  # a fourth answer this hour
+        assert limited.status_code == 429 and "one reader" in limited.json()["message"]
+        assert limited.headers["Retry-After"]
+        for _ in range(2):
+            p = poem(b)
+            time.sleep(0.6)
+            assert answer(b, p).status_code == 200
+        p = poem(b)
+        time.sleep(0.6)
+        by_address = answer(b, p)  # b's third, the address's sixth
+        assert by_address.status_code == 429 and "one address" in by_address.json()["message"]
+        crowd = c.get("/judge/poem")  # a third reader from one address this hour
+        assert crowd.status_code == 429 and "new readers" in crowd.json()["message"]
+        joy = next(m for m in a.get("/models").json()["models"] if m["emotion"] == "joy")
+        assert joy["human_accuracy"]["n"] == 5 and joy["human_readers"] == 2
+    store = JudgementStore(RunPaths(data_dir).judgements_db)
+    readers = store.reader_summary()
+    assert [r["answers"] for r in readers] == [3, 2]
+    code, out, _ = _cli(["judgements", "--data-dir", str(data_dir)], capsys)
+    assert code == 0 and str(readers[0]["reader"]) in out
+    argv = [
+        "judgements",
+        "--data-dir",
+        str(data_dir),
+        "--discard-reader",
+        str(readers[0]["reader"]),
+    ]
+    code, out, err = _cli(argv, capsys)
+    assert code == 0 and "emoverse-joy v1" in out, err
+    assert store.accuracy()[("joy", 1)].n == 2 and store.readers()[("joy", 1)] == 1
+    record = ModelRegistry.for_data_dir(data_dir, read_only=True).get("joy")
+    assert record.human_accuracy is not None and record.human_accuracy["n"] == 2
+    code, out, _ = _cli(["models", "--data-dir", str(data_dir)], capsys)
+    assert "of 2 by 1" in out
+
+
+def test_a_damaged_judgements_file_leaves_the_models_listed(registered, capsys, one_torch_thread):
+    import httpx
+
+    from apps.server import running_app
+    from emoverse.judgements import ReaderRules
+
+    data_dir, _ = registered
+    db = RunPaths(data_dir).judgements_db
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    code, out, err = _cli(["models", "--data-dir", str(data_dir)], capsys)
+    assert code == 0 and "joy" in out and "readers' accuracy left out" in err
+    rules = ReaderRules(min_read_s=0)
+    with (
+        running_app(_judge_server(data_dir, rules)) as url,
+        httpx.Client(base_url=url, timeout=120) as http,
+    ):
+        listed = http.get("/models")
+        assert listed.status_code == 200 and listed.json()["models"][0]["emotion"] == "joy"
+        assert "left out" in listed.json()["warnings"][0]
+        poem_id = http.get("/judge/poem").json()["poem_id"]
+        body = {"poem_id": poem_id, "guess": "joy"}
+        assert http.post("/judgements", json=body).status_code == 503
+        db.rename(db.with_name("damaged.db"))  # moved aside, as the message says
+        assert http.post("/judgements", json=body).status_code == 200  # the poem is still open

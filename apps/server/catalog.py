@@ -1,8 +1,9 @@
 """What the server offers: the labels, and the model each emotion uses now.
 
-    GET  /emotions   the nine labels
-    GET  /models     the model each emotion uses now (champion, or newest with a warning),
-                     with its readers' accuracy from the judging page
+GET  /emotions   the nine labels
+GET  /models     the model each emotion uses now (champion, or newest with a warning),
+                 with its readers' accuracy from the judging page and how many
+                 readers gave it (a damaged judgements file: left out, with a warning)
 """
 
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from apps.server.cache import ModelCache
+from apps.server.errors import public_message
 from emoverse.emotions import LABELS
 from emoverse.errors import NoModelError
-from emoverse.judgements import JudgementStore
+from emoverse.judgements import JudgementStore, accuracy_or_warning
 from models.registry.model_registry import CHAMPION
 
 router = APIRouter()
@@ -30,7 +32,7 @@ def list_models(request: Request) -> dict[str, Any]:
     models: ModelCache = request.app.state.models
     store: JudgementStore = request.app.state.judgements
     found, missing = [], []
-    human = store.accuracy()
+    human, readers, unreadable = accuracy_or_warning(store)
     for emotion in LABELS:
         try:
             record, warning = models.current(emotion)
@@ -50,6 +52,10 @@ def list_models(request: Request) -> dict[str, Any]:
                 "human_accuracy": (
                     share.to_dict() if (share := human.get((emotion, record.version))) else None
                 ),
+                "human_readers": readers.get((emotion, record.version), 0),
             }
         )
-    return {"models": found, "missing": missing}
+    answer: dict[str, Any] = {"models": found, "missing": missing}
+    if unreadable:
+        answer["warnings"] = [public_message(unreadable)]
+    return answer

@@ -49,7 +49,8 @@ async function tally() {
   const rows = got.models.filter((m) => m.human_accuracy).map((m) => {
     const a = m.human_accuracy;
     const pct = (x) => `${Math.round(100 * x)}%`;
-    return `<tr><td>${m.emotion} v${m.version}</td><td>${a.k} of ${a.n}</td>` +
+    const readers = m.human_readers === 1 ? "1 reader" : `${m.human_readers} readers`;
+    return `<tr><td>${m.emotion} v${m.version}</td><td>${a.k} of ${a.n} by ${readers}</td>` +
       `<td>${pct(a.low)}–${pct(a.high)}</td></tr>`;
   });
   $("tally").innerHTML = rows.join("");
