@@ -27,6 +27,8 @@ from models.records import JUDGES, Evaluation
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+TERMINATE_GRACE_S = 5.0  # after SIGTERM: Prefect records the flow run as crashed
+SERVER_START_S = 120  # the longest the temporary Prefect server may take to start
 
 
 def _check(text: str, lo: float, hi: float, flag: str, *, integer: bool) -> float:
@@ -406,7 +408,11 @@ def _run_flows(
     settings: TrainingSettings | None,
 ) -> int:
     """The flow commands, under the data dir's lock."""
-    _start_prefect_server()
+    try:
+        _start_prefect_server()
+    except RuntimeError as exc:  # Prefect's own words: it did not answer in time
+        print(f"emoverse: failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILED
     from flows.corpus import ingest, tag
     from flows.pipeline import pipeline
     from flows.training import train_by_mode
@@ -452,7 +458,11 @@ def _run_flows(
 def _start_prefect_server() -> None:
     """Start the temporary Prefect server (when no PREFECT_API_URL names one) one process at
     a time: two starting together race on the shared Prefect database's migrations."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
 
     if PREFECT_API_URL.value():
         return
@@ -462,18 +472,27 @@ def _start_prefect_server() -> None:
     home = Path(PREFECT_HOME.value())
     home.mkdir(parents=True, exist_ok=True)
     with FileLock(str(home / "emoverse-server-start.lock")):
-        SubprocessASGIServer().start()
+        # A first start migrates a new database: on a busy machine that outlasts Prefect's
+        # 20 s default.
+        wait = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), SERVER_START_S)
+        SubprocessASGIServer().start(timeout=wait)
 
 
 @contextlib.contextmanager
 def _terminate_promptly() -> Iterator[None]:
-    """SIGTERM ends the process now. Prefect turns it into a crash of the running flow (its
-    state recorded) and then hands it on to this handler; threads still downloading or
-    training are not waited for. Every write is atomic, so stopping here keeps what SIGKILL
-    keeps: whole files, one registry transaction or none, the data dir's lock released."""
+    """SIGTERM ends the process within TERMINATE_GRACE_S. Inside a flow Prefect's own
+    handler turns it into a crash of the run, and would then wait for every worker thread (a
+    download dripping for minutes, a training); a watcher thread, woken by the signal itself
+    (`signal.set_wakeup_fd`, whoever's handler runs), gives Prefect the grace to record the
+    crash and then ends the process. Every write is atomic, so stopping here keeps what
+    SIGKILL keeps: whole files, one registry transaction or none, the data dir's lock
+    released."""
     import signal
+    import socket
+    import threading
+    import time
 
-    def terminated(signum: int, frame: object) -> None:
+    def finish(signum: int) -> None:
         print("emoverse: terminated", file=sys.stderr, flush=True)
         try:
             from prefect.server.api.server import SubprocessASGIServer
@@ -484,14 +503,34 @@ def _terminate_promptly() -> Iterator[None]:
         os._exit(128 + signum)
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminated)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: finish(signum))
     except ValueError:  # not the main thread (an embedding program's): its own handling
         yield
         return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            try:
+                woken = reader.recv(64)
+            except OSError:
+                return
+            if not woken:
+                return
+            if signal.SIGTERM in woken:
+                time.sleep(TERMINATE_GRACE_S)
+                finish(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="emoverse-sigterm", daemon=True).start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(old_fd)
         signal.signal(signal.SIGTERM, previous)
+        writer.close()
+        reader.close()
 
 
 def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:

@@ -391,3 +391,42 @@ def test_a_damaged_judgements_file_leaves_the_models_listed(registered, capsys, 
         assert http.post("/judgements", json=body).status_code == 503
         db.rename(db.with_name("damaged.db"))  # moved aside, as the message says
         assert http.post("/judgements", json=body).status_code == 200  # the poem is still open
+
+
+def test_sigterm_ends_a_cli_run_promptly(scripted_mirror, tmp_path):
+    """A SIGTERM while a book downloads (a mirror dripping bytes, in a worker thread) ends the
+    process within seconds, its lock released, rather than when the download gives up."""
+    from emoverse.corpus import book_path
+    from emoverse.runlock import data_dir_lock
+
+    m = scripted_mirror
+    m.drip_s = 0.5
+    m.script(book_path(1065), "drip")
+    data_dir = tmp_path / "data"
+    argv = ["ingest", "--data-dir", str(data_dir), "--mirror", m.url, "--ids", "1065"]
+    env = _env(EMOVERSE_DOWNLOAD_DEADLINE_S="900", PREFECT_HOME=str(tmp_path / "prefect"))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while m.count(book_path(1065)) == 0:  # the flow has started and is downloading
+            assert run.poll() is None and time.monotonic() < deadline, "never downloaded"
+            time.sleep(0.5)
+        time.sleep(2)
+        run.terminate()
+        started = time.monotonic()
+        run.wait(timeout=120)
+        assert time.monotonic() - started < 30
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode != 0
+    with data_dir_lock(data_dir, on_wait=pytest.fail):  # released: taken without waiting
+        pass
