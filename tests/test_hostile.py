@@ -17,7 +17,8 @@ from apps import cli
 from emoverse.paths import RunPaths
 from models.registry.model_registry import ModelRegistry
 
-REPO = Path(__file__).resolve().parents[1]
+# The code subprocesses run: the PYTHONPATH this test runs under, else this checkout.
+REPO = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or Path(__file__).parents[1])
 
 
 @pytest.fixture
