@@ -5,7 +5,8 @@
     EMOVERSE_PARALLEL_TRAININGS  children trained at once in one process (default 1)
     EMOVERSE_POLL_SECONDS        how often `train` polls the children's runs (default 2)
     EMOVERSE_MAX_BOOK_BYTES      largest download accepted from a mirror (default 128 MiB)
-    EMOVERSE_DOWNLOAD_DEADLINE_S seconds one download may take in all, then retried (default 300)
+    EMOVERSE_DOWNLOAD_DEADLINE_S seconds one file's download may take, every attempt together
+                                 (default 120)
     EMOVERSE_MAX_BODY_BYTES      largest request body `emoverse serve` reads (default 64 KiB)
     EMOVERSE_MAX_CONNECTIONS     connections `emoverse serve` holds open at once (default 256)
     EMOVERSE_KEEPALIVE_S         seconds an idle keep-alive connection is kept (default 5)
@@ -25,6 +26,7 @@ from emoverse.errors import EmoverseError
 GUTENBERG_URL = "https://www.gutenberg.org"  # the public site, production default
 DEFAULT_DATA_DIR = "data/run"  # relative to the working directory: the checkout, for workers
 DEFAULT_BASE_MODEL = "scratch:tiny"
+DOWNLOAD_DEADLINE_S = 120.0  # a book's download, every attempt together
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CURATED_IDS_FILE = REPO_ROOT / "data" / "curated_ids.txt"
 
@@ -70,9 +72,10 @@ def max_book_bytes() -> int:
 
 
 def download_deadline_s() -> float:
-    """How long one download may take, all of it: a mirror that drips a byte every few
-    seconds never trips a read timeout, so each attempt also has this overall deadline."""
-    return _positive("EMOVERSE_DOWNLOAD_DEADLINE_S", 300.0, float)
+    """How long one file's download may take, every attempt and pause together: a mirror
+    that drips a byte every few seconds never trips a read timeout, and a poetry book (a few
+    MB) that has not come in two minutes is not coming."""
+    return _positive("EMOVERSE_DOWNLOAD_DEADLINE_S", DOWNLOAD_DEADLINE_S, float)
 
 
 def max_body_bytes() -> int:

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from apps.cli import generate, judge, pipeline, registry, report, serve
+from apps.cli import generate, judge, judgements, pipeline, registry, report, serve
 from apps.cli.parser import build_parser
 from emoverse.errors import EmoverseError, SettingError
 from emoverse.paths import RunPaths
@@ -43,6 +43,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return registry.models(args, data_dir)
     if args.command == "report":
         return report.report(args, paths)
+    if args.command == "judgements":
+        return judgements.judgements(args, data_dir)
     if pipeline.run_stage(args, paths, data_dir):
         return 0
     return EXIT_FAILED

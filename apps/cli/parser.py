@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub, data)
     _add_models(sub, data)
     _add_judge(sub)
+    _add_judgements(sub, data)
     _add_report(sub, data)
     return parser
 
@@ -338,6 +339,19 @@ def _add_judge(sub: Subparsers) -> None:
         "file", nargs="?", default="-", metavar="FILE", help="a file, or - for stdin (default)"
     )
     judge.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_judgements(sub: Subparsers, data: argparse.ArgumentParser) -> None:
+    judgements = sub.add_parser(
+        "judgements", parents=[data], help="the readers of the judging page and their answers"
+    )
+    judgements.add_argument(
+        "--discard-reader",
+        metavar="READER",
+        default=None,
+        help="delete every answer of READER (an id this command lists) and record the "
+        "figures without them",
+    )
 
 
 def _add_report(sub: Subparsers, data: argparse.ArgumentParser) -> None:

@@ -2,9 +2,11 @@
 flow starts (bad input costs no server start), and their results printed."""
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -16,6 +18,9 @@ from emoverse.paths import RunPaths
 from emoverse.settings import parse_ids
 from models.config import TrainingSettings, setting_error
 
+TERMINATE_GRACE_S = 5.0  # after SIGTERM: Prefect records the flow run as crashed
+SERVER_START_S = 120  # the longest the temporary Prefect server may take to start
+
 
 def run_stage(args: argparse.Namespace, paths: RunPaths, data_dir: Path) -> bool:
     """Run the command's flow and print what it made; False when a stage failed (Prefect has
@@ -26,11 +31,35 @@ def run_stage(args: argparse.Namespace, paths: RunPaths, data_dir: Path) -> bool
         print(tag_report(paths.partitions))
         return True
 
+    mirror, ids, catalog, settings = None, None, None, None
     if args.command in ("run", "ingest"):
         mirror, ids, catalog = _books(args)
     if args.command in ("run", "train"):
         settings = training_settings(args)
 
+    from emoverse.runlock import data_dir_lock
+
+    def waiting(line: str) -> None:
+        print(f"emoverse: {line}", file=sys.stderr, flush=True)
+
+    with _terminate_promptly(), data_dir_lock(data_dir, on_wait=waiting):
+        return _run_flows(args, data_dir, mirror, ids, catalog, settings)
+
+
+def _run_flows(
+    args: argparse.Namespace,
+    data_dir: Path,
+    mirror: str | None,
+    ids: list[int] | None,
+    catalog: Path | None,
+    settings: TrainingSettings | None,
+) -> bool:
+    """The flow commands, under the data dir's lock."""
+    try:
+        _start_prefect_server()
+    except RuntimeError as exc:  # Prefect's own words: it did not answer in time
+        print(f"emoverse: failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return False
     # Prefect: see apps/cli/__init__.
     from flows.corpus import ingest, tag
     from flows.pipeline import pipeline
@@ -105,6 +134,84 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
         raise setting_error(exc) from None
 
 
+def _start_prefect_server() -> None:
+    """Start the temporary Prefect server (when no PREFECT_API_URL names one) one process at
+    a time: two starting together race on the shared Prefect database's migrations."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
+
+    if PREFECT_API_URL.value():
+        return
+    from filelock import FileLock
+    from prefect.server.api.server import SubprocessASGIServer
+
+    home = Path(PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(home / "emoverse-server-start.lock")):
+        # A first start migrates a new database: on a busy machine that outlasts Prefect's
+        # 20 s default.
+        wait = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), SERVER_START_S)
+        SubprocessASGIServer().start(timeout=wait)
+
+
+@contextlib.contextmanager
+def _terminate_promptly() -> Iterator[None]:
+    """SIGTERM ends the process within TERMINATE_GRACE_S. Inside a flow Prefect's own
+    handler turns it into a crash of the run, and would then wait for every worker thread (a
+    download dripping for minutes, a training); a watcher thread, woken by the signal itself
+    (`signal.set_wakeup_fd`, whoever's handler runs), gives Prefect the grace to record the
+    crash and then ends the process. Every write is atomic, so stopping here keeps what
+    SIGKILL keeps: whole files, one registry transaction or none, the data dir's lock
+    released."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    def finish(signum: int) -> None:
+        print("emoverse: terminated", file=sys.stderr, flush=True)
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().stop()  # atexit hooks do not run after os._exit
+        except Exception:
+            pass
+        os._exit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: finish(signum))
+    except ValueError:  # not the main thread (an embedding program's): its own handling
+        yield
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            try:
+                woken = reader.recv(64)
+            except OSError:
+                return
+            if not woken:
+                return
+            if signal.SIGTERM in woken:
+                time.sleep(TERMINATE_GRACE_S)
+                finish(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="emoverse-sigterm", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGTERM, previous)
+        writer.close()
+        reader.close()
+
+
 def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
     """The mirror, the ids and the catalog of `run` and `ingest`, checked."""
     from emoverse.corpus import check_mirror, poetry_ids_from_catalog
@@ -113,7 +220,7 @@ def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
     catalog = args.catalog
     if catalog is not None and not catalog.is_file():
         raise EmoverseError(f"catalog file {catalog} does not exist")
-    if args.ids:
+    if args.ids is not None:  # given, even empty: `--ids ""` is no ids, not the default list
         ids = parse_ids(args.ids)
     elif catalog is not None:
         ids = poetry_ids_from_catalog(catalog)

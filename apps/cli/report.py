@@ -16,6 +16,12 @@ def report(args: argparse.Namespace, paths: RunPaths) -> int:
 
     if not paths.data_dir.is_dir():
         raise EmoverseError(f"data dir {paths.data_dir} does not exist; run `emoverse run` first")
+    out = args.out or paths.report
+    for folder in (out, *out.parents):  # the report is a folder: no file on its way
+        if folder.exists() and not folder.is_dir():
+            raise EmoverseError(
+                f"--out {out}: {folder} is a file; --out names the folder report.md goes in"
+            )
     registry = ModelRegistry.for_data_dir(paths.data_dir)
     dial, skipped = None, None
     if args.dial:
@@ -29,7 +35,7 @@ def report(args: argparse.Namespace, paths: RunPaths) -> int:
         registry,
         JudgementStore(paths.judgements_db),
         paths.partitions,
-        args.out or paths.report,
+        out,
         dial=dial,
         dial_skipped=skipped,
     )

@@ -22,7 +22,7 @@ from apps.server import catalog, generation, judging, page, scoring
 from apps.server.cache import DEFAULT_CACHE_SIZE, DEFAULT_REGISTRY_TTL_S, ModelCache
 from apps.server.errors import BodyLimit, add_error_handlers
 from emoverse import settings
-from emoverse.judgements import JudgementStore
+from emoverse.judgements import JudgementStore, ReaderRules
 from emoverse.paths import RunPaths
 from models.registry.model_registry import ModelRegistry
 
@@ -35,10 +35,12 @@ def create_app(
     batching: BatchSettings | None = None,
     max_body_bytes: int | None = None,
     trusted_hosts: list[str] | None = None,
+    reader_rules: ReaderRules | None = None,
 ) -> FastAPI:
     """The app over the registry of `data_dir` (or `MLFLOW_TRACKING_URI`). Bodies over
-    `max_body_bytes` (default: the setting) are a 413; with `trusted_hosts`, a request naming
-    another Host is a 400."""
+        `max_body_bytes` (default: the setting) are a 413; with `trusted_hosts`, a request naming
+        another Host is a 400. `reader_rules`: how much one reader's answers may weigh (default
+    `ReaderRules()`)."""
     paths = RunPaths(data_dir)
     registry = ModelRegistry.for_data_dir(data_dir, read_only=True)
     app = FastAPI(title="emoverse", summary="Emotion-conditioned poetry from the model registry")
@@ -47,7 +49,9 @@ def create_app(
     )
     app.state.judgements = JudgementStore(paths.judgements_db)
     app.state.judging = judging.Judging(
-        app.state.judgements, functools.cache(lambda: ModelRegistry.for_data_dir(data_dir))
+        app.state.judgements,
+        functools.cache(lambda: ModelRegistry.for_data_dir(data_dir)),
+        reader_rules or ReaderRules(),
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes())
     if trusted_hosts:

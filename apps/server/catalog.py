@@ -1,12 +1,12 @@
 """What the server offers: the labels, and the model each emotion uses now.
 
-    GET  /emotions   the nine labels
-    GET  /models     the model each emotion uses now (champion, or newest with a warning),
-                     with each judge's fidelity (NRC, Empath, NADE; NADE's mean intensity
-                     of the emotion and its rank test against the base), its readers'
-                     accuracy from the judging page, and the conditional model's version
-                     (null when none is registered: the page then offers only the emotions'
-                     own models)
+GET  /emotions   the nine labels
+GET  /models     the model each emotion uses now (champion, or newest with a warning),
+                 with each judge's fidelity (NRC, Empath, NADE; NADE's mean intensity of
+                 the emotion and its rank test against the base), its readers' accuracy
+                 from the judging page and how many readers gave it (a damaged judgements
+                 file: left out, with a warning), and the conditional model's version (null
+                 when none is registered: the page then offers only the emotions' own models)
 """
 
 from typing import Any
@@ -14,9 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from apps.server.cache import ModelCache
+from apps.server.errors import public_message
 from emoverse.emotions import CONDITIONAL, LABELS
 from emoverse.errors import NoModelError
-from emoverse.judgements import JudgementStore
+from emoverse.judgements import JudgementStore, accuracy_or_warning
 from emoverse.judges import JUDGES
 from models.registry.model_registry import CHAMPION
 
@@ -35,7 +36,7 @@ def list_models(request: Request) -> dict[str, Any]:
     models: ModelCache = request.app.state.models
     store: JudgementStore = request.app.state.judgements
     found, missing = [], []
-    human = store.accuracy()
+    human, readers, unreadable = accuracy_or_warning(store)
     for emotion in LABELS:
         try:
             record, warning = models.current(emotion)
@@ -56,6 +57,7 @@ def list_models(request: Request) -> dict[str, Any]:
                 "human_accuracy": (
                     share.to_dict() if (share := human.get((emotion, record.version))) else None
                 ),
+                "human_readers": readers.get((emotion, record.version), 0),
             }
         )
     try:
@@ -63,7 +65,10 @@ def list_models(request: Request) -> dict[str, Any]:
         made = {"version": conditional.version, "champion": CHAMPION in conditional.aliases}
     except NoModelError:
         made = None
-    return {"models": found, "missing": missing, "conditional": made}
+    answer: dict[str, Any] = {"models": found, "missing": missing, "conditional": made}
+    if unreadable:
+        answer["warnings"] = [public_message(unreadable)]
+    return answer
 
 
 def _judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any] | None]:

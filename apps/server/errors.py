@@ -1,11 +1,11 @@
 """How the server answers what goes wrong: one JSON shape, `{"message": ..., "detail"?: ...}`.
 
-    422  bad input, its `message` naming the field (`<field>: <problem>`), `detail` as
-         FastAPI's validation errors (without the input echoed back)
-    413  a body over the limit (`BodyLimit`, before or while it is read)
-    404  no model for the emotion
-    503  a full queue (with Retry-After), or a registered model the server cannot load
-         (the log has the whole message; the client gets it without server paths)
+422  bad input, its `message` naming the field (`<field>: <problem>`), `detail` as
+     FastAPI's validation errors (without the input echoed back)
+413  a body over the limit (`BodyLimit`, before or while it is read)
+404  no model for the emotion
+503  a full queue (with Retry-After), or a registered model the server cannot load
+     (the log has the whole message; the client gets it without server paths)
 """
 
 import logging
@@ -26,6 +26,7 @@ from emoverse.errors import (
     IncompatibleModelsError,
     NoModelError,
 )
+from emoverse.judgements import JudgementRefused
 
 log = logging.getLogger("emoverse.serve")
 
@@ -88,7 +89,6 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-
 def _finite(value: float) -> Any:
     return value if math.isfinite(value) else str(value)
 
@@ -129,6 +129,11 @@ def add_error_handlers(app: FastAPI) -> None:
     async def incompatible(request: Request, exc: IncompatibleModelsError) -> JSONResponse:
         detail = [{"loc": ["body", "blend"], "msg": str(exc), "type": "value_error"}]
         return JSONResponse(status_code=422, content={"detail": detail, "message": str(exc)})
+
+    @app.exception_handler(JudgementRefused)
+    async def refused(request: Request, exc: JudgementRefused) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.status == 429 else None
+        return JSONResponse(status_code=exc.status, content={"message": str(exc)}, headers=headers)
 
     @app.exception_handler(NoModelError)
     async def no_model(request: Request, exc: NoModelError) -> JSONResponse:

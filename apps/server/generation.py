@@ -217,5 +217,3 @@ async def _events(job: Job, request: Request, answer: dict[str, Any]) -> Any:
                 yield _sse("error", {"status": event[1], "message": event[2]})
     finally:
         job.cancel()  # the client went away (or the stream ended): stop writing
-
-

@@ -17,8 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from models.generation.blend import FLUENT_MAX_STRENGTH
 
 STATIC = Path(__file__).parent / "static"
-PAGE = (STATIC / "index.html").read_text(encoding="utf-8").replace(
-    "__FLUENT_MAX__", f"{FLUENT_MAX_STRENGTH:g}"
+PAGE = (
+    (STATIC / "index.html")
+    .read_text(encoding="utf-8")
+    .replace("__FLUENT_MAX__", f"{FLUENT_MAX_STRENGTH:g}")
 )
 JUDGE_PAGE = (STATIC / "judge.html").read_text(encoding="utf-8")
 

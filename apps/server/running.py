@@ -85,4 +85,3 @@ def running_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterato
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
-

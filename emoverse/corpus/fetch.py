@@ -29,6 +29,7 @@ USER_AGENT = "emoverse/" + ".".join(__version__.split(".")[:2])  # "emoverse/0.1
 # Polite by default: the site asks robots not to hammer it.
 DEFAULT_PARALLEL = 2
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+RDF_DEADLINE_S = 20.0  # the RDF record is a best-effort fallback for a title and author
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,17 +156,26 @@ def _http_get(
     mirror: str,
     retry: RetryPolicy,
     abort: Abort | None = None,
+    deadline_s: float | None = None,
 ) -> bytes | None:
     """The body at `url`, or None for a 404/410 (final). 5xx, 408/429, timeouts and dropped
-    connections are retried. Raises MirrorNotFoundError when no attempt could even connect,
-    BookRejectedError for an HTML page or when every attempt failed."""
+    connections are retried, all attempts together within `deadline_s` (default the
+    download deadline): a mirror that drips bytes is given up on, not waited out per attempt.
+    Raises MirrorNotFoundError when no attempt could even connect, BookRejectedError for an
+    HTML page or when every attempt failed."""
     failures: list[str] = []
     only_connect_errors = True
     max_bytes = settings.max_book_bytes()
-    deadline_s = settings.download_deadline_s()
+    if deadline_s is None:
+        deadline_s = settings.download_deadline_s()
+    give_up_at = time.monotonic() + deadline_s
     for attempt in range(1, retry.attempts + 1):
         if attempt > 1:
-            time.sleep(retry.delay(attempt - 1))
+            pause = retry.delay(attempt - 1)
+            if time.monotonic() + pause >= give_up_at:
+                failures.append(f"{failures.pop()}; no time left for another attempt")
+                break
+            time.sleep(pause)
         if abort is not None and abort.is_set():
             raise Aborted
         try:
@@ -180,20 +190,23 @@ def _http_get(
                 if status != 200:
                     raise BookRejectedError(FETCH_FAILED, f"HTTP {status} at {url}")
                 # A dropped connection mid-body raises here, while the body is read.
-                body = _read_body(response, url, max_bytes, time.monotonic() + deadline_s)
+                body = _read_body(response, url, max_bytes, give_up_at)
         except httpx.RequestError as exc:
             only_connect_errors &= isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             failures.append(_describe(exc))
             continue
-        except _TooSlow:
-            failures.append(f"download not done within {deadline_s:g} s")
-            continue
+        except _TooSlow:  # the time for every attempt is spent: a slow mirror stays slow
+            raise BookRejectedError(
+                FETCH_FAILED,
+                f"download not done within {deadline_s:g} s at {url} (all attempts together; "
+                "EMOVERSE_DOWNLOAD_DEADLINE_S)",
+            ) from None
         if looks_like_html(body, response.headers.get("content-type", "")):
             raise BookRejectedError(HTML_PAGE, f"{url} served an HTML page with status 200")
         return body
     if only_connect_errors:
         raise MirrorNotFoundError(f"Gutenberg mirror {mirror} cannot be reached: {failures[-1]}")
-    tries = "attempt" if retry.attempts == 1 else f"{retry.attempts} attempts"
+    tries = "attempt" if len(failures) == 1 else f"{len(failures)} attempts"
     raise BookRejectedError(FETCH_FAILED, f"{failures[-1]} at {url} after {tries}")
 
 
@@ -333,7 +346,9 @@ def get_rdf(
     assert client is not None
     url = f"{mirror.rstrip('/')}/{_rdf_path(gutenberg_id)}"
     try:
-        raw = _http_get(client, url, mirror, RetryPolicy(attempts=1))
+        # A fallback: it may not hold the book up longer than a fraction of its own deadline.
+        deadline_s = min(RDF_DEADLINE_S, settings.download_deadline_s())
+        raw = _http_get(client, url, mirror, RetryPolicy(attempts=1), deadline_s=deadline_s)
     except EmoverseError:
         return None
     if raw is not None and cache_dir is not None:

@@ -84,7 +84,7 @@ def tag_poems(
         return _relayout(partitions_dir, current, keep)
 
     started = time.perf_counter()
-    poems = pq.read_table(poems_file).select(POEM_SCHEMA.names).cast(POEM_SCHEMA)
+    poems = read_poems(poems_file)
     tagged = tag_table(
         poems,
         min_hits=min_hits,
@@ -113,6 +113,19 @@ def tag_poems(
         },
     )
     return TagResult(manifest["counts"], manifest["version"], False, manifest)
+
+
+def read_poems(poems_file: Path) -> pa.Table:
+    """The ingest stage's poems, in its schema; a file that is not that (garbled, cut short,
+    other columns) is one error saying how to repair it."""
+    try:
+        return pq.read_table(poems_file).select(POEM_SCHEMA.names).cast(POEM_SCHEMA)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise MissingStageOutputError(
+            f"the poems file {poems_file} is damaged ({first}); run `emoverse ingest` again "
+            "to rewrite it"
+        ) from None
 
 
 # What write_version works out itself; the rest of a manifest describes how rows were tagged.

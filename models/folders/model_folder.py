@@ -48,15 +48,39 @@ hf_logging.disable_progress_bar()
 # --- the weights' record: sizes and sha256 ---------------------------------------------------
 
 
+# Besides the weights, every file that decides what a model writes: a permuted vocabulary
+# in tokenizer.json is still valid JSON, and loads into garbage without an error.
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    ADAPTER_CONFIG,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
+
+
 def weight_files(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("*.safetensors"))
 
 
+def recorded_files(folder: Path) -> list[Path]:
+    """The files whose sizes and digests a folder's record holds: the weights, and the
+    config, generation config and tokenizer files it has."""
+    folder = Path(folder)
+    return [*weight_files(folder), *(folder / n for n in MODEL_FILES if (folder / n).is_file())]
+
+
 def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
-    """{file name: {size, sha256}} of a folder's safetensors files (recorded at save and at
-    registration, checked on load)."""
+    """{file name: {size, sha256}} of a folder's weights, config, generation config and
+    tokenizer files (recorded at save and at registration, checked on load)."""
     return {
-        p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in weight_files(folder)
+        p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in recorded_files(folder)
     }
 
 
@@ -77,23 +101,24 @@ _verified_lock = threading.Lock()
 
 
 def verify_weights(folder: Path, expected: dict[str, dict[str, Any]] | None = None) -> None:
-    """Check a model folder's weight files against their record (`expected`, else the card's):
-    the size on every call, the sha256 once per process per file. Raises DamagedModelError
-    naming the file and how to rebuild it. A folder with no record is only checked for
-    weights being there."""
+    """Check a model folder's weight, config and tokenizer files against their record
+    (`expected`, else the card's): the size on every call, the sha256 once per process per
+    file. Raises DamagedModelError naming the file and how to rebuild it. A folder with no
+    record is only checked for weights being there."""
     folder = Path(folder)
     expected = expected or recorded_digests(folder)
     if not expected:
         return
     for name, want in sorted(expected.items()):
         path = folder / name
+        kind = "weight" if name.endswith(".safetensors") else "model"
         try:
             stat = path.stat()
         except OSError:
-            raise DamagedModelError(f"weight file {path} is missing; {REBUILD_HINT}") from None
+            raise DamagedModelError(f"{kind} file {path} is missing; {REBUILD_HINT}") from None
         if stat.st_size != want.get("size"):
             raise DamagedModelError(
-                f"weight file {path} is damaged ({stat.st_size} bytes, {want.get('size')} "
+                f"{kind} file {path} is damaged ({stat.st_size} bytes, {want.get('size')} "
                 f"recorded); {REBUILD_HINT}"
             )
         key = (str(path.resolve()), str(want.get("sha256")), stat.st_size, stat.st_mtime_ns)
@@ -102,7 +127,7 @@ def verify_weights(folder: Path, expected: dict[str, dict[str, Any]] | None = No
                 continue
         if sha256_file(path) != want.get("sha256"):
             raise DamagedModelError(
-                f"weight file {path} is damaged (its sha256 differs from the one recorded "
+                f"{kind} file {path} is damaged (its sha256 differs from the one recorded "
                 f"when it was saved); {REBUILD_HINT}"
             )
         with _verified_lock:

@@ -16,7 +16,8 @@ with an error naming the versions. `materialize` turns a recipe into a model fol
 - anything else is merged in float32 (a LoRA child is merged into its base first, which is
   the same as scaling its adapter) and saved as a Hugging Face folder (safetensors, the
   base's tokenizer and generation config, a card naming the recipe) under
-  `<data-dir>/models/blends/<key>/`, keyed by the versions, folders and weights; written to a
+  `<data-dir>/models/blends/<key>/` (the user's cache when the data dir is read-only), keyed
+  by the versions, folders and weights; written to a
   temporary folder and renamed, once per key across processes (a file lock), and only the
   newest `MAX_CACHED_BLENDS` are kept on disk.
 
@@ -275,7 +276,7 @@ def materialize(recipe: Recipe, cache_root: str | Path, *, keep: int = MAX_CACHE
     else the merged folder under `cache_root`, merged now unless an earlier call did."""
     if (folder := recipe.shortcut()) is not None:
         return Path(folder)
-    cache_root = Path(cache_root)
+    cache_root = writable_blends_root(Path(cache_root))
     folder = cache_root / recipe.key()
     if folder.is_dir():
         _touch(folder)
@@ -287,6 +288,20 @@ def materialize(recipe: Recipe, cache_root: str | Path, *, keep: int = MAX_CACHE
     _touch(folder)
     prune(cache_root, keep)
     return folder
+
+
+def writable_blends_root(preferred: Path) -> Path:
+    """`preferred` (the data dir's blends folder) when this user can write there, else a
+    folder in the user's cache (`$XDG_CACHE_HOME/emoverse/blends`, default ~/.cache): reading
+    commands work on a read-only data dir, and merging a blend is not a write to it. The
+    recipe's key names the folders merged, so data dirs never share a merged folder wrongly."""
+    probe = preferred.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return preferred
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "emoverse" / "blends"
 
 
 def _touch(folder: Path) -> None:

@@ -50,6 +50,7 @@ PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
 HUMAN_TAG = "human_accuracy"  # readers' blind guesses: a Share as JSON
 PREFERRED_TAG = "preferred"  # which model an emotion's `--model best` uses, and why
 HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
+NO_CHAMPION = 0  # in the history: no version held the alias (before a promotion by hand)
 RELATIVE_TAG = "relative_path"  # the folder under the data dir (sqlite registries there)
 FOLDER_TAG = "folder"  # the folder's absolute path (registries not under a data dir)
 MODEL_ID_TAG = "model_id"  # the LoggedModel: `models:/<model_id>` (sqlite keeps no link)
@@ -136,6 +137,63 @@ def _check_sqlite(db: Path) -> None:
         raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'no answer'}")
 
 
+def _check_readable_registry(db: Path) -> None:
+    """What a reader needs before MLflow opens a sqlite registry, which would otherwise
+    create the file (and its folder) or lay a fresh schema over an emptied one: a reader
+    writes nothing, and says what is wrong instead."""
+    import sqlite3
+    from urllib.parse import quote
+
+    named = " (MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") else ""
+    if not db.is_file():
+        raise NoModelError(
+            f"no model registry database at {db}{named}; run `emoverse run` first, or point "
+            "MLFLOW_TRACKING_URI at an existing registry"
+            if named
+            else f"no model registry database at {db}; run `emoverse run` first"
+        )
+    if not os.access(db, os.R_OK):
+        raise EmoverseError(
+            f"the model registry database {db}{named} cannot be read: permission denied (the "
+            "file is not damaged); run as a user who may read it"
+        )
+    if db.stat().st_size == 0:
+        raise EmoverseError(
+            f"the model registry database {db}{named} is empty (0 bytes): its models are "
+            "gone; restore it from a backup, or move it away and run `emoverse run` to "
+            "register the models again"
+        )
+    connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=60)
+    try:
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError:
+        return  # damage: the quick check that follows names it
+    finally:
+        connection.close()
+    if "registered_models" not in tables:
+        raise EmoverseError(
+            f"the model registry database {db}{named} holds no MLflow registry (a sqlite file "
+            "of something else); restore it from a backup, or move it away and run "
+            "`emoverse run` to register the models again"
+        )
+
+
+def _permission_problem(db: Path, exc: BaseException) -> str | None:
+    """"read" or "written" when `exc` comes from permissions on a registry database (or its
+    folder, where sqlite and the lock put their files), not from damage; else None."""
+    text = str(exc).lower()
+    said = isinstance(exc, PermissionError) or any(
+        words in text for words in ("readonly database", "read-only", "permission denied")
+    )
+    folder_closed = not os.access(db.parent, os.W_OK | os.X_OK)
+    if db.is_file() and not os.access(db, os.R_OK):
+        return "read"
+    closed = db.is_file() and (not os.access(db, os.W_OK) or folder_closed)
+    if said or (closed and ("unable to open" in text or "lock" in text)):
+        return "written"
+    return None
+
+
 def _guarded(method: F) -> F:
     """A registry that cannot be read (a damaged database, a tracking server that does not
     answer) is one clear EmoverseError, not a traceback."""
@@ -172,6 +230,8 @@ class ModelRegistry:
             # MLflow sets its loggers up on import and announces schema migrations at INFO.
             logging.getLogger("mlflow").setLevel(logging.WARNING)
             # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
+            if read_only and uri.startswith("sqlite:///"):
+                _check_readable_registry(self._db)
             with self._write_lock():
                 if uri.startswith("sqlite:///"):
                     _check_sqlite(self._db)
@@ -243,6 +303,12 @@ class ModelRegistry:
         first = text.splitlines()[0][:200] if text else type(exc).__name__
         if self.uri.startswith("sqlite:///"):
             db = self.uri.removeprefix("sqlite:///")
+            if denied := _permission_problem(Path(db), exc):
+                return EmoverseError(
+                    f"the model registry database {db} cannot be {denied}: permission denied "
+                    f"({first}); it is not damaged: run as its owner, or make it and its "
+                    "folder writable"
+                )
             return EmoverseError(
                 f"the model registry database {db} cannot be read ({first}); restore it from "
                 "a backup, or move it away and run `emoverse run` to register the models again"
@@ -407,12 +473,19 @@ class ModelRegistry:
         history) when it already is."""
         self.get(emotion, version=version)  # a clear error for a version that does not exist
         with self._write_lock():
-            if self.champion_version(emotion) != version:
-                self._set_champion(model_name(emotion), version)
+            current = self.champion_version(emotion)
+            if current != version:
+                name = model_name(emotion)
+                if current is None:  # remembered, so that a rollback undoes the promotion
+                    history = [*self._champion_history(name), NO_CHAMPION]
+                    self._client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+                self._set_champion(name, version)
         return self.get(emotion)
 
-    def rollback(self, emotion: str) -> ModelRecord:
-        """Give the champion alias back to the version that held it before."""
+    def rollback(self, emotion: str) -> ModelRecord | None:
+        """Give the champion alias back to the version that held it before; None when there
+        was none before (a version promoted by hand where none had passed the gate): the
+        emotion has no champion again."""
         name = model_name(check_label(emotion))
         if not self.list(emotion):
             raise NoModelError(f"{emotion} has no model versions; nothing to roll back")
@@ -421,6 +494,11 @@ class ModelRegistry:
             if len(history) < 2:
                 raise NoModelError(f"{emotion} has no earlier champion to roll back to")
             history.pop()
+            if history[-1] == NO_CHAMPION:
+                history.pop()
+                self._client.delete_registered_model_alias(name, CHAMPION)
+                self._client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+                return None
             self._client.set_registered_model_alias(name, CHAMPION, str(history[-1]))
             self._client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         return self.get(emotion)

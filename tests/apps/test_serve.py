@@ -20,7 +20,7 @@ from apps.server import SERVER_MAX_N, create_app, is_loopback, running_app
 from emoverse.corpus import book_to_rows
 from emoverse.emotions import LABELS
 from emoverse.errors import EmoverseError, GenerationSettingError
-from emoverse.judgements import Judgement, JudgementStore
+from emoverse.judgements import Judgement, JudgementStore, ReaderRules
 from models.folders.model_folder import build_scratch_model
 from models.generation.generate import (
     GenerationRequest,
@@ -635,7 +635,8 @@ def judged(served, tmp_path_factory):
     registry.register("fear", served.models["m2"], **meta, promote=False, promotion=NOT_PROMOTED)
     registry.register("neutral", served.models["m1"], **meta)
     registry.register("conditional", served.models["m1"], **meta)
-    app = create_app(data_dir, registry_ttl_s=0)
+    # Answers as soon as a poem comes: the reading time is not what these tests are about.
+    app = create_app(data_dir, registry_ttl_s=0, reader_rules=ReaderRules(min_read_s=0))
     with running_app(app) as url:
         s = Served(url, data_dir, app, served.models)
         yield s

@@ -759,4 +759,24 @@ def test_a_dripping_mirror_meets_the_download_deadline(scripted_mirror, monkeypa
     assert result.ingested == (1041,)
     reason, detail = _reasons(result)[1065]
     assert reason == FETCH_FAILED and "not done within 0.5 s" in detail
-    assert m.count(book_path(1065)) == FAST["retry"].attempts  # retried, then rejected
+    assert "all attempts together" in detail
+    assert m.count(book_path(1065)) == 1  # the deadline is every attempt's: none left to retry
+
+
+def test_a_dripping_mirror_is_given_up_on_within_the_deadline_in_all(scripted_mirror, monkeypatch):
+    """The deadline bounds a book's download, retries included: with four attempts a
+    dripping mirror used to hold a book four deadlines long (20 minutes by default)."""
+    import time
+
+    from emoverse import settings
+
+    monkeypatch.delenv("EMOVERSE_DOWNLOAD_DEADLINE_S", raising=False)
+    assert settings.download_deadline_s() <= 120  # a few-MB book within two minutes, or never
+    monkeypatch.setenv("EMOVERSE_DOWNLOAD_DEADLINE_S", "1")
+    m = scripted_mirror
+    m.script(book_path(1065), "drip")
+    started = time.monotonic()
+    with pytest.raises(BookRejectedError, match="not done within 1 s"):
+        fetch_book(m.url, 1065, retry=RetryPolicy(4, base_delay=0.01))
+    assert time.monotonic() - started < 2.5  # not four deadlines
+    assert m.count(book_path(1065)) == 1

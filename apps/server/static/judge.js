@@ -51,7 +51,8 @@ async function tally() {
     const pct = (x) => `${Math.round(100 * x)}%`;
     // Every emotion's model is judged, champion or not: the tally says which.
     const which = m.emotion === "neutral" ? " (the base)" : m.champion ? "" : " (not promoted)";
-    return `<tr><td>${m.emotion} v${m.version}${which}</td><td>${a.k} of ${a.n}</td>` +
+    const readers = m.human_readers === 1 ? "1 reader" : `${m.human_readers} readers`;
+    return `<tr><td>${m.emotion} v${m.version}${which}</td><td>${a.k} of ${a.n} by ${readers}</td>` +
       `<td>${pct(a.low)}–${pct(a.high)}</td></tr>`;
   });
   $("tally").innerHTML = rows.join("");
