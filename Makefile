@@ -24,17 +24,18 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 .PHONY: run test lint lock
 
 # Installs exactly requirements.lock (every package pinned, --no-deps) with uv when uv is on the
-# PATH or pip can fetch it into the venv, else with pip alone. torch is not in the lock: pip
-# chooses it, because pip reads the site's configuration (local wheel folders, constraints) and
-# uv does not; uv then installs pip's choice. With the lock already installed, pip's choice on
-# the CPU is torch alone; on a GPU host (another TORCH_VERSION) also the CUDA packages it needs.
+# PATH or pip can fetch it into the venv, else (or with NO_UV=1) with pip alone. torch is not in
+# the lock: pip chooses it, because pip reads the site's configuration (local wheel folders,
+# constraints) and uv does not; uv then installs pip's choice. With the lock already installed,
+# pip's choice on the CPU is torch alone; on a GPU host (another TORCH_VERSION) also the CUDA
+# packages that torch needs.
 PIP_CHOICE := import json, sys; r = json.load(open(sys.argv[1])); \
   print("\n".join(i["metadata"]["name"] + " @ " + i["download_info"]["url"] for i in r["install"]))
 $(VENV)/.installed: pyproject.toml requirements.lock
 	rm -f $@
 	$(PYTHON) -m venv --without-pip $(VENV)
-	@set -e; py=$(VENV)/bin/python; uv=$$(command -v uv || true); \
-	if [ -z "$$uv" ] && $(PYTHON) -m pip --python $$py install --quiet uv; then uv=$(VENV)/bin/uv; fi; \
+	@set -e; py=$(VENV)/bin/python; uv=$$([ -n "$(NO_UV)" ] || command -v uv || true); \
+	if [ -z "$${uv}$(NO_UV)" ] && $(PYTHON) -m pip --python $$py install --quiet uv; then uv=$(VENV)/bin/uv; fi; \
 	if [ -n "$$uv" ]; then \
 	  echo "installing requirements.lock, torch $(TORCH_VERSION) and emoverse with $$uv"; \
 	  $$uv pip install --quiet --python $$py --no-deps -r requirements.lock pip; \
