@@ -64,10 +64,12 @@ def seconds(line: str) -> float | None:
 
 
 def prefect_spans(log: Path) -> dict:
-    """From a run's Prefect log: the server's start (its start line to the first flow line),
-    and each flow and task run's seconds from its first to its last line."""
-    spans: dict[str, list[float]] = {}
-    server = first_flow = None
+    """From a run's Prefect log: the temporary server's start (its start line to the first flow
+    line), and the seconds attributed to each flow and task run: the gap before each of its
+    lines (the stages run one after another, so the run that logs next is the one that was
+    working), task runs grouped by stage name (train-joy, evaluate-joy, ... -> train, ...)."""
+    spans: dict[str, float] = {}
+    server = first_flow = last = None
     for line in log.read_text(errors="replace").splitlines():
         t = seconds(line)
         if t is None:
@@ -78,12 +80,21 @@ def prefect_spans(log: Path) -> dict:
         run = re.match(r"(Flow run|Task run) '([^']+)'", text)
         if run:
             if first_flow is None:
-                first_flow = t
-            key = f"{run[1].split()[0].lower()} {run[2]}"
-            spans.setdefault(key, [t, t])[1] = t
-    out = {k: round(b - a, 1) for k, (a, b) in spans.items()}
+                first_flow = last = t
+            name = re.sub(r"-[0-9a-f]{3}$", "", run[2])  # Prefect's task run suffix
+            if run[1] == "Task run":
+                name = "task " + name.split("-")[0]
+            elif name.startswith("train-") and name != "train-base":
+                name = "flow train-<emotion>"
+            else:
+                name = "flow " + name
+            spans[name] = spans.get(name, 0.0) + (t - last)
+            last = t
+    out = {k: round(v, 1) for k, v in spans.items()}
     if server is not None and first_flow is not None:
         out["server start"] = round(first_flow - server, 1)
+    if first_flow is not None and last is not None:
+        out["first flow line to last"] = round(last - first_flow, 1)
     return out
 
 
