@@ -378,8 +378,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
     from flows.training import train_by_mode
 
-    if args.command in ("run", "train"):
-        _warm_training_imports()
     _hide_tracebacks_of_user_errors()
     data = str(data_dir)
     try:
@@ -416,22 +414,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"emoverse: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
-
-
-def _warm_training_imports() -> None:
-    """Import the training stack (torch, transformers, datasets: seconds) in a background
-    thread, so that it loads while this process waits for Prefect's temporary server to start,
-    rather than after it. Every stage needs it, a reused one too (its checks and the registry),
-    and nothing else imports these packages meanwhile, so the two never wait on each other."""
-    import contextlib
-    import threading
-
-    def load() -> None:
-        # On failure the stage that needs the import does it again and reports the error.
-        with contextlib.suppress(Exception):
-            import models.training.stages  # noqa: F401
-
-    threading.Thread(target=load, name="warm-imports", daemon=True).start()
 
 
 def _books(args: argparse.Namespace) -> tuple[str, list[int], Path | None]:
