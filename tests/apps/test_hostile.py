@@ -18,7 +18,7 @@ from emoverse.paths import RunPaths
 from models.registry.model_registry import ModelRegistry
 
 # The code subprocesses run: the PYTHONPATH this test runs under, else this checkout.
-REPO = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or Path(__file__).parents[1])
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
