@@ -80,8 +80,10 @@ GPU = Plan(
         "eval_samples": 256,
     },
     eval={"samples": 256, "batch_size": 64},
+    # Books enough for one epoch of more than 22 full batches of 32 x 1024 tokens: the timed
+    # steps never reach an epoch's short last batch, which a compiled model compiles again for.
     throughput=(
-        *("--preset", "gpt2", "--steps", "20"),
+        *("--preset", "gpt2", "--steps", "20", "--books", "1041,574,12242,1365,1322,1279"),
         *("--batch-size", "32", "--block-size", "1024", "--compile"),
     ),
     limits={
@@ -211,10 +213,17 @@ def step_throughput(work: Path, plan: Plan, mirror: Path) -> None:
         *("--mirror", str(mirror), "--json", str(out / "throughput.json")),
         *("--profile-dir", str(out)),
     ]
-    shown = " ".join(["python", *command[1:]]).replace(f"{REPO}/", "")
-    (out / "command.txt").write_text(shown)
-    print(f"$ {shown}", flush=True)
-    subprocess.run(command, check=True)
+    for attempt in (command, [a for a in command if a != "--compile"]):
+        shown = " ".join(["python", *attempt[1:]]).replace(f"{REPO}/", "")
+        (out / "command.txt").write_text(shown)
+        print(f"$ {shown}", flush=True)
+        if subprocess.run(attempt).returncode == 0:
+            return
+        if attempt == command and "--compile" in command:
+            print("failed with torch.compile: once more without it", flush=True)
+            continue
+        break
+    raise SystemExit("the throughput bench failed")
 
 
 def step_corpus(work: Path, plan: Plan, mirror: Path) -> None:
