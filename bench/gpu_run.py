@@ -74,8 +74,12 @@ GPU = Plan(
     books=None,
     settings={
         "base_model": "scratch:small",
-        "max_steps": 600,  # per stage: bounds the family's time on a card never measured
-        "batch_size": 64,
+        # Per stage: bounds the family's time on a card never measured (the foundation is cut
+        # at about 3 epochs of the mirror; the base and the children end on their own epochs).
+        "max_steps": 800,
+        # 16k tokens a step: small partitions (surprise, disgust: about 130 train poems, 46
+        # blocks) still get a few steps per epoch.
+        "batch_size": 32,
         "block_size": 512,
         "eval_samples": 256,
     },
