@@ -67,7 +67,9 @@ def _figures(work: Path, family: dict, conditional: dict) -> list[Path]:
         file = Path(path or "") / HISTORY_FILE
         return json.loads(file.read_text()) if path and file.is_file() else None
 
-    family_histories = {
+    from emoverse.emotions import NEUTRAL
+
+    histories = {
         name: h
         for name, path in [
             ("foundation", (family.get("foundation") or {}).get("path")),
@@ -75,8 +77,13 @@ def _figures(work: Path, family: dict, conditional: dict) -> list[Path]:
         ]
         if (h := history(path)) is not None
     }
-    if family_histories:
-        plot_loss_curves(family_histories, figures / "loss-family.png")
+    # Two panels: ten curves on one would hide each other behind the legend.
+    base = {k: v for k, v in histories.items() if k in ("foundation", NEUTRAL)}
+    children = {k: v for k, v in histories.items() if k not in base}
+    if base:
+        plot_loss_curves(base, figures / "loss-base.png")
+    if children:
+        plot_loss_curves(children, figures / "loss-children.png")
     if (h := history(conditional.get("path"))) is not None:
         plot_loss_curves({"conditional": h}, figures / "loss-conditional.png")
 
@@ -433,7 +440,8 @@ def write_summary(work: Path, out: Path, plan_name: str) -> None:
         "",
         *_training_table(family, conditional),
         "",
-        *figure("loss-family.png", "loss curves of the family"),
+        *figure("loss-base.png", "loss curves of the foundation and the neutral base"),
+        *figure("loss-children.png", "loss curves of the children"),
         *figure("loss-conditional.png", "loss curve of the conditional model"),
         *_fidelity_section(family, conditional),
         *_conditional_section(family, conditional),

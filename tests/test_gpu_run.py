@@ -102,8 +102,9 @@ def test_the_dry_run_runs_every_step_and_returns_the_files_the_device_would(
 
     with tarfile.open(out / "gpu-results.tar.gz") as tar:
         members = set(tar.getnames())
-    for name in ("loss-family.png", "loss-conditional.png", "labels.png", "profile.txt"):
+    for name in ("loss-base.png", "loss-children.png", "loss-conditional.png", "labels.png"):
         assert f"bench/gpu-results/{name}" in members, name
+    assert "bench/gpu-results/profile.txt" in members
     assert "bench/gpu-results/confusion-family-nrc.png" in members
     assert "bench/gpu-results/logs/family.log" in members
     # Every figure RESULTS.md shows is in the tarball.
