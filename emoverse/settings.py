@@ -40,6 +40,11 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
+def user_cache_dir() -> Path:
+    """Where a user's own caches go (blends of a read-only data dir): `$XDG_CACHE_HOME/emoverse`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emoverse"
+
+
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 

@@ -3,11 +3,11 @@ then the poems from the emotion's model, a dialled one or a blend, on stdout; wh
 and any warning, on stderr."""
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from emoverse import settings
 from emoverse.errors import EmoverseError
 from emoverse.paths import RunPaths
 
@@ -29,7 +29,7 @@ def generate(args: argparse.Namespace, data_dir: Path) -> int:
         names=FLAGS,
     )
     emotion, request = wanted.emotion, wanted.request
-    local = not os.environ.get("MLFLOW_TRACKING_URI")
+    local = not settings.tracking_uri()
     if local and data_dir.is_dir() and not RunPaths(data_dir).registry_db.is_file():
         raise EmoverseError(  # a reader creates no registry
             f"no {emotion or 'blended'} model with alias 'champion': no model registry under "

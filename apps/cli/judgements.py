@@ -2,9 +2,9 @@
 reader's answers out (the rules they met are emoverse/judgements.py's)."""
 
 import argparse
-import os
 from pathlib import Path
 
+from emoverse import settings
 from emoverse.emotions import model_name
 from emoverse.errors import EmoverseError
 from emoverse.paths import RunPaths
@@ -37,7 +37,7 @@ def judgements(args: argparse.Namespace, data_dir: Path) -> int:
             f"reader {args.discard_reader!r} has no answers under {data_dir}; "
             "`emoverse judgements` lists the readers"
         )
-    if RunPaths(data_dir).registry_db.is_file() or os.environ.get("MLFLOW_TRACKING_URI"):
+    if RunPaths(data_dir).registry_db.is_file() or settings.tracking_uri():
         from emoverse.stats import Share
         from models.registry.model_registry import ModelRegistry
 

@@ -15,7 +15,7 @@ from typing import Literal, get_args, get_origin
 from apps.batcher import BatchSettings  # no torch: cheap
 from emoverse.emotions import LABELS
 from emoverse.errors import GenerationSettingError
-from models.config import TRAIN_MODES, TrainingSettings
+from models.config import TEMPERATURE, TOP_P, TRAIN_MODES, TrainingSettings
 
 Subparsers = argparse._SubParsersAction  # what add_subparsers returns
 
@@ -245,7 +245,7 @@ def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
     gen.add_argument(
         "--temperature",
         type=_generation_bound("temperature", "--temperature", integer=False),
-        default=0.9,
+        default=TEMPERATURE,
         help="below 1 safer, above 1 wilder (default: %(default)s)",
     )
     gen.add_argument(
@@ -257,7 +257,7 @@ def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
     gen.add_argument(
         "--top-p",
         type=_generation_bound("top_p", "--top-p", integer=False),
-        default=0.95,
+        default=TOP_P,
         help="sample within this share of probability; 1 turns it off (default: %(default)s)",
     )
     gen.add_argument(

@@ -3,15 +3,15 @@
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from emoverse import settings
 from emoverse.emotions import check_label, model_name
 from emoverse.errors import EmoverseError
 from emoverse.judgements import JudgementStore, accuracy_or_warning
 from emoverse.paths import RunPaths
-from models.records import JUDGES, Evaluation
+from models.records import JUDGES
 
 
 def models(args: argparse.Namespace, data_dir: Path) -> int:
@@ -24,7 +24,7 @@ def models(args: argparse.Namespace, data_dir: Path) -> int:
         raise EmoverseError("--promote and --rollback need --emotion")
     if args.relink:
         return relink(data_dir)
-    if not writes and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not writes and not settings.tracking_uri():
         if not data_dir.is_dir():
             raise EmoverseError(f"data dir {data_dir} does not exist; run `emoverse run` first")
         if not RunPaths(data_dir).registry_db.is_file():
@@ -92,8 +92,7 @@ def models(args: argparse.Namespace, data_dir: Path) -> int:
         f"{'fidelity Empath':<26}{'fidelity NADE':<26}{'NADE intensity':<16}{'human':<26}"
     )
     for r in records:
-        stored = r.metrics.get("evaluation")
-        evaluation = Evaluation.from_dict(stored) if stored else None
+        evaluation = r.evaluation
         shares = [
             str(evaluation.fidelity_of(judge)) if evaluation and evaluation.n_samples else "-"
             for judge in JUDGES
@@ -153,7 +152,7 @@ def _damaged(records: list) -> dict[str, dict[int, str]]:
 def relink(data_dir: Path) -> int:
     from models.registry.model_registry import ModelRegistry  # MLflow: see apps/cli/__init__
 
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if settings.tracking_uri():
         raise EmoverseError(
             "--relink is for the sqlite registry under a data dir; unset MLFLOW_TRACKING_URI"
         )

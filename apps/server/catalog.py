@@ -19,6 +19,7 @@ from emoverse.emotions import CONDITIONAL, LABELS
 from emoverse.errors import NoModelError
 from emoverse.judgements import JudgementStore, accuracy_or_warning
 from emoverse.judges import JUDGES
+from models.records import Evaluation
 from models.registry.model_registry import CHAMPION
 
 router = APIRouter()
@@ -53,7 +54,7 @@ def list_models(request: Request) -> dict[str, Any]:
                 "parent": record.parent,
                 "promotion": record.promotion,
                 "created_ms": record.created_ms,
-                "judges": _judges(record.metrics),
+                "judges": _judges(record.evaluation),
                 "human_accuracy": (
                     share.to_dict() if (share := human.get((emotion, record.version))) else None
                 ),
@@ -71,10 +72,10 @@ def list_models(request: Request) -> dict[str, Any]:
     return answer
 
 
-def _judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+def _judges(evaluation: Evaluation | None) -> dict[str, dict[str, Any] | None]:
     """Per judge: its fidelity (a share with interval and n), the base's and the p-value;
     NADE's mean intensity of the emotion, the base's and its rank test. None: not measured."""
-    judged = (metrics.get("evaluation") or {}).get("judges", {})
+    judged = evaluation.judges if evaluation else {}
     keys = ("fidelity", "base", "p_value", "mean_intensity", "base_mean_intensity", "rank_test")
     return {
         judge: {k: judged[judge][k] for k in keys if k in judged[judge]}

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import yaml
 from filelock import FileLock
 
+from emoverse import settings
 from emoverse.done import reuse_or_build, stage_key
 from emoverse.emotions import EMOTIONS, NEUTRAL, model_name
 from emoverse.errors import GenerationSettingError, IncompatibleModelsError
@@ -300,8 +301,7 @@ def writable_blends_root(preferred: Path) -> Path:
         probe = probe.parent
     if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
         return preferred
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "emoverse" / "blends"
+    return settings.user_cache_dir() / "blends"
 
 
 def _touch(folder: Path) -> None:

@@ -144,7 +144,7 @@ def _check_readable_registry(db: Path) -> None:
     import sqlite3
     from urllib.parse import quote
 
-    named = " (MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") else ""
+    named = " (MLFLOW_TRACKING_URI)" if settings.tracking_uri() else ""
     if not db.is_file():
         raise NoModelError(
             f"no model registry database at {db}{named}; run `emoverse run` first, or point "
