@@ -19,13 +19,11 @@ import functools
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from filelock import FileLock
 
@@ -40,10 +38,15 @@ from emoverse.emotions import (
     model_name,
 )
 from emoverse.errors import EmoverseError, NoModelError
-from emoverse.paths import RunPaths
 from emoverse.stats import Share
 from models.evaluation.promotion import gate_reasons
 from models.records import Evaluation, lineage_version
+from models.registry.database import (
+    check_readable_registry,
+    check_sqlite,
+    permission_problem,
+    registry_uri,
+)
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
@@ -104,96 +107,6 @@ class ModelRecord:
         return {emotion: Evaluation.from_dict(e) for emotion, e in stored.items()}
 
 
-def registry_uri(data_dir: Path, *, read_only: bool = False) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir (created for
-    writers; a reader of a data dir without one gets a NoModelError and creates nothing)."""
-    if uri := settings.tracking_uri():
-        return uri
-    data_dir = Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise EmoverseError(f"data dir {data_dir} is a file, not a folder")
-    db = RunPaths(data_dir).registry_db
-    if read_only:
-        if not data_dir.is_dir():
-            raise NoModelError(f"data dir {data_dir} does not exist; run `emoverse run` first")
-        if not db.is_file():
-            raise NoModelError(f"no model registry under {data_dir}; run `emoverse run` first")
-    else:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
-
-
-def _check_sqlite(db: Path) -> None:
-    """A damaged database file fails here, whole, rather than on whichever page a query
-    happens to read (a registry is small: the check takes milliseconds)."""
-    if not db.is_file():
-        return  # a new registry: MLflow creates it
-    connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=60)
-    try:
-        result = connection.execute("PRAGMA quick_check").fetchone()
-    finally:
-        connection.close()
-    if not result or result[0] != "ok":
-        raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'no answer'}")
-
-
-def _check_readable_registry(db: Path) -> None:
-    """What a reader needs before MLflow opens a sqlite registry, which would otherwise
-    create the file (and its folder) or lay a fresh schema over an emptied one: a reader
-    writes nothing, and says what is wrong instead."""
-    import sqlite3
-    from urllib.parse import quote
-
-    named = " (MLFLOW_TRACKING_URI)" if settings.tracking_uri() else ""
-    if not db.is_file():
-        raise NoModelError(
-            f"no model registry database at {db}{named}; run `emoverse run` first, or point "
-            "MLFLOW_TRACKING_URI at an existing registry"
-            if named
-            else f"no model registry database at {db}; run `emoverse run` first"
-        )
-    if not os.access(db, os.R_OK):
-        raise EmoverseError(
-            f"the model registry database {db}{named} cannot be read: permission denied (the "
-            "file is not damaged); run as a user who may read it"
-        )
-    if db.stat().st_size == 0:
-        raise EmoverseError(
-            f"the model registry database {db}{named} is empty (0 bytes): its models are "
-            "gone; restore it from a backup, or move it away and run `emoverse run` to "
-            "register the models again"
-        )
-    connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=60)
-    try:
-        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.DatabaseError:
-        return  # damage: the quick check that follows names it
-    finally:
-        connection.close()
-    if "registered_models" not in tables:
-        raise EmoverseError(
-            f"the model registry database {db}{named} holds no MLflow registry (a sqlite file "
-            "of something else); restore it from a backup, or move it away and run "
-            "`emoverse run` to register the models again"
-        )
-
-
-def _permission_problem(db: Path, exc: BaseException) -> str | None:
-    """"read" or "written" when `exc` comes from permissions on a registry database (or its
-    folder, where sqlite and the lock put their files), not from damage; else None."""
-    text = str(exc).lower()
-    said = isinstance(exc, PermissionError) or any(
-        words in text for words in ("readonly database", "read-only", "permission denied")
-    )
-    folder_closed = not os.access(db.parent, os.W_OK | os.X_OK)
-    if db.is_file() and not os.access(db, os.R_OK):
-        return "read"
-    closed = db.is_file() and (not os.access(db, os.W_OK) or folder_closed)
-    if said or (closed and ("unable to open" in text or "lock" in text)):
-        return "written"
-    return None
-
-
 def _guarded(method: F) -> F:
     """A registry that cannot be read (a damaged database, a tracking server that does not
     answer) is one clear EmoverseError, not a traceback."""
@@ -231,10 +144,10 @@ class ModelRegistry:
             logging.getLogger("mlflow").setLevel(logging.WARNING)
             # Opening a new sqlite store runs MLflow's schema migrations: one process at a time.
             if read_only and uri.startswith("sqlite:///"):
-                _check_readable_registry(self._db)
+                check_readable_registry(self._db)
             with self._write_lock():
                 if uri.startswith("sqlite:///"):
-                    _check_sqlite(self._db)
+                    check_sqlite(self._db)
                     if not read_only and self._db.is_file():
                         self._relink_if_moved()
                 self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -303,7 +216,7 @@ class ModelRegistry:
         first = text.splitlines()[0][:200] if text else type(exc).__name__
         if self.uri.startswith("sqlite:///"):
             db = self.uri.removeprefix("sqlite:///")
-            if denied := _permission_problem(Path(db), exc):
+            if denied := permission_problem(Path(db), exc):
                 return EmoverseError(
                     f"the model registry database {db} cannot be {denied}: permission denied "
                     f"({first}); it is not damaged: run as its owner, or make it and its "

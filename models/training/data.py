@@ -1,6 +1,7 @@
 """Training data: partitions read through `datasets`, poems packed into fixed-length blocks."""
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,11 @@ def load_poems(poems_file: Path, split: str, cache_dir: Path | None = None) -> D
     ds = ds.filter(
         lambda ids: [split_for(i) == split for i in ids], input_columns="poem_id", batched=True
     )
-    return ds.sort("poem_id")
+    with warnings.catch_warnings():
+        # datasets' sort hands pyarrow 25 an option it deprecated (null_placement): a
+        # FutureWarning on every training command that says nothing about emoverse.
+        warnings.filterwarnings("ignore", "Specifying null_placement", FutureWarning)
+        return ds.sort("poem_id")
 
 
 def fingerprint(ds: Dataset) -> str:

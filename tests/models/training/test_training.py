@@ -425,3 +425,23 @@ def test_stage_keys_name_stored_data_as_before_and_reuse_skips_the_build(tmp_pat
     assert reuse_or_build(out, build, done=Path.is_dir) is False
     assert reuse_or_build(out, build, done=Path.is_dir) is True
     assert built == [out]
+
+
+def test_the_foundations_poems_load_in_id_order_without_a_warning(tmp_path):
+    """Training commands printed pyarrow's FutureWarning from the poems' sort on every run."""
+    import warnings
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.training.data import load_poems
+
+    ids = [f"book-{i:04d}" for i in range(200, 0, -1)]
+    pq.write_table(
+        pa.table({"poem_id": ids, "text": [f"poem {i}" for i in ids]}), tmp_path / "poems.parquet"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        poems = load_poems(tmp_path / "poems.parquet", "train", cache_dir=tmp_path / "cache")
+    assert [w for w in caught if issubclass(w.category, FutureWarning)] == []
+    assert len(poems) > 100 and poems["poem_id"] == sorted(poems["poem_id"])
