@@ -1,4 +1,4 @@
-"""The dial's benchmark (issue 17): what strength does to fidelity and fluency, and what a
+"""The dial's benchmark: what strength does to fidelity and fluency, and what a
 dialled or blended model costs to serve.
 
     .venv/bin/python bench/dial.py [--books 8] [--emotions 2] [--samples 48]

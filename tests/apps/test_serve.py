@@ -754,7 +754,7 @@ def test_a_reader_judges_five_poems_in_headless_chromium(judged):
     assert sum(share.n for share in store.accuracy().values()) == before + 5
 
 
-# --- hardening (issue 15) ----------------------------------------------------------------------
+# --- hardening --------------------------------------------------------------------------------
 
 
 def test_a_body_over_the_limit_is_a_413(served):

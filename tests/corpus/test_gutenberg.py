@@ -705,7 +705,7 @@ def test_the_ingest_stage_reuses_an_unchanged_corpus(gutenberg_server, tmp_path)
     assert reused.to_dict() == {**again.to_dict(), "from_cache": 0, "reused": True}
 
 
-# --- hardening (issue 15): one bad byte, endless and dripping mirrors ------------------------
+# --- hardening: one bad byte, endless and dripping mirrors ------------------------
 
 
 def test_one_invalid_byte_keeps_a_utf8_book_utf8_and_is_counted(tmp_path):

@@ -1,4 +1,4 @@
-"""Damaged model folders (issue 15): weights checked against their record, strict loading,
+"""Damaged model folders: weights checked against their record, strict loading,
 clean one-line errors, with real tiny models and real safetensors files."""
 
 import json

@@ -217,7 +217,7 @@ def test_current_falls_back_to_the_newest_unpromoted_version(registry, tmp_path,
         registry.current("surprise")
 
 
-# --- hardening (issue 15) ----------------------------------------------------------------------
+# --- hardening --------------------------------------------------------------------------------
 
 
 def _registered_data_dir(tmp_path, model, name="data"):
