@@ -14,7 +14,7 @@ the real `pipeline` flow (a temporary Prefect server). Prints the partition size
 and the family report's table; the report with its figures goes to `--out`. Then trains the
 neutral base again from the same foundation with other seeds (`--reseeds`, default 2) and
 prints how far their neutral test perplexities fall from the first: the noise that the base
-gate's margin (models/records.py, BASE_PERPLEXITY_MARGIN) must allow for.
+gate's margin (models/evaluation/promotion.py, BASE_PERPLEXITY_MARGIN) must allow for.
 
 `--conditional plain,sqrt` then trains the conditional model (one model for every emotion, a
 control token before each poem) once per balance, from the same foundation, with the same total
@@ -166,7 +166,8 @@ def compare_conditional(paths, settings, registry, balances: list[str]) -> list[
 
     from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS
     from flows.training import train_conditional
-    from models.records import Evaluation, preference_decision
+    from models.evaluation.promotion import preference_decision
+    from models.records import Evaluation
 
     family = {label: registry.current(label)[0] for label in LABELS if registry.list(label)}
     budget = sum(int(r.metrics.get("steps", 0)) for r in family.values())
@@ -207,12 +208,12 @@ def compare_conditional(paths, settings, registry, balances: list[str]) -> list[
     ]
     for emotion in EMOTIONS:
         child = family.get(emotion)
-        child_eval = Evaluation.from_dict(child.metrics["evaluation"]) if child else None
+        child_eval = child.evaluation if child else None
         if child_eval is not None:
             lines.append(f"| {emotion} | child | {cells(child_eval, emotion)} | |")
         for balance, m in models.items():
-            ev = Evaluation.from_dict(m["record"].metrics["evaluations"][emotion])
-            better, _ = preference_decision(ev, child_eval)
+            ev = m["record"].evaluations[emotion]
+            better = preference_decision(ev, child_eval).promoted
             verdict = "yes" if better else "no"
             lines.append(
                 f"| {emotion} | conditional {balance} | {cells(ev, emotion)} | {verdict} |"

@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from emoverse.corpus import book_to_rows  # noqa: E402
 from models.config import BASE_TRAIN, scratch_preset  # noqa: E402
+from models.device import pick_device  # noqa: E402
 from models.folders.model_folder import build_scratch_model, load_model  # noqa: E402
-from models.training.loop import fine_tune, pick_device  # noqa: E402
+from models.training.loop import fine_tune  # noqa: E402
 
 MIRROR = REPO.parent / "shared" / "gutenberg" / "cache" / "epub"
 BOOKS = (1041, 574, 12242)

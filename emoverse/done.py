@@ -1,11 +1,37 @@
-"""Already done? A stage records the key of what it read beside what it wrote; a later run
-with the same key finds the work done and reuses it."""
+"""Already done? Every stage names what it read by a key (`stage_key`) and reuses what an
+earlier run with the same key left, building only what is missing (`reuse_or_build`).
 
+Where the key is kept differs with what the stage writes: ingest records it beside the poems
+(`already_done`, `write_record`); a tagged version keeps it in its manifest; a model folder
+(foundation, child, conditional model, blend) is named by it; an evaluation keeps its inputs
+beside its numbers in the model folder.
+"""
+
+import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from emoverse.atomic import atomic_path
+
+
+def stage_key(inputs: Any, length: int | None = None) -> str:
+    """The key of a stage's inputs: the sha256 of their JSON (keys sorted), in hex, its first
+    `length` digits. Stored data is named by these keys: a change here redoes every stage."""
+    blob = json.dumps(inputs, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def reuse_or_build(
+    out: Path, build: Callable[[Path], object], *, done: Callable[[Path], bool]
+) -> bool:
+    """`out` as an earlier run left it when `done(out)`, else `build(out)` (which writes it
+    whole); True when it was reused."""
+    if done(out):
+        return True
+    build(out)
+    return False
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

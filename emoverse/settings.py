@@ -12,6 +12,7 @@
     EMOVERSE_TRUSTED_HOSTS       comma-separated Host names the server answers (default any)
     MLFLOW_TRACKING_URI          a shared registry instead of <data_dir>/registry/
     (models.registry.model_registry)
+    RANK, LOCAL_RANK, WORLD_SIZE this process's place in a distributed launch (set by torchrun)
 
 Each is read when asked for, not at import: a worker's environment is the one that counts.
 """
@@ -30,6 +31,23 @@ CURATED_IDS_FILE = REPO_ROOT / "data" / "curated_ids.txt"
 
 def data_dir() -> Path:
     return Path(os.environ.get("EMOVERSE_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def tracking_uri() -> str | None:
+    """A shared MLflow tracking server or database, or None: the data dir's own registry."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def mirror() -> str:

@@ -15,14 +15,8 @@ from emoverse.errors import EmoverseError, NoModelError, SettingError
 from emoverse.paths import RunPaths
 from flows.fanout import fan_out
 from models.config import TRAIN_MODES, TrainingSettings, TrainMode
-from models.records import (
-    NOT_PROMOTED,
-    EvalConfig,
-    Evaluation,
-    FailedModel,
-    SkippedModel,
-    promotion_decision,
-)
+from models.evaluation.promotion import child_promotion_decision
+from models.records import EvalConfig, FailedModel, SkippedModel
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
 from tasks.train import (
     evaluate_conditional_task,
@@ -58,16 +52,22 @@ def train_emotion(
     emotion = Emotion(emotion).value
     data_dir = str(RunPaths.at(data_dir).data_dir)
     base = ModelRegistry.for_data_dir(data_dir).get(NEUTRAL, version=base_version)
-    if "evaluation" not in base.metrics:
+    base_eval = base.evaluation
+    if base_eval is None:
         raise EmoverseError(
             f"{model_name(NEUTRAL)} v{base.version} has no evaluation to compare children "
             "with; train the family with the `train` flow"
         )
-    base_eval = Evaluation.from_dict(base.metrics["evaluation"])
     _, _, child_config = settings.stage_configs()
     parent = f"{model_name(NEUTRAL)} v{base.version}"
     trained = train_model_task(
-        emotion, base.path, data_dir, child_config, parent, min_poems=settings.min_poems
+        emotion,
+        base.path,
+        data_dir,
+        child_config,
+        parent,
+        min_poems=settings.min_poems,
+        parent_version=base.version,
     )
     if isinstance(trained, SkippedModel):
         return trained
@@ -78,14 +78,11 @@ def train_emotion(
         base=base_eval,
         base_dir=base.path,
     )
-    promote, reason = promotion_decision(evaluation, base_eval)
-    if promote and CHAMPION not in base.aliases:
-        promote = False
-        reason = NOT_PROMOTED + (
-            f"its base {parent} is not the neutral champion (passed the gate against it: {reason})"
-        )
-    get_run_logger().info("%s: %s", emotion, reason)
-    return register_model_task(trained, data_dir, evaluation, promote=promote, promotion=reason)
+    decision = child_promotion_decision(
+        evaluation, base_eval, base_name=parent, base_is_champion=CHAMPION in base.aliases
+    )
+    get_run_logger().info("%s: %s", emotion, decision.text)
+    return register_model_task(trained, data_dir, evaluation, decision)
 
 
 @flow(name="train", flow_run_name="train-base")  # the children are runs of their own
@@ -114,9 +111,9 @@ def train(
         )
     eval_config = EvalConfig(samples=settings.eval_samples)
     base_eval = evaluate_model_task(base, data_dir, eval_config)
-    promote, reason = gate_base_task(base, base_eval, data_dir, eval_config)
-    get_run_logger().info("%s: %s", NEUTRAL, reason)
-    base_record = register_model_task(base, data_dir, base_eval, promote=promote, promotion=reason)
+    decision = gate_base_task(base, base_eval, data_dir, eval_config)
+    get_run_logger().info("%s: %s", NEUTRAL, decision.text)
+    base_record = register_model_task(base, data_dir, base_eval, decision)
 
     children = fan_out(
         train_emotion,
@@ -179,13 +176,13 @@ def train_conditional(
             base, _ = registry.current(NEUTRAL)
     except NoModelError:
         base = None
-    if base is not None and "evaluation" not in base.metrics:
+    if base is not None and base.evaluation is None:
         base = None
     evaluations = evaluate_conditional_task(
         trained,
         data_dir,
         EvalConfig(samples=settings.eval_samples),
-        base=Evaluation.from_dict(base.metrics["evaluation"]) if base else None,
+        base=base.evaluation if base else None,
         base_dir=base.path if base else None,
     )
     record = register_conditional_task(trained, data_dir, evaluations, base)

@@ -14,6 +14,15 @@ from emoverse.settings import DEFAULT_BASE_MODEL
 SCRATCH_PREFIX = "scratch:"
 ADAPTERS = (None, "lora")
 
+# How poems are sampled unless asked otherwise, once: mildly cooled nucleus sampling that never
+# repeats a 3-gram (small models otherwise loop on a line). A model folder's generation config
+# and `SamplingSettings` / `GenerationRequest` (the CLI's flags, the server's fields) use them.
+TEMPERATURE = 0.9
+TOP_K = 50
+TOP_P = 0.95
+NO_REPEAT_NGRAM_SIZE = 3
+MAX_NEW_TOKENS = 120
+
 # The bounds of every setting, once: TrainConfig, EvalConfig and TrainingSettings use them, and
 # the CLI's flags are made from TrainingSettings.
 PositiveInt = Annotated[int, Field(ge=1)]

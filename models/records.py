@@ -1,17 +1,17 @@
 """What the training stages hand each other: small records, never models or tables, and
-torch-free, so that the flows which pass them on import quickly. Also the promotion gate,
-which decides over two evaluations."""
+torch-free, so that the flows which pass them on import quickly. The promotion rule that
+decides over two evaluations is `models/evaluation/promotion.py`."""
 
-import hashlib
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic.dataclasses import dataclass as validated
 
-from emoverse.emotions import LABELS, NEUTRAL
-from emoverse.stats import Share, fisher_greater
+from emoverse.done import stage_key
+from emoverse.emotions import LABELS, MODEL_PREFIX
+from emoverse.stats import Share
 from models.config import EvalSamples, PositiveInt
 
 # Bump whenever the same model, data and config could give different numbers.
@@ -22,15 +22,15 @@ EVALUATION_FILE = "evaluation.json"  # a model folder's cached evaluation
 # gate's judge; "empath" is independent of it.
 JUDGES = ("nrc", "empath")
 GATE_JUDGE = "nrc"
-ALPHA = 0.05  # the gate's one-sided significance level
-MAX_DISTINCT_2_DROP = 0.10  # a child whose distinct-2 is >10% below the base's is refused
-# A new base may be this much worse in neutral test perplexity than the champion and still
-# replace it. Reseeding alone moved it by 0.3-0.4% on bench/quality.py's 112 neutral test poems
-# (bench/RESULTS.md); 2% leaves room for the demo run's ten times smaller test split.
-BASE_PERPLEXITY_MARGIN = 0.02
-# How a refused model's reason starts (the registry's `promotion` tag, the card, the CLI), once:
-# whoever quotes a reason inside a sentence of its own takes it off (`gate_reasons`).
-NOT_PROMOTED = "not promoted: "
+_LINEAGE = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v(\d+)$")
+
+
+def lineage_version(parent: str) -> tuple[str, int] | None:
+    """(registered name, version) of a lineage written `emoverse-neutral v3`, else None. Only
+    for what was written before the version was recorded as a field of its own (registry
+    versions, model cards): everything newer reads that field."""
+    found = _LINEAGE.match(parent)
+    return (found.group(1), int(found.group(2))) if found else None
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class TrainedModel:
     data_fingerprint: str
     metrics: dict[str, Any]
     cached: bool = False  # an earlier run trained exactly this; its folder was reused
+    parent_version: int | None = None  # `parent`'s registry version: a child's neutral base
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,8 +81,7 @@ class EvalConfig:
         """Names the settings that change results (batch size does not)."""
         settings = asdict(self)
         del settings["batch_size"]
-        blob = json.dumps([EVAL_VERSION, settings], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return stage_key([EVAL_VERSION, settings], 12)
 
 
 @dataclass(frozen=True)
@@ -120,95 +120,6 @@ class Evaluation:
 
     def fidelity_of(self, judge: str) -> Share:
         return self.share(self.emotion, judge)
-
-
-def promotion_decision(
-    child: Evaluation, base: Evaluation, *, against: str = "base", candidate: str = "child"
-) -> tuple[bool, str]:
-    """(promote, reason): a child becomes champion only if
-    1. its fidelity beats the base's share for its emotion with confidence: Fisher's exact
-       one-sided test at ALPHA, under the gate's judge (the partitions' lexicon);
-    2. its perplexity on its emotion's test poems is below the base's;
-    3. its distinct-2 is no more than MAX_DISTINCT_2_DROP below the base's (fluency guard).
-    The reason names the numbers, the test and its p-value either way, the model compared
-    with as `against` and the one judged as `candidate`."""
-    emotion = child.emotion
-    if child.n_samples == 0 or base.n_samples == 0:  # records from before intervals
-        mine, theirs = Share.of(0, 0), Share.of(0, 0)
-    else:
-        mine, theirs = child.fidelity_of(GATE_JUDGE), base.share(emotion, GATE_JUDGE)
-    p = fisher_greater(mine.k, mine.n, theirs.k, theirs.n)
-    fidelity_ok = mine.n > 0 and theirs.n > 0 and p < ALPHA
-    fidelity_text = (
-        f"fidelity {mine} {'beats' if fidelity_ok else 'does not beat'} {against} {theirs} "
-        f"(one-sided Fisher exact p={p:.3g}, {'<' if fidelity_ok else '>='} {ALPHA})"
-    )
-    child_ppl, base_ppl = child.perplexity.get(emotion), base.perplexity.get(emotion)
-    if child_ppl is None or base_ppl is None:
-        whose = candidate if child_ppl is None else against
-        ppl_ok = False
-        ppl_text = f"no {emotion} test perplexity for the {whose} to compare (no test poems)"
-    else:
-        ppl_ok = child_ppl < base_ppl
-        ppl_text = (
-            f"perplexity {child_ppl:.1f} < {against} {base_ppl:.1f}"
-            if ppl_ok
-            else f"perplexity {child_ppl:.1f} is not below {against} {base_ppl:.1f}"
-        )
-    floor = (1 - MAX_DISTINCT_2_DROP) * base.distinct_2
-    fluent = child.distinct_2 >= floor
-    fluency_text = (
-        f"distinct-2 {child.distinct_2:.2f} {'>=' if fluent else '<'} {floor:.2f} "
-        f"({1 - MAX_DISTINCT_2_DROP:.0%} of the {against}'s {base.distinct_2:.2f})"
-    )
-    checks = [(fidelity_ok, fidelity_text), (ppl_ok, ppl_text), (fluent, fluency_text)]
-    if all(ok for ok, _ in checks):
-        return True, "; ".join(text for _, text in checks)
-    return False, NOT_PROMOTED + "; ".join(text for ok, text in checks if not ok)
-
-
-def gate_reasons(promotion: str) -> str:
-    """A promotion reason without its verdict ("not promoted: "), to quote in a sentence that
-    already says so."""
-    return promotion.removeprefix(NOT_PROMOTED)
-
-
-def preference_decision(
-    conditional: Evaluation, child: Evaluation | None, *, child_name: str = "child"
-) -> tuple[bool, str]:
-    """(the conditional model is preferred, reason) for one emotion: it must beat the
-    emotion's child by the promotion rule, the child in the base's place (fidelity by
-    Fisher's test, own-emotion perplexity, distinct-2); the child, the incumbent, keeps the
-    emotion otherwise. Without a child to compare with, the conditional model is preferred."""
-    if child is None:
-        return True, f"no {child_name} to compare with"
-    better, reason = promotion_decision(
-        conditional, child, against=child_name, candidate="conditional model"
-    )
-    return better, reason.replace("not promoted: ", f"{child_name} kept: ")
-
-
-def base_promotion_decision(
-    new: Evaluation, champion: Evaluation | None, *, margin: float = BASE_PERPLEXITY_MARGIN
-) -> tuple[bool, str]:
-    """(promote, reason) for a new neutral base: champion unless its perplexity on the neutral
-    test split is more than `margin` worse than the current champion's on the same poems."""
-    new_ppl = new.perplexity.get(NEUTRAL)
-    if champion is None:
-        return True, "the first neutral base"
-    old_ppl = champion.perplexity.get(NEUTRAL)
-    if new_ppl is None or old_ppl is None:
-        return True, "no neutral test poems to compare the bases on"
-    limit = old_ppl * (1 + margin)
-    if new_ppl <= limit:
-        return True, (
-            f"neutral perplexity {new_ppl:.1f} is within {margin:.0%} of the champion's "
-            f"{old_ppl:.1f}"
-        )
-    return False, NOT_PROMOTED + (
-        f"neutral perplexity {new_ppl:.1f} is more than {margin:.0%} worse than "
-        f"the champion's {old_ppl:.1f}"
-    )
 
 
 def confusion_matrix(

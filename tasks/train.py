@@ -17,23 +17,32 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from emoverse.emotions import CONDITIONAL, LABELS, NEUTRAL, model_name
+from emoverse.emotions import CONDITIONAL, EMOTIONS, LABELS, NEUTRAL, model_name
 from emoverse.errors import NoModelError
+from emoverse.judgements import JudgementStore
 from emoverse.paths import RunPaths
 from emoverse.report import plot_confusion_matrix
 from models.config import TrainConfig
+from models.evaluation.promotion import (
+    Decision,
+    base_promotion_decision,
+    base_retrained_unchanged,
+    champion_folder_gone,
+    conditional_promotion_decision,
+    gate_reasons,
+)
 from models.folders.card import LOSS_PLOT_FILE, add_evaluation_to_card
+from models.generation.choice import record_preferences
 from models.records import (
     EvalConfig,
     Evaluation,
     FailedModel,
     SkippedModel,
     TrainedModel,
-    base_promotion_decision,
     confusion_matrix,
-    gate_reasons,
 )
 from models.registry.model_registry import CHAMPION, ModelRecord, ModelRegistry
+from models.reports.family import write_family_report
 from tasks.progress import StageProgress, publish_image, publish_markdown, show_on_parent_run
 
 # The global concurrency limit every training and evaluation holds a slot of, wherever it runs
@@ -108,9 +117,11 @@ def train_model_task(
     config: TrainConfig,
     parent: str,
     min_poems: int = 1,
+    parent_version: int | None = None,
 ) -> TrainedModel | SkippedModel:
     """Fine-tune one emotion's model from `start` (or reuse the folder of an identical earlier
-    run); a partition too small to train is skipped, with the reason."""
+    run); a partition too small to train is skipped, with the reason. `parent_version`: the
+    registry version `parent` names (a child's neutral base)."""
     from models.training.stages import train_emotion_model
 
     paths = RunPaths.at(data_dir)
@@ -122,6 +133,7 @@ def train_model_task(
             models_dir=paths.models,
             config=config,
             parent=parent,
+            parent_version=parent_version,
             min_poems=min_poems,
             cache_dir=paths.hf_cache,
             on_step=_step_reporter(progress),
@@ -204,12 +216,12 @@ def register_model_task(
     trained: TrainedModel,
     data_dir: str,
     evaluation: Evaluation,
-    promote: bool = True,
-    promotion: str = "",
+    decision: Decision,
 ) -> ModelRecord:
-    """Register a trained model with its evaluation, as champion if `promote`; writes the
-    evaluation into its card and announces the version with an `emoverse.model.registered`
-    event."""
+    """Register a trained model with its evaluation, as champion if the promotion `decision`
+    says so; writes the evaluation into its card and announces the version with an
+    `emoverse.model.registered` event."""
+    promote, promotion = decision.promoted, decision.text
     add_evaluation_to_card(Path(trained.path), evaluation.to_dict(), promotion, promoted=promote)
     registry = ModelRegistry.for_data_dir(Path(data_dir))
     record = registry.register(
@@ -217,6 +229,7 @@ def register_model_task(
         Path(trained.path),
         metrics={**trained.metrics, "evaluation": _headline(evaluation)},
         parent=trained.parent,
+        parent_version=trained.parent_version,
         data_fingerprint=trained.data_fingerprint,
         promote=promote,
         promotion=promotion,
@@ -242,7 +255,7 @@ def register_model_task(
 @task(name="gate-base")
 def gate_base_task(
     base: TrainedModel, evaluation: Evaluation, data_dir: str, config: EvalConfig
-) -> tuple[bool, str]:
+) -> Decision:
     """Whether a new neutral base may become champion: no worse than the current champion on
     the neutral test split, which is measured on the same poems (its evaluation is reused
     when nothing changed)."""
@@ -255,15 +268,14 @@ def gate_base_task(
     except NoModelError:
         return base_promotion_decision(evaluation, None)
     if Path(champion.path).resolve() == Path(base.path).resolve():
-        return True, champion.promotion or "the neutral champion, retrained unchanged"
+        return base_retrained_unchanged(champion.promotion)
     if not Path(champion.path).is_dir():
-        return True, f"the champion v{champion.version}'s folder is gone"
+        return champion_folder_gone(champion.version)
     with gpu_slot():
         current = evaluate_model(
             champion.path, NEUTRAL, paths.partitions, config=config, cache_dir=paths.hf_cache
         )
-    promote, reason = base_promotion_decision(evaluation, current)
-    return promote, f"{reason} (v{champion.version})"
+    return base_promotion_decision(evaluation, current, champion_version=champion.version)
 
 
 def _headline(evaluation: Evaluation) -> dict[str, Any]:
@@ -305,11 +317,7 @@ def publish_family_task(
         )
     )
 
-    evaluations = {
-        r.emotion: Evaluation.from_dict(r.metrics["evaluation"])
-        for r in registered
-        if "evaluation" in r.metrics
-    }
+    evaluations = {r.emotion: e for r in registered if (e := r.evaluation) is not None}
     if not evaluations:
         return
     create_table_artifact(
@@ -384,9 +392,6 @@ def _fluency_row(emotion: str, e: Evaluation) -> dict[str, str]:
 
 def _publish_report(data_dir: str) -> Path:
     """`emoverse report` as a Prefect markdown artifact, its figures inlined."""
-    from emoverse.judgements import JudgementStore
-    from models.reports.family import write_family_report
-
     paths = RunPaths.at(data_dir)
     report = write_family_report(
         ModelRegistry.for_data_dir(paths.data_dir),
@@ -445,7 +450,6 @@ def evaluate_conditional_task(
     """The conditional model evaluated as each emotion's model, exactly as a child is (both
     judges, lift over `base`, fluency under the base in `base_dir`), each evaluation cached
     in its folder. Publishes a sample poem per emotion."""
-    from emoverse.emotions import EMOTIONS
     from models.evaluation.evaluate import evaluate_model
 
     paths = RunPaths.at(data_dir)
@@ -488,22 +492,11 @@ def register_conditional_task(
     `emoverse-conditional` if it passes the promotion gate against the base for at least one
     emotion), then record per emotion whether it or the child writes that emotion better
     (`ModelRegistry.set_preferred`, read by `--model best`)."""
-    from models.generation.choice import record_preferences
-    from models.records import promotion_decision
-
     registry = ModelRegistry.for_data_dir(Path(data_dir))
-    base_eval = Evaluation.from_dict(base.metrics["evaluation"]) if base else None
-    if base_eval is None:
-        promote, reason = True, "the first conditional model: no neutral base to compare with"
-    else:
-        passed = [e for e, ev in evaluations.items() if promotion_decision(ev, base_eval)[0]]
-        promote = bool(passed)
-        against = f"{model_name(NEUTRAL)} v{base.version}"
-        reason = (
-            f"passes the promotion gate against {against} for {', '.join(passed)}"
-            if passed
-            else f"not promoted: passes the promotion gate against {against} for no emotion"
-        )
+    base_eval = base.evaluation if base else None
+    decision = conditional_promotion_decision(
+        evaluations, base_eval, base_name=f"{model_name(NEUTRAL)} v{base.version}" if base else ""
+    )
     record = registry.register(
         CONDITIONAL,
         Path(trained.path),
@@ -513,8 +506,8 @@ def register_conditional_task(
         },
         parent=trained.parent,
         data_fingerprint=trained.data_fingerprint,
-        promote=promote,
-        promotion=reason,
+        promote=decision.promoted,
+        promotion=decision.text,
     )
     logger = get_run_logger()
     for emotion, preference in record_preferences(registry, record, evaluations).items():

@@ -2,6 +2,7 @@
 gate, the confusion matrix, the card section and its chart. Real tiny models, real partitions,
 the real tagger."""
 
+import dataclasses
 import json
 import math
 import random
@@ -30,10 +31,22 @@ from models.evaluation.evaluate import (
     evaluate_model,
     perplexity,
 )
+from models.evaluation.promotion import (
+    ALPHA,
+    FISHER,
+    Check,
+    Decision,
+    base_promotion_decision,
+    child_promotion_decision,
+    conditional_promotion_decision,
+    gate_reasons,
+    preference_decision,
+    promotion_decision,
+)
 from models.folders.card import CARD_FILE, add_evaluation_to_card, read_card_metadata, save_model
 from models.folders.model_folder import build_scratch_model, load_model
 from models.generation.generate import generate_poems
-from models.records import base_promotion_decision, confusion_matrix, promotion_decision
+from models.records import confusion_matrix
 from models.training.data import load_partition
 from models.training.loop import fine_tune
 
@@ -282,9 +295,9 @@ def test_the_base_is_scored_on_all_nine_test_splits_empty_ones_give_none(model_d
     child = evaluate_model(model_dir, "surprise", partitions, base=base, config=FAST)
     assert child.perplexity == {"surprise": None, NEUTRAL: base.perplexity[NEUTRAL]}
     assert child.lift == pytest.approx(child.fidelity - base.label_shares["surprise"])
-    promoted, reason = promotion_decision(child, base)
-    assert not promoted
-    assert "no surprise test perplexity for the child" in reason
+    decision = promotion_decision(child, base)
+    assert not decision.promoted
+    assert "no surprise test perplexity for the child" in decision.text
     with pytest.raises(UnknownEmotionError):
         evaluate_model(model_dir, "joy", partitions, labels_for_perplexity=["joyful"])
 
@@ -324,46 +337,151 @@ def test_promotion_needs_significant_fidelity_lower_perplexity_and_fluency():
     good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
     p = fisher_greater(20, 64, 8, 64)
     assert 0.001 < p < 0.05
-    promoted, reason = promotion_decision(good, base)
-    assert promoted
-    assert reason == (
+    decision = promotion_decision(good, base)
+    assert decision.promoted
+    assert decision.text == (
         f"fidelity 0.31 [0.21, 0.43] of 64 beats base 0.12 [0.06, 0.23] of 64 "
         f"(one-sided Fisher exact p={p:.3g}, < 0.05); perplexity 210.4 < base 250.9; "
         "distinct-2 0.90 >= 0.81 (90% of the base's 0.90)"
     )
     # Higher, but not with confidence: 12 of 64 against 8 of 64.
     lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4})
-    promoted, reason = promotion_decision(lucky, base)
+    promoted, reason = _verdict(promotion_decision(lucky, base))
     assert not promoted and reason.startswith("not promoted: fidelity 0.19 [")
     assert f"p={fisher_greater(12, 64, 8, 64):.3g}, >= 0.05" in reason
     assert "perplexity" not in reason  # only the failed checks are named
     perplexed = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 260.0})
-    promoted, reason = promotion_decision(perplexed, base)
+    promoted, reason = _verdict(promotion_decision(perplexed, base))
     assert not promoted
     assert reason == "not promoted: perplexity 260.0 is not below base 250.9"
     tie = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 100.0})
-    assert promotion_decision(tie, base)[0] is False  # must beat the base, not match it
+    assert promotion_decision(tie, base).promoted is False  # must beat the base, not match it
     # Piling up emotion words in repetitive verse: distinct-2 more than 10% below the base's.
     babbling = _evaluation("joy", {"joy": 0.5, NEUTRAL: 0.5}, {"joy": 200.0}, distinct_2=0.8)
-    promoted, reason = promotion_decision(babbling, base)
+    promoted, reason = _verdict(promotion_decision(babbling, base))
     assert not promoted
     assert reason == "not promoted: distinct-2 0.80 < 0.81 (90% of the base's 0.90)"
     no_base_ppl = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {NEUTRAL: 240.0})
-    promoted, reason = promotion_decision(good, no_base_ppl)
+    promoted, reason = _verdict(promotion_decision(good, no_base_ppl))
     assert not promoted and "no joy test perplexity for the base" in reason
 
 
 def test_a_new_base_is_champion_only_if_no_worse_than_the_current_one():
     current = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 100.0})
-    assert base_promotion_decision(current, None) == (True, "the first neutral base")
+    assert _verdict(base_promotion_decision(current, None)) == (True, "the first neutral base")
     close = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 101.9})
-    promoted, reason = base_promotion_decision(close, current)
+    promoted, reason = _verdict(base_promotion_decision(close, current))
     assert promoted and reason == "neutral perplexity 101.9 is within 2% of the champion's 100.0"
     worse = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 102.1})
-    promoted, reason = base_promotion_decision(worse, current)
+    promoted, reason = _verdict(base_promotion_decision(worse, current))
     assert not promoted
     assert reason == (
         "not promoted: neutral perplexity 102.1 is more than 2% worse than the champion's 100.0"
+    )
+
+
+def _verdict(decision: Decision) -> tuple[bool, str]:
+    return decision.promoted, decision.text
+
+
+def test_a_decision_carries_each_check_as_data_beside_its_wording():
+    base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
+    lucky = _evaluation("joy", {"joy": 12 / 64, NEUTRAL: 52 / 64}, {"joy": 210.4}, distinct_2=0.8)
+    decision = promotion_decision(lucky, base)
+    assert [(c.name, c.passed) for c in decision.reasons] == [
+        ("fidelity", False),
+        ("perplexity", True),
+        ("fluency", False),
+    ]
+    fidelity = decision.check("fidelity")
+    p = fisher_greater(12, 64, 8, 64)
+    assert fidelity.test == FISHER and fidelity.p_value == pytest.approx(p)
+    assert (fidelity.value, fidelity.reference, fidelity.limit) == (12 / 64, 8 / 64, ALPHA)
+    perplexity = decision.check("perplexity")
+    assert (perplexity.value, perplexity.reference) == (210.4, 250.9)
+    assert perplexity.test is None and perplexity.p_value is None
+    fluency = decision.check("fluency")
+    assert (fluency.value, fluency.reference) == (0.8, 0.9)
+    assert fluency.limit == pytest.approx(0.81)
+    # The wording the registry's tags and the cards keep: the failed checks, in order.
+    assert decision.failed == (fidelity, fluency)
+    assert decision.text == (
+        f"not promoted: fidelity 0.19 [0.11, 0.30] of 64 does not beat base 0.12 [0.06, 0.23] "
+        f"of 64 (one-sided Fisher exact p={p:.3g}, >= 0.05); "
+        "distinct-2 0.80 < 0.81 (90% of the base's 0.90)"
+    )
+    assert gate_reasons(decision.text) == decision.text.removeprefix("not promoted: ")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.promoted = True  # type: ignore[misc]
+    with pytest.raises(KeyError):
+        decision.check("novelty")
+
+
+def test_a_child_of_a_base_that_is_not_champion_is_not_promoted():
+    base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
+    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    gate = promotion_decision(good, base)
+    named = {"base_name": "emoverse-neutral v2"}
+    assert child_promotion_decision(good, base, **named, base_is_champion=True) == gate
+    refused = child_promotion_decision(good, base, **named, base_is_champion=False)
+    assert not refused.promoted
+    assert refused.reasons[:3] == gate.reasons and refused.reasons[3].name == "base is champion"
+    assert refused.text == (
+        "not promoted: its base emoverse-neutral v2 is not the neutral champion "
+        f"(passed the gate against it: {gate.text})"
+    )
+
+
+def test_the_conditional_model_and_the_preference_use_the_same_gate():
+    base = _evaluation(NEUTRAL, {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 250.9, NEUTRAL: 240.0})
+    good = _evaluation("joy", {"joy": 20 / 64, NEUTRAL: 44 / 64}, {"joy": 210.4, NEUTRAL: 300.0})
+    bad = _evaluation("anger", {"anger": 0.0, NEUTRAL: 1.0}, {"anger": 300.0})
+    first = conditional_promotion_decision({"joy": good}, None, base_name="")
+    assert _verdict(first) == (
+        True,
+        "the first conditional model: no neutral base to compare with",
+    )
+    both = conditional_promotion_decision({"joy": good, "anger": bad}, base, base_name="nb v1")
+    assert _verdict(both) == (True, "passes the promotion gate against nb v1 for joy")
+    assert [(c.name, c.passed) for c in both.details] == [
+        ("gate for joy", True),
+        ("gate for anger", False),
+    ]
+    assert both.details[0].p_value == pytest.approx(fisher_greater(20, 64, 8, 64))
+    none = conditional_promotion_decision({"anger": bad}, base, base_name="nb v1")
+    assert _verdict(none) == (
+        False,
+        "not promoted: passes the promotion gate against nb v1 for no emotion",
+    )
+    # `best`: the child in the base's place; a refusal says the child keeps the emotion.
+    assert _verdict(preference_decision(good, None, child_name="emoverse-joy v1")) == (
+        True,
+        "no emoverse-joy v1 to compare with",
+    )
+    weak = _evaluation("joy", {"joy": 8 / 64, NEUTRAL: 56 / 64}, {"joy": 260.0})
+    kept = preference_decision(weak, good, child_name="emoverse-joy v1")
+    assert not kept.promoted and kept.text.startswith("emoverse-joy v1 kept: fidelity ")
+    assert kept.check("fidelity").p_value is not None
+    preferred = preference_decision(good, base, child_name="base")
+    assert preferred.reasons == promotion_decision(good, base).reasons
+
+
+def test_a_base_decision_names_the_champion_it_was_measured_against():
+    current = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 100.0})
+    worse = _evaluation(NEUTRAL, {NEUTRAL: 1.0}, {NEUTRAL: 102.1})
+    decision = base_promotion_decision(worse, current, champion_version=3)
+    assert decision.text == (
+        "not promoted: neutral perplexity 102.1 is more than 2% worse than the champion's "
+        "100.0 (v3)"
+    )
+    (check,) = decision.reasons
+    assert check == Check(
+        "neutral perplexity",
+        False,
+        check.text,
+        value=102.1,
+        reference=100.0,
+        limit=pytest.approx(102.0),
     )
 
 

@@ -5,6 +5,7 @@ import pytest
 from conftest import link_model
 
 from emoverse.errors import EmoverseError, NoModelError, UnknownEmotionError
+from models.records import Evaluation
 from models.registry.model_registry import CHAMPION, ModelRegistry
 
 
@@ -358,3 +359,59 @@ def test_a_folder_that_is_no_model_is_refused_in_one_line(registry, tmp_path, mo
     with pytest.raises(EmoverseError, match=r"no config\.json"):
         registry.register("joy", no_config, metrics={}, parent="p", data_fingerprint="x")
     assert registry.list("joy") == []
+
+
+def test_a_version_hands_back_its_evaluation_and_parent_version_typed(
+    registry, tmp_path, model_folder
+):
+    evaluation = Evaluation(
+        emotion="joy",
+        perplexity={"joy": 210.4, "neutral": None},
+        test_poems={"joy": 5, "neutral": 0},
+        label_shares={"joy": 0.25, "neutral": 0.75},
+        fidelity=0.25,
+        lift=0.1,
+        distinct_1=0.5,
+        distinct_2=0.9,
+        samples=[],
+        config_key="k",
+        n_samples=8,
+    )
+    child = registry.register(
+        "joy",
+        model_folder(tmp_path, "j1"),
+        metrics={"val_loss": 4.2, "evaluation": evaluation.to_dict()},
+        parent="emoverse-neutral v7",
+        parent_version=7,
+        data_fingerprint="abc",
+    )
+    again = registry.get("joy", version=child.version)
+    assert again.evaluation == evaluation and again.parent_version == 7
+    assert again.evaluations == {}
+    # Versions registered before the version was its own tag: read from the lineage text.
+    older = registry.register(
+        "fear",
+        model_folder(tmp_path, "f1"),
+        metrics={},
+        parent="emoverse-neutral v3",
+        data_fingerprint="x",
+    )
+    assert older.parent_version == 3 and older.evaluation is None
+    # Anything else is no neutral base version, whatever it looks like.
+    for i, parent in enumerate(("scratch:tiny", "emoverse-joy v2", "emoverse-neutral v2 (old)")):
+        other = registry.register(
+            "trust",
+            model_folder(tmp_path, f"t{i}"),
+            metrics={},
+            parent=parent,
+            data_fingerprint="y",
+        )
+        assert other.parent_version is None, parent
+    conditional = registry.register(
+        "conditional",
+        model_folder(tmp_path, "c1"),
+        metrics={"evaluations": {"joy": evaluation.to_dict()}},
+        parent="scratch:tiny",
+        data_fingerprint="z",
+    )
+    assert conditional.evaluations == {"joy": evaluation} and conditional.evaluation is None

@@ -278,3 +278,22 @@ def test_base_model_names_the_parent_on_the_hub(emotion, parent, base_model):
     assert data.base_model == base_model
     assert data.to_dict()["parent_model"] == parent
     assert data.to_dict()["training_metrics"] == {"steps": 1}
+
+
+def test_a_recorded_parent_version_names_the_base_model_without_parsing():
+    from huggingface_hub import ModelCard
+
+    from models.config import TrainConfig
+    from models.folders.card import model_card
+
+    text = model_card(
+        emotion="fear",
+        parent="emoverse-neutral v12",
+        parent_version=12,
+        data_fingerprint="f" * 64,
+        metrics={"steps": 1},
+        config=TrainConfig(),
+        n_parameters=1,
+    )
+    data = ModelCard(text).data.to_dict()
+    assert data["base_model"] == "emoverse-neutral" and data["parent_version"] == 12

@@ -361,3 +361,23 @@ def test_a_stage_trains_data_parallel_under_torchrun(gutenberg_dir, init_dir, tm
     assert record["metrics"]["steps"] == math.ceil(n_blocks / (2 * QUICK.batch_size))
     assert [p.name for p in (tmp_path / "models" / "joy").iterdir()] == [Path(record["path"]).name]
     assert read_card_metadata(record["path"])["emotion"] == "joy"
+
+
+def test_stage_keys_name_stored_data_as_before_and_reuse_skips_the_build(tmp_path):
+    from emoverse.done import reuse_or_build, stage_key
+
+    # The keys that name existing folders: the same inputs must keep giving the same key.
+    assert stage_key(["dir:init", "fp", {"b": 1, "a": 2}], 12) == "4fcdc132c141"
+    assert stage_key(["1", [3, "/m/neutral"], [["joy", 2, "/m/joy", 0.7]]], 16) == (
+        "beefb1d6ea8070c9"
+    )
+    built: list[Path] = []
+
+    def build(out: Path) -> None:
+        built.append(out)
+        out.mkdir()
+
+    out = tmp_path / "stage"
+    assert reuse_or_build(out, build, done=Path.is_dir) is False
+    assert reuse_or_build(out, build, done=Path.is_dir) is True
+    assert built == [out]

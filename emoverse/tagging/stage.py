@@ -1,8 +1,6 @@
 """The tag stage: poems file -> a new version of the nine partitions, unless nothing changed
 (its own 'already done?' key), and the report of a version."""
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from emoverse.atomic import sha256_file
+from emoverse.done import stage_key
 from emoverse.emotions import LABELS
 from emoverse.errors import MissingStageOutputError
 from emoverse.schema import POEM_SCHEMA
@@ -67,17 +66,14 @@ def tag_poems(
         "negation": negation,
     }
     input_sha = sha256_file(poems_file)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "input": input_sha,
-                "tagger": TAGGER_VERSION,
-                "lexicon": load_lexicon().sha256,
-                "options": options,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    fingerprint = stage_key(
+        {
+            "input": input_sha,
+            "tagger": TAGGER_VERSION,
+            "lexicon": load_lexicon().sha256,
+            "options": options,
+        }
+    )
     current = read_manifest(partitions_dir)
     unchanged = not force and current is not None and current.get("fingerprint") == fingerprint
     # A damaged file in the current version: tag again into a new, whole version.

@@ -1,1 +1,2 @@
-"""Evaluation: perplexity, fidelity under the judges, diversity, and the promotion gate's inputs."""
+"""Evaluation: perplexity, fidelity under the judges and diversity (`evaluate.py`), and the
+promotion rule that decides over two evaluations (`promotion.py`)."""

@@ -1,5 +1,5 @@
 """Evaluating a trained model: perplexity on held-out poems, emotion fidelity of what it writes,
-diversity, and the gate that decides whether a child becomes its emotion's champion.
+diversity: the numbers the promotion rule (`models/evaluation/promotion.py`) decides on.
 
 * Perplexity: exp of the mean next-token NLL over `bos + poem + eos` of each test poem, the
   framing the models were trained on; every poem is scored on its own (no packing, so no
@@ -15,8 +15,8 @@ diversity, and the gate that decides whether a child becomes its emotion's champ
   up emotion words in broken verse), and distinct-1 and distinct-2 over the K poems.
 
 Plain functions over paths, like `models.training.stages`: a Prefect task, a test or a notebook
-calls
-them. Results are cached in `<model_dir>/evaluation.json`.
+calls them. Results are cached in `<model_dir>/evaluation.json`, with the inputs they were
+measured on: the same inputs reuse them.
 """
 
 import json
@@ -35,11 +35,11 @@ from emoverse.atomic import atomic_path
 from emoverse.emotions import LABELS, NEUTRAL, check_label, control_token
 from emoverse.stats import fisher_greater
 from emoverse.tagging import TAGGER_VERSION, label_texts, read_manifest
+from models.device import pick_device
 from models.folders.model_folder import load_model
 from models.generation.generate import GenerationRequest, PoemGenerator
 from models.records import EVALUATION_FILE, GATE_JUDGE, JUDGES, EvalConfig, Evaluation
 from models.training.data import IGNORE_INDEX, fingerprint, load_partition
-from models.training.loop import pick_device
 
 SAMPLES_KEPT = 4  # generated poems kept in the record, for a human to read
 

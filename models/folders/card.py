@@ -2,18 +2,18 @@
 
 import datetime as dt
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from emoverse.atomic import atomic_path
-from emoverse.emotions import FOUNDATION, MODEL_PREFIX, model_name
+from emoverse.emotions import FOUNDATION, model_name
 from emoverse.report import plot_loss_curves
 from emoverse.tagging.card import DATASET_ID, LEXICON_LINK, LICENSE_NAME
 from models.config import TrainConfig
-from models.records import gate_reasons
+from models.evaluation.promotion import gate_reasons
+from models.records import lineage_version
 
 CARD_FILE = "README.md"
 LOSS_PLOT_FILE = "loss_curve.png"
@@ -21,7 +21,6 @@ HISTORY_FILE = "training_history.json"
 SCRATCH_PREFIX = "scratch:"  # models.config's presets trained from scratch
 # Training figures: the Hub's own `metrics` field is a list of metric names.
 TRAINING_METRICS = "training_metrics"
-_FAMILY_PARENT = re.compile(rf"^({re.escape(MODEL_PREFIX)}[\w-]+) v\d+$")
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is saved
     from models.training.loop import FineTuned
@@ -35,20 +34,14 @@ def save_model(
     parent: str,
     data_fingerprint: str,
     config: TrainConfig,
+    parent_version: int | None = None,
 ) -> Path:
-    """Write weights (safetensors), tokenizer, generation config, loss history, loss plot and
-    model card into `out_dir`, all or nothing."""
-    from models.folders.model_folder import (
-        default_generation_config,
-        fit_tokenizer_to_model,
-        weight_digests,
-    )
+    """Write a trained model's folder (`write_model_folder`) with its loss history, loss plot
+    and model card, all or nothing."""
+    # transformers loads only when a model is saved: the registry and flows read cards.
+    from models.folders.model_folder import weight_digests, write_model_folder
 
-    fit_tokenizer_to_model(tuned.tokenizer, tuned.model)
-    with atomic_path(out_dir) as tmp:
-        tuned.model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
-        tuned.tokenizer.save_pretrained(tmp)
-        default_generation_config(tuned.tokenizer).save_pretrained(tmp)
+    def card_and_history(tmp: Path) -> None:
         weights = weight_digests(tmp)  # the card vouches for these exact files
         history = {"train": tuned.train_curve, "validation": tuned.val_curve}
         (tmp / HISTORY_FILE).write_text(json.dumps(history))
@@ -57,6 +50,7 @@ def save_model(
             model_card(
                 emotion=emotion,
                 parent=parent,
+                parent_version=parent_version,
                 data_fingerprint=data_fingerprint,
                 metrics=tuned.metrics,
                 config=config,
@@ -64,7 +58,8 @@ def save_model(
                 weights=weights,
             )
         )
-    return out_dir
+
+    return write_model_folder(tuned.model, tuned.tokenizer, out_dir, extras=card_and_history)
 
 
 def model_card(
@@ -76,10 +71,11 @@ def model_card(
     config: TrainConfig,
     n_parameters: int,
     weights: dict[str, Any] | None = None,
+    parent_version: int | None = None,
 ) -> str:
     """A Hugging Face model card: YAML metadata (the Hub's fields, then our own: the exact
     lineage, data, settings and weights), then a short human description."""
-    base_model = hub_base_model(emotion, parent)
+    base_model = hub_base_model(emotion, parent, parent_version)
     meta = {
         **({"base_model": base_model} if base_model else {}),
         "datasets": [DATASET_ID],
@@ -94,6 +90,7 @@ def model_card(
         "metrics": ["perplexity"],
         "emotion": emotion,
         "parent_model": parent,
+        **({"parent_version": parent_version} if parent_version is not None else {}),
         "data_fingerprint": data_fingerprint,
         TRAINING_METRICS: metrics,
         "training_config": config.to_dict(),
@@ -124,18 +121,20 @@ def model_card(
     )
 
 
-def hub_base_model(emotion: str, parent: str) -> str | None:
+def hub_base_model(emotion: str, parent: str, parent_version: int | None = None) -> str | None:
     """The Hub's `base_model` for a model trained from `parent` (its lineage as recorded):
     none for a foundation (trained from scratch); the foundation for a neutral base on a
     scratch preset; the registered name for a family member ("emoverse-neutral v3" is
-    `emoverse-neutral`, its version kept in `parent_model`); else the Hub id or folder."""
+    `emoverse-neutral`, its version kept in `parent_model` and `parent_version`); else the Hub
+    id or folder."""
     if emotion == FOUNDATION:
         return None
     if parent.startswith(SCRATCH_PREFIX):
         return model_name(FOUNDATION)
-    if match := _FAMILY_PARENT.match(parent):
-        return match.group(1)
-    return parent
+    if parent_version is not None:
+        return parent.removesuffix(f" v{parent_version}")
+    lineage = lineage_version(parent)  # a caller that did not say the version
+    return lineage[0] if lineage else parent
 
 
 def training_metrics(meta: dict[str, Any]) -> dict[str, Any]:

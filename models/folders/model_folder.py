@@ -2,10 +2,11 @@
 GPT-2 configuration built from scratch with a tokenizer trained on the corpus."""
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -20,7 +21,15 @@ from transformers.utils import logging as hf_logging
 from emoverse.atomic import atomic_path, sha256_file
 from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, SettingError
-from models.config import scratch_preset
+from models.config import (
+    MAX_NEW_TOKENS,
+    NO_REPEAT_NGRAM_SIZE,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    scratch_preset,
+)
+from models.folders.card import CARD_FILE, read_card_metadata
 from models.training.tokenizer import train_bpe_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside an adapter's weights
@@ -54,8 +63,6 @@ def weight_digests(folder: Path) -> dict[str, dict[str, Any]]:
 def recorded_digests(folder: Path) -> dict[str, dict[str, Any]] | None:
     """The digests the folder's card recorded when it was saved, or None (no card, or one
     written before digests were recorded)."""
-    from models.folders.card import CARD_FILE, read_card_metadata
-
     if not (Path(folder) / CARD_FILE).is_file():
         return None
     try:
@@ -170,7 +177,7 @@ def _check_loading_info(source: str | Path, info: dict[str, Any]) -> None:
 def load_adapter_model(source: str | Path) -> PreTrainedModel:
     """A LoRA child: its base (named in the adapter config) with the adapter merged in, so it
     generates and serves exactly like a full child."""
-    from peft import AutoPeftModelForCausalLM
+    from peft import AutoPeftModelForCausalLM  # seconds to import: LoRA children only
 
     return AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
 
@@ -195,8 +202,6 @@ def build_scratch_model(
 ) -> Path:
     """Train a tokenizer on `texts`, build a randomly initialised GPT-2 of the preset's shape,
     and save both as a Hugging Face folder that training stages start from."""
-    import torch
-
     preset = scratch_preset(base_model)
     tokenizer = train_bpe_tokenizer(texts, vocab_size=preset["vocab_size"])
     config = GPT2Config(
@@ -212,15 +217,25 @@ def build_scratch_model(
 
 
 def write_model_folder(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path
-) -> None:
-    """The model, its tokenizer (its length the model's context) and the default generation
-    settings, written whole: into a temporary folder, then renamed into place."""
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    *,
+    generation_config: GenerationConfig | None = None,
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """The one writer of model folders (trained, started, merged): the model (safetensors),
+    its tokenizer (its length the model's context), its generation settings (default: the
+    verse defaults) and whatever `extras(folder)` adds beside them (a card, a loss history),
+    written whole: into a temporary folder, then renamed into place."""
     fit_tokenizer_to_model(tokenizer, model)
     with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
         tokenizer.save_pretrained(tmp)
-        default_generation_config(tokenizer).save_pretrained(tmp)
+        (generation_config or default_generation_config(tokenizer)).save_pretrained(tmp)
+        if extras is not None:
+            extras(tmp)
+    return Path(out_dir)
 
 
 def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -230,7 +245,7 @@ def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
-    """Sampling defaults for verse: nucleus sampling with no 3-gram repeats. The pad token
+    """Sampling defaults for verse (models/config.py's). The pad token
     never appears in a loss target, so nothing teaches a model not to sample it: suppress it.
     The conditional model's control tokens only ever start a poem: suppressed too."""
     pad_is_own_token = tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
@@ -238,11 +253,11 @@ def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationC
     suppress += control_token_ids(tokenizer)
     return GenerationConfig(
         do_sample=True,
-        temperature=0.9,
-        top_k=50,
-        top_p=0.95,
-        no_repeat_ngram_size=3,
-        max_new_tokens=120,
+        temperature=TEMPERATURE,
+        top_k=TOP_K,
+        top_p=TOP_P,
+        no_repeat_ngram_size=NO_REPEAT_NGRAM_SIZE,
+        max_new_tokens=MAX_NEW_TOKENS,
         suppress_tokens=suppress or None,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

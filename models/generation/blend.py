@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any, Protocol
 import yaml
 from filelock import FileLock
 
-from emoverse.atomic import atomic_path
+from emoverse.done import reuse_or_build, stage_key
 from emoverse.emotions import EMOTIONS, NEUTRAL, model_name
 from emoverse.errors import GenerationSettingError, IncompatibleModelsError
 from models.folders.card import CARD_FILE
@@ -50,7 +49,6 @@ MAX_CACHED_BLENDS = 16  # merged folders kept on disk (each is a whole model)
 # Strengths up to this keep the poems fluent on the benchmark family (bench/RESULTS.md,
 # "Dialling emotions"): the page's slider stops here, and the CLI and server warn beyond it.
 FLUENT_MAX_STRENGTH = 2.0
-_PARENT = re.compile(rf"^{re.escape(model_name(NEUTRAL))} v(\d+)$")
 # Files that define a tokenizer: children that differ in them cannot be blended.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -100,7 +98,7 @@ class Recipe:
 
     def key(self) -> str:
         """Names the merged weights: versions, folders and weights (zero weights left out)."""
-        blob = json.dumps(
+        return stage_key(
             [
                 BLEND_VERSION,
                 [self.base.version, str(self.base.path)],
@@ -108,9 +106,9 @@ class Recipe:
                     [p.record.emotion, p.record.version, str(p.record.path), float(p.weight)]
                     for p in self.active
                 ),
-            ]
+            ],
+            16,
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         """`emoverse-neutral v1 + 0.7 × (emoverse-joy v3 − base) + 0.5 × (emoverse-fear v2 −
@@ -202,8 +200,7 @@ def dial_warning(weights: Mapping[str, float]) -> str | None:
 
 def base_version(record: ModelRecord) -> int | None:
     """The neutral base version a child records as its parent, or None (another lineage)."""
-    match = _PARENT.match(record.parent or "")
-    return int(match.group(1)) if match else None
+    return record.parent_version
 
 
 def tokenizer_fingerprint(model_dir: str | Path) -> str:
@@ -285,9 +282,8 @@ def materialize(recipe: Recipe, cache_root: str | Path, *, keep: int = MAX_CACHE
         return folder
     cache_root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_root / f".{recipe.key()}.lock"), timeout=600):
-        if not folder.is_dir():  # another process may have merged it while we waited
-            with atomic_path(folder) as tmp:
-                merge_weights(recipe, tmp)
+        # Another process may have merged it while we waited; written whole, then renamed.
+        reuse_or_build(folder, lambda out: merge_weights(recipe, out), done=Path.is_dir)
     _touch(folder)
     prune(cache_root, keep)
     return folder
@@ -317,10 +313,11 @@ def merge_weights(recipe: Recipe, out_dir: Path) -> Path:
     """Write `base + sum w * (child - base)` into `out_dir` as a Hugging Face folder: computed
     in float32, saved in the base's dtype, with the base's tokenizer and generation config and
     a card naming the recipe."""
+    # torch loads only when weights are merged: the family report imports this module in flows.
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, GenerationConfig
 
-    from models.folders.model_folder import fit_tokenizer_to_model, load_model
+    from models.folders.model_folder import load_model, write_model_folder
 
     base_model, _ = load_model(recipe.base.path)
     base_state = base_model.state_dict()
@@ -344,17 +341,18 @@ def merge_weights(recipe: Recipe, out_dir: Path) -> Path:
                     merged[k] += part.weight * (child_state[k].to(torch.float32) - base_value)
         del child, child_state
     base_model.load_state_dict({k: v.to(dtypes[k]) for k, v in merged.items()})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base_model.save_pretrained(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(recipe.base.path)
-    fit_tokenizer_to_model(tokenizer, base_model)  # a base saved before it was fitted
-    tokenizer.save_pretrained(out_dir)
     generation = Path(recipe.base.path) / "generation_config.json"
-    if generation.is_file():
-        shutil.copyfile(generation, out_dir / "generation_config.json")
-    (out_dir / CARD_FILE).write_text(blend_card(recipe))
-    return out_dir
+    return write_model_folder(
+        base_model,
+        tokenizer,  # fitted to the model there: a base saved before it was fitted
+        Path(out_dir),
+        # The base's own sampling settings, where its folder has them.
+        generation_config=GenerationConfig.from_pretrained(recipe.base.path)
+        if generation.is_file()
+        else None,
+        extras=lambda folder: (folder / CARD_FILE).write_text(blend_card(recipe)),
+    )
 
 
 def blend_card(recipe: Recipe) -> str:

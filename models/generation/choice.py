@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from emoverse.emotions import CONDITIONAL, check_label, control_token, model_name
 from emoverse.errors import GenerationSettingError, NoModelError
-from models.records import Evaluation, preference_decision
+from models.evaluation.promotion import preference_decision
+from models.records import Evaluation
 from models.registry.model_registry import ModelRecord, ModelRegistry
 
 ModelChoice = Literal["family", "conditional", "best"]
@@ -78,14 +79,14 @@ def record_preferences(
     for emotion, evaluation in evaluations.items():
         child = _child_evaluation(registry, emotion)
         child_name = f"{model_name(emotion)} v{child[0].version}" if child else "child"
-        better, why = preference_decision(
+        preference = preference_decision(
             evaluation, child[1] if child else None, child_name=child_name
         )
-        chosen = conditional if better or child is None else child[0]
+        chosen = conditional if preference.promoted or child is None else child[0]
         recorded[emotion] = {
             "model": "conditional" if chosen is conditional else "family",
             "version": chosen.version,
-            "reason": f"{model_name(CONDITIONAL)} v{conditional.version}: {why}",
+            "reason": f"{model_name(CONDITIONAL)} v{conditional.version}: {preference.text}",
             "conditional_version": conditional.version,
             "child_version": child[0].version if child else None,
         }
@@ -101,5 +102,5 @@ def _child_evaluation(
         child, _ = registry.current(emotion)
     except NoModelError:
         return None
-    stored = child.metrics.get("evaluation")
-    return (child, Evaluation.from_dict(stored)) if stored else None
+    evaluation = child.evaluation
+    return (child, evaluation) if evaluation is not None else None

@@ -17,9 +17,10 @@ from typing import Any
 
 from emoverse.emotions import CONTROL_TOKENS
 from emoverse.errors import EmoverseError, GenerationSettingError
+from models.config import MAX_NEW_TOKENS, NO_REPEAT_NGRAM_SIZE, TEMPERATURE, TOP_K, TOP_P
+from models.device import pick_device
 from models.folders.model_folder import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
 from models.generation.sampling import Cohort, Row, RowSpec
-from models.training.loop import pick_device
 
 # (lowest, highest) allowed value of every numeric option, in one place: the CLI's parsers
 # and the server's request model read their bounds from here.
@@ -63,13 +64,12 @@ def _num(value: float) -> str:
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How each next token is drawn. The defaults suit verse: mildly cooled nucleus sampling
-    that never repeats a 3-gram (small models otherwise loop on a line)."""
+    """How each next token is drawn; the defaults are models/config.py's."""
 
-    temperature: float = 0.9
-    top_k: int = 50
-    top_p: float = 0.95
-    no_repeat_ngram_size: int = 3
+    temperature: float = TEMPERATURE
+    top_k: int = TOP_K
+    top_p: float = TOP_P
+    no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
 
     def validate(self) -> "SamplingSettings":
         """Return self, or raise GenerationSettingError naming the option and its range."""
@@ -87,7 +87,7 @@ class GenerationRequest:
     prompt: str = ""
     n: int = 1
     seed: int = 0
-    max_new_tokens: int = 120
+    max_new_tokens: int = MAX_NEW_TOKENS
     # An undertrained model may end a poem at once; this many tokens come first, always.
     min_new_tokens: int = 8
     sampling: SamplingSettings = field(default_factory=SamplingSettings)

@@ -10,24 +10,31 @@ version's identity, where its checkpoints, card and evaluation cache live.
 
 sqlite under `<data-dir>/registry/` by default, artifacts under `<data-dir>/registry/artifacts/`;
 `MLFLOW_TRACKING_URI` points every flow, CLI and API at a shared tracking server instead.
+
+MLflow (seconds to import) and the model-folder modules (transformers) load inside the methods
+that use them, so that flows and read-only listings stay light.
 """
 
 import functools
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from filelock import FileLock
 
+from emoverse import settings
 from emoverse.emotions import (
     CONDITIONAL,
     LABELS,
     MODEL_PREFIX,
+    NEUTRAL,
     check_label,
     check_model_key,
     model_name,
@@ -35,7 +42,8 @@ from emoverse.emotions import (
 from emoverse.errors import EmoverseError, NoModelError
 from emoverse.paths import RunPaths
 from emoverse.stats import Share
-from models.records import gate_reasons
+from models.evaluation.promotion import gate_reasons
+from models.records import Evaluation, lineage_version
 
 CHAMPION = "champion"
 PROMOTION_TAG = "promotion"  # why a version was, or was not, made champion
@@ -47,6 +55,7 @@ FOLDER_TAG = "folder"  # the folder's absolute path (registries not under a data
 MODEL_ID_TAG = "model_id"  # the LoggedModel: `models:/<model_id>` (sqlite keeps no link)
 ARTIFACTS_DIR = "artifacts"  # beside a sqlite database: the runs' and models' artifacts
 WEIGHTS_TAG = "weights"  # {file: {size, sha256}} of the folder's weights at registration
+PARENT_VERSION_TAG = "parent_version"  # the neutral base's version a child was trained from
 # A remote tracking server that does not answer must fail in seconds, not minutes: MLflow's
 # own settings, unless the environment sets them.
 REMOTE_DEFAULTS = {
@@ -74,15 +83,30 @@ class ModelRecord:
     weights: dict[str, Any] | None = None
     run_id: str = ""  # the MLflow run that logged it ("" for versions from before runs)
     model_id: str = ""  # its LoggedModel, `models:/<model_id>`
+    # The registry version of the neutral base it was trained from (children); None for a
+    # model trained from elsewhere (a foundation, a hub model)
+    parent_version: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def evaluation(self) -> Evaluation | None:
+        """Its evaluation against the neutral base (a family member), or None."""
+        stored = self.metrics.get("evaluation")
+        return Evaluation.from_dict(stored) if stored else None
+
+    @property
+    def evaluations(self) -> dict[str, Evaluation]:
+        """The conditional model's evaluation as each emotion's model; empty for others."""
+        stored = self.metrics.get("evaluations") or {}
+        return {emotion: Evaluation.from_dict(e) for emotion, e in stored.items()}
 
 
 def registry_uri(data_dir: Path, *, read_only: bool = False) -> str:
     """`MLFLOW_TRACKING_URI` if set, else a sqlite file under the data dir (created for
     writers; a reader of a data dir without one gets a NoModelError and creates nothing)."""
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+    if uri := settings.tracking_uri():
         return uri
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
@@ -101,9 +125,6 @@ def registry_uri(data_dir: Path, *, read_only: bool = False) -> str:
 def _check_sqlite(db: Path) -> None:
     """A damaged database file fails here, whole, rather than on whichever page a query
     happens to read (a registry is small: the check takes milliseconds)."""
-    import sqlite3
-    from urllib.parse import quote
-
     if not db.is_file():
         return  # a new registry: MLflow creates it
     connection = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=60)
@@ -219,7 +240,7 @@ class ModelRegistry:
     @classmethod
     def for_data_dir(cls, data_dir: Path, *, read_only: bool = False) -> "ModelRegistry":
         uri = registry_uri(data_dir, read_only=read_only)
-        local = uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
+        local = uri.startswith("sqlite:///") and not settings.tracking_uri()
         return cls(uri, data_dir=Path(data_dir) if local else None, read_only=read_only)
 
     def _relative(self, folder: Path) -> str | None:
@@ -256,6 +277,7 @@ class ModelRegistry:
         metrics: dict[str, Any],
         parent: str,
         data_fingerprint: str,
+        parent_version: int | None = None,
         promote: bool = True,
         promotion: str = "",
         params: Mapping[str, Any] | None = None,
@@ -263,7 +285,8 @@ class ModelRegistry:
     ) -> ModelRecord:
         """Log `model_dir` (a Hugging Face model folder) as an MLflow run and model and add it
         as a new version of the emotion's model; make it champion if `promote`. `promotion`
-        records why it was (or was not) promoted. `params` (default: the training settings in
+        records why it was (or was not) promoted; `parent_version`, the neutral base's version
+        `parent` names (a child). `params` (default: the training settings in
         the folder's card) become the run's params, the numbers in `metrics` its metrics, and
         `history` (default: the folder's `training_history.json`) its loss curves.
 
@@ -321,6 +344,7 @@ class ModelRegistry:
                     "metrics": json.dumps(metrics),
                     PROMOTION_TAG: promotion,
                     WEIGHTS_TAG: weights,
+                    **({PARENT_VERSION_TAG: str(parent_version)} if parent_version else {}),
                     FOLDER_TAG: str(folder),
                     MODEL_ID_TAG: logged.model_id,
                     **({RELATIVE_TAG: relative} if relative else {}),
@@ -518,4 +542,14 @@ def _record(mv: Any, aliases: list[str] | None, path: str) -> ModelRecord:
         weights=json.loads(tags[WEIGHTS_TAG]) if tags.get(WEIGHTS_TAG) else None,
         run_id=mv.run_id or "",
         model_id=tags.get(MODEL_ID_TAG, ""),
+        parent_version=_parent_version(tags),
     )
+
+
+def _parent_version(tags: Mapping[str, str]) -> int | None:
+    """The recorded neutral base version; for versions registered before it was recorded, the
+    one their `parent` names."""
+    if recorded := tags.get(PARENT_VERSION_TAG):
+        return int(recorded)
+    lineage = lineage_version(tags.get("parent", ""))
+    return lineage[1] if lineage and lineage[0] == model_name(NEUTRAL) else None

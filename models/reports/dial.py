@@ -17,8 +17,9 @@ from emoverse.emotions import EMOTIONS
 from emoverse.errors import EmoverseError
 from emoverse.report import pyplot
 from emoverse.stats import Share
+from models.evaluation.promotion import MAX_DISTINCT_2_DROP
 from models.generation.blend import RecordSource, materialize, resolve_recipe
-from models.records import JUDGES, MAX_DISTINCT_2_DROP
+from models.records import JUDGES
 
 DIAL_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 # Fluency breaks at a strength whose poems are this many times less likely under the base
@@ -56,6 +57,7 @@ def measure_dial(
     max_new_tokens: int = 80,
 ) -> list[DialPoint]:
     """The emotion's dial at each of `strengths` (K = `samples` poems each, from `seed`)."""
+    # torch loads only when a dial is measured: the family report imports this module in flows.
     from emoverse.tagging import label_texts
     from models.evaluation.evaluate import _tag_rule, distinct_n, score_perplexity
     from models.folders.model_folder import load_model

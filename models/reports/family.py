@@ -23,8 +23,9 @@ from emoverse.judgements import JudgementStore
 from emoverse.report import plot_confusion_matrix, pyplot
 from emoverse.stats import Share
 from emoverse.tagging import judge_agreement, read_partition
+from models.evaluation.promotion import ALPHA
 from models.folders.card import LOSS_PLOT_FILE
-from models.records import ALPHA, EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
+from models.records import EVALUATION_FILE, JUDGES, Evaluation, confusion_matrix
 from models.registry.model_registry import ModelRecord, ModelRegistry
 from models.reports.dial import (
     DIAL_STRENGTHS,
@@ -56,8 +57,8 @@ def collect_family(registry: ModelRegistry, judgements: JudgementStore) -> dict[
         if not registry.list(label):
             continue
         record, _ = registry.current(label)
-        stored = record.metrics.get("evaluation")
-        if stored is None:
+        evaluation = record.evaluation
+        if evaluation is None:
             continue
         samples: list[str] = []
         evaluation_file = Path(record.path) / EVALUATION_FILE
@@ -65,7 +66,7 @@ def collect_family(registry: ModelRegistry, judgements: JudgementStore) -> dict[
             samples = json.loads(evaluation_file.read_text())["evaluation"].get("samples", [])
         family[label] = FamilyMember(
             record,
-            Evaluation.from_dict(stored),
+            evaluation,
             samples[:SAMPLE_POEMS],
             human.get((label, record.version)),
         )

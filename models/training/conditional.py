@@ -10,7 +10,6 @@ nothing changed trains nothing and a killed run resumes from its checkpoint.
 """
 
 import hashlib
-import json
 import math
 import random
 from pathlib import Path
@@ -19,12 +18,15 @@ from typing import get_args
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emoverse.done import reuse_or_build, stage_key
 from emoverse.emotions import CONDITIONAL, CONTROL_TOKENS, LABELS, control_token
 from models.config import Balance, TrainConfig
+from models.device import is_main_process
 from models.folders.card import read_card_metadata, training_metrics
+from models.folders.model_folder import load_model, write_model_folder
 from models.records import SkippedModel, TrainedModel
 from models.training.data import load_partition
-from models.training.loop import StepCallback, is_main_process
+from models.training.loop import StepCallback
 from models.training.stages import _run_key, _saved, _train_into
 
 # How the nine partitions are mixed. `plain`: every train poem once, so a label weighs as
@@ -68,16 +70,16 @@ def add_control_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 def prepare_start(init: str | Path, models_dir: Path) -> Path:
     """`init` (the neutral base's start) with the control tokens added, saved once under
     `models_dir/conditional/start-<key>/`: the folder the conditional training starts from."""
-    from models.folders.model_folder import load_model, write_model_folder
-
     name = f"dir:{Path(init).name}" if Path(init).is_dir() else f"hub:{init}"
-    blob = json.dumps([name, list(CONTROL_TOKENS), CONTROL_INIT])
-    out = Path(models_dir) / CONDITIONAL / f"start-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-    if _saved(out):
-        return out
-    model, tokenizer = load_model(init)
-    add_control_tokens(model, tokenizer)
-    write_model_folder(model, tokenizer, out)
+    key = stage_key([name, list(CONTROL_TOKENS), CONTROL_INIT], 12)
+    out = Path(models_dir) / CONDITIONAL / f"start-{key}"
+
+    def build(folder: Path) -> None:
+        model, tokenizer = load_model(init)
+        add_control_tokens(model, tokenizer)
+        write_model_folder(model, tokenizer, folder)
+
+    reuse_or_build(out, build, done=_saved)
     return out
 
 

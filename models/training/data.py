@@ -10,6 +10,7 @@ from datasets import Dataset, disable_progress_bars, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from emoverse.errors import MissingStageOutputError
+from emoverse.tagging import split_for
 from emoverse.tagging.store import check_partitions
 
 # Our own bars show training progress; per-file "Generating split" bars would bury them.
@@ -45,8 +46,6 @@ def load_poems(poems_file: Path, split: str, cache_dir: Path | None = None) -> D
     """One split of every ingested poem, whatever its label, ordered by poem id: what a
     foundation pretrains on. The split is the one tagging gives each poem (a hash of its id),
     so no validation or test poem of any partition is ever pretrained on."""
-    from emoverse.tagging import split_for
-
     if not Path(poems_file).exists():
         raise MissingStageOutputError(f"no poems at {poems_file}; run `emoverse ingest` first")
     ds = load_dataset(

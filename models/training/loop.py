@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emoverse import settings
 from emoverse.errors import EmoverseError
 from models.config import TrainConfig
+from models.device import pick_device
 from models.folders.model_folder import load_model
 from models.training.data import IGNORE_INDEX, PackedBlocks, pack_poems
 
@@ -33,28 +37,12 @@ class FineTuned:
     val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) per epoch
 
 
-def pick_device() -> torch.device:
-    """The GPU this process owns (one per process under torchrun), else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(device)
-    return device
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a distributed launch, or the only process: the one that writes files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def start_distributed() -> tuple[int, int]:
     """(rank, world size). Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) this joins
     the process group: nccl between GPUs, gloo between CPU processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = settings.world_size()
     if world <= 1:
         return 0, 1
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world
@@ -151,8 +139,6 @@ def fine_tune(
         )
     trainable = model
     if world > 1:  # gradients are averaged across processes after every backward
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [device.index] if device.type == "cuda" else None
         trainable = DistributedDataParallel(model, device_ids=ids)
     # Wrappers share the model's parameters: state dicts stay the model's own.
@@ -293,7 +279,7 @@ def _restore(
 
 def _with_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
     """Freeze the model and train low-rank updates of its attention and MLP projections."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # seconds to import: LoRA runs only
 
     config = LoraConfig(
         task_type="CAUSAL_LM",

@@ -1,15 +1,20 @@
 """The training stages as plain functions over paths: what a Prefect task, a test or a
 notebook calls. Each returns a small record, never a model object."""
 
-import hashlib
+import argparse
 import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from emoverse.emotions import FOUNDATION, check_label
-from models.config import FOUNDATION_TRAIN, TrainConfig, is_scratch
+import torch.distributed as dist
+
+from emoverse.done import reuse_or_build, stage_key
+from emoverse.emotions import FOUNDATION, NEUTRAL, check_label
+from emoverse.paths import RunPaths
+from models.config import BASE_TRAIN, CHILD_TRAIN, FOUNDATION_TRAIN, TrainConfig, is_scratch
+from models.device import is_main_process
 from models.folders.card import read_card_metadata, save_model, training_metrics
 from models.folders.model_folder import (
     DamagedModelError,
@@ -19,7 +24,7 @@ from models.folders.model_folder import (
 )
 from models.records import SkippedModel, TrainedModel
 from models.training.data import fingerprint, load_partition, load_poems
-from models.training.loop import StepCallback, fine_tune, is_main_process
+from models.training.loop import StepCallback, fine_tune
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +49,17 @@ def prepare_foundation(
     corpus_fp = fingerprint(train)
     name = base_model.replace(":", "-")
     random_init = Path(models_dir) / "init" / f"{name}-{corpus_fp[:12]}"
-    if not _saved(random_init):
-        build_scratch_model(base_model, train["text"], random_init, seed=config.seed)
+    reuse_or_build(
+        random_init,
+        lambda folder: build_scratch_model(base_model, train["text"], folder, seed=config.seed),
+        done=_saved,
+    )
     run_key = _run_key(random_init, corpus_fp, config)
     out = Path(models_dir) / "foundation" / f"{name}-{run_key}"
-    if not _saved(out):
-        _train_into(
-            out,
+    reuse_or_build(
+        out,
+        lambda folder: _train_into(
+            folder,
             run_key,
             random_init,
             list(train["text"]),
@@ -60,7 +69,9 @@ def prepare_foundation(
             emotion=FOUNDATION,
             parent=base_model,
             data_fingerprint=corpus_fp,
-        )
+        ),
+        done=_saved,
+    )
     return str(out)
 
 
@@ -95,6 +106,7 @@ def _train_into(
     parent: str,
     data_fingerprint: str,
     controls: tuple[list[str], list[str]] | None = None,
+    parent_version: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `init` on the `train` poems and save it as the model folder `out`; its
     metrics. Checkpoints go beside `out` under the run key, so a rerun after a crash resumes,
@@ -117,6 +129,7 @@ def _train_into(
             out,
             emotion=emotion,
             parent=parent,
+            parent_version=parent_version,
             data_fingerprint=data_fingerprint,
             config=config,
         )
@@ -131,8 +144,7 @@ def _run_key(init: str | Path, data_fp: str, config: TrainConfig) -> str:
     # reached by a relative path in one process and an absolute one in another (a deployment's
     # worker) must give the same key.
     start = f"dir:{Path(init).name}" if Path(init).is_dir() else f"hub:{init}"
-    blob = json.dumps([start, data_fp, config.to_dict()], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return stage_key([start, data_fp, config.to_dict()], 12)
 
 
 def train_emotion_model(
@@ -143,12 +155,14 @@ def train_emotion_model(
     models_dir: Path,
     config: TrainConfig,
     parent: str,
+    parent_version: int | None = None,
     min_poems: int = 1,
     cache_dir: Path | None = None,
     on_step: StepCallback | None = None,
 ) -> TrainedModel | SkippedModel:
     """Fine-tune `init` on the emotion's train split, validate on its validation split, and
-    save a model folder under `models_dir/<emotion>/`. A partition with fewer than
+    save a model folder under `models_dir/<emotion>/`; `parent_version`: the registry version
+    `parent` names (a child's neutral base). A partition with fewer than
     `min_poems` training poems is skipped, with the reason.
 
     The folder is named by the run key (start, data fingerprint, settings): when it already
@@ -165,7 +179,8 @@ def train_emotion_model(
     out = Path(models_dir) / emotion / f"run-{run_key}"
     if _saved(out):
         meta = read_card_metadata(out)
-        return TrainedModel(emotion, str(out), parent, data_fp, training_metrics(meta), cached=True)
+        metrics = training_metrics(meta)
+        return TrainedModel(emotion, str(out), parent, data_fp, metrics, True, parent_version)
     val = load_partition(partitions_dir, emotion, "validation", cache_dir)
     metrics = _train_into(
         out,
@@ -177,10 +192,11 @@ def train_emotion_model(
         on_step=on_step,
         emotion=emotion,
         parent=parent,
+        parent_version=parent_version,
         data_fingerprint=data_fp,
     )
     path = str(out) if is_main_process() else ""  # only rank 0 wrote the folder
-    return TrainedModel(emotion, path, parent, data_fp, metrics)
+    return TrainedModel(emotion, path, parent, data_fp, metrics, parent_version=parent_version)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,14 +210,6 @@ def main(argv: list[str] | None = None) -> None:
     Prints the trained model's record (JSON) from rank 0; register it with
     `ModelRegistry.register` or let the Prefect flow do it.
     """
-    import argparse
-
-    import torch.distributed as dist
-
-    from emoverse.emotions import NEUTRAL
-    from emoverse.paths import RunPaths
-    from models.config import BASE_TRAIN, CHILD_TRAIN
-
     parser = argparse.ArgumentParser(
         prog="python -m models.training.stages", description=main.__doc__
     )
