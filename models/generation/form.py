@@ -20,7 +20,8 @@ earlier one (a follower) ends on a rhyme word: once it has as many words as its 
 one (or nears its cap), its next word is spelt along the trie of the leader's rhymes (with a
 leading space), then optional punctuation, then the newline. When nothing rhymes (the leader
 ended on a word the dictionary lacks, at its cap), the follower is a free line: `fallbacks`
-counts it. The state depends on the row's own tokens only, so a row writes the same poem
+counts it. A prompt starts the first line, or is all of it when it ends in a line break.
+The state depends on the row's own tokens only, so a row writes the same poem
 alone or batched, and a seed reproduces it.
 
 A scheme shorter than the poem repeats with fresh rhymes (ABAB over 8 lines: ABAB CDCD), so
@@ -43,6 +44,8 @@ MIN_LINE_TOKENS = MAX_WORD_TOKENS + 2
 PUNCTUATION = (",", ".", ";", ":", "!", "?")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 _SCHEME = re.compile(r"[A-Z]+")
+_INDEXES: dict[int, dict[str, "_Node"]] = {}  # rhyme indexes by vocabulary (see FormTables)
+_INDEX_LOCK = threading.Lock()
 
 
 def line_budget(lines: int, max_new_tokens: int) -> int:
@@ -102,9 +105,11 @@ class Form:
                     f"{self.rhyme} repeats over the poem, so lines must be a multiple of "
                     f"{len(self.rhyme)}, got {self.lines}",
                 )
-        if "\n" in prompt or "\r" in prompt:
+        if "\r" in prompt or "\n" in prompt.removesuffix("\n"):
             raise GenerationSettingError(
-                "prompt", "must be a first line (no line breaks) when lines are asked"
+                "prompt",
+                "must be the start of the first line, or the whole of it ending in one line "
+                "break, when lines are asked",
             )
         if max_new_tokens < tokens_needed(self.lines):
             raise GenerationSettingError(
@@ -208,7 +213,12 @@ class FormTables:
     def index(self) -> dict[str, _Node]:
         with self._lock:
             if self._index is None:
-                self._index = self._build()
+                # Built once per vocabulary: a family's children share their base's tokenizer.
+                key = hash((tuple(self.texts), self.eos_id))
+                with _INDEX_LOCK:
+                    if key not in _INDEXES:
+                        _INDEXES[key] = self._build()
+                    self._index = _INDEXES[key]
             return self._index
 
     def rhyme_trie(self, word: str | None, exclude: set[str]) -> _Node | None:
@@ -292,6 +302,14 @@ class FormState:
         self._roots_step = False  # the last `allowed` asked for a rhyme word's first token
         self._trie_line: int | None = None
         self._trie: _Node | None = None
+        if prompt.endswith("\n"):  # the first line, whole: the poem goes on from the next
+            self.line_text = prompt[:-1]
+            self._end_line()
+            newlines = self._end_newlines()
+            self.done = newlines == 0
+            self.breaking = max(newlines - 1, 0)
+            if not (self.done or self.breaking):
+                self._next_line()
 
     @property
     def words(self) -> int:
@@ -398,8 +416,7 @@ class FormState:
                 self._next_line()
             return
         if token in t.with_newline or token == t.eos_id:
-            self.ends.append(end_word(self.line_text))
-            self.words_per_line.append(self.words)
+            self._end_line()
             if token == t.eos_id:
                 self.done = True
                 return
@@ -421,6 +438,10 @@ class FormState:
             return
         if self._roots_step and self._trie is not None and token in self._trie.children:
             self.node = self._trie.children[token]
+
+    def _end_line(self) -> None:
+        self.ends.append(end_word(self.line_text))
+        self.words_per_line.append(self.words)
 
     def _next_line(self) -> None:
         self.line += 1
