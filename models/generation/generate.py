@@ -301,6 +301,8 @@ class PoemGenerator:
             text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
         if self.controls:  # never shown, even spelt out in plain characters
             text = _CONTROL_TEXT.sub("", text)
+        if row.form is not None:  # a line's first word comes with its space: not shown
+            text = "\n".join(line.strip() for line in text.split("\n"))
         return text.strip() if strip else text
 
     def generate(self, request: GenerationRequest) -> list[str]:
@@ -321,16 +323,23 @@ def generate_poems(
     min_new_tokens: int = 8,
     sampling: SamplingSettings | None = None,
     weights: dict[str, Any] | None = None,
+    lines: int | None = None,
+    stanzas: int | None = None,
+    rhyme: str | None = None,
 ) -> list[str]:
     """`n` poems starting with `prompt`, sampled with the default (or given) settings.
     The same seed gives the same poems; none ends before `min_new_tokens`, so an undertrained
-    model cannot answer with an empty poem."""
+    model cannot answer with an empty poem. `lines`, `stanzas` and `rhyme` ask for a form
+    (models/generation/form.py)."""
     request = GenerationRequest(
         prompt=prompt,
         n=n,
         seed=seed,
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
+        lines=lines,
+        stanzas=stanzas,
+        rhyme=rhyme,
     )
     if sampling is not None:
         request = replace(request, sampling=sampling)
