@@ -85,7 +85,9 @@ def main() -> int:
     for emotion in args.emotions.split(","):
         child = newest(args.models_dir / emotion)
         generator = PoemGenerator(child)
-        generator.form_tables()  # built once, not timed
+        tables = generator.form_tables()  # built once per vocabulary, not timed
+        for need in (1, 2, 3):
+            tables.any_rhymable(need)
         asks = [("free", None)] + [(s, s) for s in schemes]
         for name, scheme in asks:
             form = {} if scheme is None else {"lines": args.lines, "stanzas": stanzas}

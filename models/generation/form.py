@@ -15,14 +15,14 @@ The rules, per line. Every token holding a newline is forbidden except at a line
 end-of-sequence except after the last line (then forced). A line ends once it has MIN_WORDS
 words (where the model puts a newline) or at its token cap (the budget `max_new_tokens` leaves
 each line), with one newline, or two between stanzas. A line whose rhyme letter comes back
-later (a leader) may end only on a word something rhymes with. A line that rhymes with an
-earlier one (a follower) ends on a rhyme word: once it has as many words as its leader less
-one (or nears its cap), its next word is spelt along the trie of the leader's rhymes (with a
-leading space), then optional punctuation, then the newline. When nothing rhymes (the leader
-ended on a word the dictionary lacks, at its cap), the follower is a free line: `fallbacks`
-counts it. A prompt starts the first line, or is all of it when it ends in a line break.
-The state depends on the row's own tokens only, so a row writes the same poem
-alone or batched, and a seed reproduces it.
+later (a leader) may end only on a word with as many reachable rhymes as lines follow it. A
+line that rhymes with an earlier one (a follower) ends on a rhyme word: once it has as many
+words as its leader less one (or nears its cap), its next word is spelt along the trie of the
+leader's rhymes (with a leading space), then optional punctuation, then the newline. When
+nothing rhymes (the leader ended on a word the dictionary lacks, at its cap), the follower is
+a free line: `fallbacks` counts it. A prompt starts the first line, or is all of it when it
+ends in a line break. The state depends on the row's own tokens only, so a row writes the
+same poem alone or batched, and a seed reproduces it.
 
 A scheme shorter than the poem repeats with fresh rhymes (ABAB over 8 lines: ABAB CDCD), so
 lines must be a multiple of its length; lines must be a multiple of stanzas.
@@ -182,8 +182,8 @@ class FormTables:
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
         self._index: dict[str, _Node] | None = None
-        self._rhymable: dict[str, bool] = {}
-        self._any: _Node | None = None
+        self._rhymable: dict[tuple[str, int], bool] = {}
+        self._any: dict[int, _Node] = {}
 
     def breaks(self, newlines: int) -> set[int]:
         """Tokens that may start (or continue) a break of `newlines` newlines."""
@@ -236,23 +236,24 @@ class FormTables:
             found |= _merge(root, index.get(part), exclude | {word})
         return root if found else None
 
-    def rhymable(self, word: str | None) -> bool:
-        """Whether some reachable word other than `word` rhymes with it."""
+    def rhymable(self, word: str | None, need: int = 1) -> bool:
+        """Whether at least `need` reachable words other than `word` rhyme with it."""
         if word is None:
             return False
-        if word not in self._rhymable:
-            self._rhymable[word] = self.rhyme_trie(word, set()) is not None
-        return self._rhymable[word]
+        if (word, need) not in self._rhymable:
+            trie = self.rhyme_trie(word, set())
+            self._rhymable[(word, need)] = trie is not None and _count_words(trie, need) >= need
+        return self._rhymable[(word, need)]
 
-    def any_rhymable(self) -> _Node:
-        """A trie of every reachable word something else rhymes with (a leader's last resort)."""
-        if self._any is None:
+    def any_rhymable(self, need: int = 1) -> _Node:
+        """A trie of every reachable word `need` others rhyme with (a leader's last resort)."""
+        if need not in self._any:
             root = _Node()
             for node in self.index.values():
-                if _count_words(node, 2) >= 2:
+                if _count_words(node, need + 1) >= need + 1:
                     _merge(root, node, set())
-            self._any = root
-        return self._any
+            self._any[need] = root
+        return self._any[need]
 
 
 def _merge(into: _Node, node: _Node | None, exclude: set[str]) -> bool:
@@ -331,13 +332,12 @@ class FormState:
         used = {w for i, w in enumerate(self.ends) if w is not None and self.plan[i][0] == group}
         return self.tables.rhyme_trie(self.ends[leader], used)
 
-    def _is_leader(self) -> bool:
+    def _followers(self) -> int:
+        """How many later lines rhyme with this one (0 unless it leads its rhyme group)."""
         group, leader, _ = self.plan[self.line]
-        return (
-            group is not None
-            and leader is None
-            and any(g == group for g, _, _ in self.plan[self.line + 1 :])
-        )
+        if group is None or leader is not None:
+            return 0
+        return sum(g == group for g, _, _ in self.plan[self.line + 1 :])
 
     def allowed(self) -> tuple[set[int] | None, set[int]]:
         """(the only tokens allowed, or None for any; tokens forbidden besides)."""
@@ -364,11 +364,8 @@ class FormState:
             if room <= MAX_WORD_TOKENS + 1 or (leader is not None and self.words >= target):
                 self._roots_step = True  # the token drawn starts the rhyme word
                 return set(trie.children), set()
-            if (
-                self._is_leader()
-                and self.words >= MIN_WORDS
-                and t.rhymable(end_word(self.line_text))
-            ):
+            need = self._followers()
+            if need and self.words >= MIN_WORDS and t.rhymable(end_word(self.line_text), need):
                 return None, t.never - self._end_tokens()
             return None, set(t.never)
         if room <= 0:
@@ -388,8 +385,8 @@ class FormState:
                 self._trie = self._follower_trie()
                 if self._trie is None:
                     self.fallbacks += 1
-            elif self._is_leader():
-                self._trie = self.tables.any_rhymable()
+            elif self._followers():  # enough rhymes for every line that follows
+                self._trie = self.tables.any_rhymable(self._followers())
         return self._trie is not None
 
     def constrain(self, logits: torch.Tensor, banned: set[int]) -> set[int]:
