@@ -32,11 +32,9 @@ import torch  # noqa: E402
 from emoverse.emotions import EMOTIONS  # noqa: E402
 
 
-def newest(folder: Path) -> Path:
+def newest(folder: Path) -> Path | None:
     runs = sorted(folder.glob("run-*"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise SystemExit(f"no run-* model under {folder}")
-    return runs[-1]
+    return runs[-1] if runs else None
 
 
 def pairs(scheme: str, lines: int) -> list[tuple[int, int]]:
@@ -72,6 +70,8 @@ def main() -> int:
     partitions = args.partitions or args.models_dir.parent / "partitions"
     rule = _tag_rule(partitions)
     base = newest(args.models_dir / "neutral")
+    if base is None:
+        raise SystemExit(f"no run-* base under {args.models_dir / 'neutral'}")
     judge = load_model(base)
     schemes = args.schemes.split(",")
     stanzas = 2 if args.lines >= 4 and args.lines % 2 == 0 else 1
@@ -84,6 +84,9 @@ def main() -> int:
     totals: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in schemes}  # rhymed, pairs, exact, n
     for emotion in args.emotions.split(","):
         child = newest(args.models_dir / emotion)
+        if child is None:
+            print(f"| {emotion} | no model under {args.models_dir / emotion} |", flush=True)
+            continue
         generator = PoemGenerator(child)
         tables = generator.form_tables()  # built once per vocabulary, not timed
         for need in (1, 2, 3):
