@@ -190,3 +190,35 @@ def test_http_refuses_impossible_forms_with_a_422(served, body, message):
     answer = served[0].post("/generate", json={"emotion": "joy", **body})
     assert answer.status_code == 422
     assert message in answer.json()["message"]
+
+
+def test_the_page_asks_for_a_form_in_headless_chromium(served):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from test_serve import _chromium  # tests/ is on the path (pytest's prepend import mode)
+
+    driver = _chromium()
+    try:
+        driver.get(str(served[0].base_url) + "/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#emotion option"))
+        Select(driver.find_element(By.ID, "emotion")).select_by_value("joy")
+        driver.find_element(By.ID, "first-line").send_keys("Shall I compare thee")
+        driver.find_element(By.ID, "lines").send_keys("4")
+        driver.find_element(By.ID, "stanzas").send_keys("2")
+        Select(driver.find_element(By.ID, "rhyme")).select_by_value("ABAB")
+        driver.find_element(By.ID, "write").click()
+        wait.until(lambda d: d.find_element(By.ID, "meta").text.startswith("emoverse"))
+        poem = driver.find_element(By.ID, "poem").text
+        assert poem.startswith("Shall I compare thee\n")
+        assert len(_lines(poem)) == 4 and len(poem.split("\n\n")) == 2, poem
+        # An impossible ask: the server's one line, shown to the reader.
+        Select(driver.find_element(By.ID, "rhyme")).select_by_value("AAAA")
+        driver.find_element(By.ID, "lines").clear()
+        driver.find_element(By.ID, "lines").send_keys("2")
+        driver.find_element(By.ID, "stanzas").clear()
+        driver.find_element(By.ID, "write").click()
+        error = wait.until(lambda d: d.find_element(By.ID, "error").text)
+        assert "AAAA has 4 lines, more than the 2 asked" in error
+    finally:
+        driver.quit()
