@@ -134,6 +134,8 @@ async def generate(
         # The answer's emotion and version: the heaviest in the recipe (the first of ties).
         record = max(recipe.parts, key=lambda p: p.weight).record
         warning = "; ".join([*recipe.warnings, *filter(None, [wanted.dial_warning])]) or None
+    if poems.form is not None:  # the rhyme index, built once per vocabulary: seconds
+        await run_in_threadpool(batcher.generator.form_tables)
     rows = batcher.generator.rows(poems)  # the model's own bounds (context): a 422
     job = batcher.submit(poems, rows, stream=stream)  # a full queue: a 503
     answer = {
