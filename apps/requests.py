@@ -8,6 +8,11 @@ A request names what writes the poems and how they are sampled:
     blend     {emotion: weight} instead of an emotion: base + sum weight * (child - base)
     options   prompt, n, seed, max_new_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
               within `models.generation.generate.BOUNDS`
+    form      lines (exact), stanzas (an even split: lines a multiple of stanzas), rhyme (a
+              scheme such as AABB, ABAB, ABBA, AAAA, or none; no longer than the lines, which
+              must be a multiple of it, as it repeats with fresh rhymes); max_new_tokens must
+              leave every line room (`models.generation.form.tokens_needed`); the prompt is
+              then the first line's start (no line breaks)
 
 `resolve` checks them and returns a `Wanted`: the emotion, the model choice, the recipe's
 weights (None: one model as it is) and the `GenerationRequest`. A broken rule is a
@@ -30,6 +35,7 @@ from models.generation.generate import GenerationRequest
 OPTIONS = (
     *("prompt", "n", "seed", "max_new_tokens"),
     *("temperature", "top_k", "top_p", "no_repeat_ngram_size"),
+    *("lines", "stanzas", "rhyme"),  # form: models/generation/form.py
 )
 
 

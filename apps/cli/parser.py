@@ -266,6 +266,25 @@ def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
         default=3,
         help="never repeat an n-gram of this size; 0 allows repeats (default: %(default)s)",
     )
+    gen.add_argument(
+        "--lines",
+        type=_generation_bound("lines", "--lines"),
+        default=None,
+        help="exactly this many lines (each needs 8 of --max-new-tokens)",
+    )
+    gen.add_argument(
+        "--stanzas",
+        type=_generation_bound("stanzas", "--stanzas"),
+        default=None,
+        help="split the --lines evenly into this many stanzas, a blank line between",
+    )
+    gen.add_argument(
+        "--rhyme",
+        default=None,
+        metavar="SCHEME",
+        help="rhyme scheme over the --lines, e.g. AABB, ABAB, ABBA, AAAA (repeated with fresh "
+        "rhymes when shorter than the poem), or none",
+    )
 
 
 def _add_serve(sub: Subparsers, data: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """POST /generate: poems from an emotion's model, a dialled one or a blend.
 
     POST /generate   {emotion, model?, strength?, prompt?, n?, seed?, max_new_tokens?, temperature?,
-                      top_k?, top_p?, no_repeat_ngram_size?} or {blend: {emotion: weight},
+                      top_k?, top_p?, no_repeat_ngram_size?, lines?, stanzas?, rhyme?} or
+                      {blend: {emotion: weight},
                       ...} -> poems, the version that wrote them, and the recipe of a dialled
                       or blended model (models/generation/blend.py: base + sum w * (child - base))
     POST /generate?stream=true   the same as server-sent events: `token` events
@@ -85,6 +86,10 @@ class GenerateBody(BaseModel):
     no_repeat_ngram_size: int = _bounded(
         "no_repeat_ngram_size", _DEFAULT_SAMPLING.no_repeat_ngram_size
     )
+    # Form (its rules: apps/requests.py): exact lines, stanzas, a rhyme scheme or "none".
+    lines: int | None = _bounded("lines", None)
+    stanzas: int | None = _bounded("stanzas", None)
+    rhyme: str | None = Field(None, max_length=64)
 
     @model_validator(mode="after")
     def _one_model(self) -> "GenerateBody":
@@ -129,6 +134,8 @@ async def generate(
         # The answer's emotion and version: the heaviest in the recipe (the first of ties).
         record = max(recipe.parts, key=lambda p: p.weight).record
         warning = "; ".join([*recipe.warnings, *filter(None, [wanted.dial_warning])]) or None
+    if poems.form is not None:  # the rhyme index, built once per vocabulary: seconds
+        await run_in_threadpool(batcher.generator.form_tables)
     rows = batcher.generator.rows(poems)  # the model's own bounds (context): a 422
     job = batcher.submit(poems, rows, stream=stream)  # a full queue: a 503
     answer = {

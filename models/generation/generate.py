@@ -20,6 +20,7 @@ from emoverse.errors import EmoverseError, GenerationSettingError
 from models.config import MAX_NEW_TOKENS, NO_REPEAT_NGRAM_SIZE, TEMPERATURE, TOP_K, TOP_P
 from models.device import pick_device
 from models.folders.model_folder import ADAPTER_CONFIG, REBUILD_HINT, load_model, verify_weights
+from models.generation.form import Form, FormState, FormTables
 from models.generation.sampling import Cohort, Row, RowSpec
 
 # (lowest, highest) allowed value of every numeric option, in one place: the CLI's parsers
@@ -35,6 +36,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "no_repeat_ngram_size": (0, 16),  # 0: repeats allowed
     # An emotion's dial (models/generation/blend.py): 0 the base, 1 the child, above 1 past it.
     "strength": (0.0, 3.0),
+    # Form (models/generation/form.py): an exact number of lines, split into stanzas.
+    "lines": (1, 64),
+    "stanzas": (1, 16),
 }
 MAX_PROMPT_CHARS = 2000
 _CONTROL_TEXT = re.compile("|".join(re.escape(token) for token in CONTROL_TOKENS))
@@ -93,11 +97,22 @@ class GenerationRequest:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     # The conditional model's control token (`<|joy|>`), put before the poem's bos.
     control: str | None = None
+    # Form (models/generation/form.py): exact lines, stanzas (an even split), a rhyme scheme
+    # ("ABAB", ... or "none"); None: free.
+    lines: int | None = None
+    stanzas: int | None = None
+    rhyme: str | None = None
+
+    @property
+    def form(self) -> Form | None:
+        """The form asked for, or None (its rules are checked by `validate`)."""
+        return Form.from_options(self.lines, self.stanzas, self.rhyme)
 
     @classmethod
     def from_options(cls, **options: Any) -> "GenerationRequest":
         """A request from flat options, as CLI flags and HTTP bodies give them (`prompt`, `n`,
-        `seed`, `max_new_tokens`, `temperature`, `top_k`, `top_p`, `no_repeat_ngram_size`)."""
+        `seed`, `max_new_tokens`, `temperature`, `top_k`, `top_p`, `no_repeat_ngram_size`,
+        `lines`, `stanzas`, `rhyme`)."""
         sampling = {f.name: options.pop(f.name) for f in fields(SamplingSettings)}
         return cls(**options, sampling=SamplingSettings(**sampling))
 
@@ -121,9 +136,14 @@ class GenerationRequest:
                 "prompt", f"must be at most {MAX_PROMPT_CHARS} characters, got {len(self.prompt)}"
             )
         for f in fields(self):
-            if f.name in BOUNDS:
+            if f.name in BOUNDS and getattr(self, f.name) is not None:
                 _check_bounds(f.name, getattr(self, f.name), integer=True)
         self.sampling.validate()
+        if self.rhyme is not None and not isinstance(self.rhyme, str):
+            raise GenerationSettingError("rhyme", f"must be text, got {self.rhyme!r}")
+        form = self.form
+        if form is not None:
+            form.validate(self.max_new_tokens, self.prompt)
         return self
 
 
@@ -195,6 +215,16 @@ class PoemGenerator:
         self.suppress: tuple[int, ...] = tuple(
             dict.fromkeys([*suppressed, *self.controls.values()])
         )
+        self._form_tables: FormTables | None = None  # built on the first form asked for
+
+    def form_tables(self) -> FormTables:
+        """The vocabulary read for form, and the rhyme index (built once, then kept)."""
+        with self._tokenizer_lock:
+            if self._form_tables is None:
+                self._form_tables = FormTables(self.tokenizer, self.eos_id)
+                _ = self._form_tables.index  # it encodes words: under the lock, like any encoding
+            tables = self._form_tables
+        return tables
 
     def prompt_ids(self, prompt: str, control: str | None = None) -> list[int]:
         # Poems were trained as `bos + text + eos` (`<|label|> bos + text + eos` for the
@@ -237,6 +267,14 @@ class PoemGenerator:
         `(tag, i)`."""
         ids = tuple(self.check(request))
         s = request.sampling
+        form = request.form
+        tables = self.form_tables() if form is not None else None
+
+        def state() -> FormState | None:
+            if form is None or tables is None:
+                return None
+            return FormState(form, tables, request.max_new_tokens, request.prompt)
+
         return [
             Row(
                 RowSpec(
@@ -250,6 +288,7 @@ class PoemGenerator:
                     no_repeat_ngram_size=s.no_repeat_ngram_size,
                 ),
                 tag=(tag, i),
+                form=state(),
             )
             for i in range(request.n)
         ]
@@ -268,6 +307,8 @@ class PoemGenerator:
             text = self.tokenizer.decode(row.tokens[1:], skip_special_tokens=True)
         if self.controls:  # never shown, even spelt out in plain characters
             text = _CONTROL_TEXT.sub("", text)
+        if row.form is not None:  # a line's first word comes with its space: not shown
+            text = "\n".join(line.strip() for line in text.split("\n"))
         if strip:
             return text.replace(_BROKEN, "").strip()
         body = text.rstrip(_BROKEN)
@@ -291,16 +332,23 @@ def generate_poems(
     min_new_tokens: int = 8,
     sampling: SamplingSettings | None = None,
     weights: dict[str, Any] | None = None,
+    lines: int | None = None,
+    stanzas: int | None = None,
+    rhyme: str | None = None,
 ) -> list[str]:
     """`n` poems starting with `prompt`, sampled with the default (or given) settings.
     The same seed gives the same poems; none ends before `min_new_tokens`, so an undertrained
-    model cannot answer with an empty poem."""
+    model cannot answer with an empty poem. `lines`, `stanzas` and `rhyme` ask for a form
+    (models/generation/form.py)."""
     request = GenerationRequest(
         prompt=prompt,
         n=n,
         seed=seed,
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
+        lines=lines,
+        stanzas=stanzas,
+        rhyme=rhyme,
     )
     if sampling is not None:
         request = replace(request, sampling=sampling)

@@ -10,7 +10,9 @@ Exactness. A row's logits must not depend on the other rows, to the bit:
   rows (M < 4 in `addmm`), which rounds differently from the one it uses from 4 rows up, so
   a small cohort is topped up with filler rows whose tokens are thrown away;
 - sampling works on each row alone (temperature, top-k, top-p, no-repeat n-grams, min length
-  per row), in float64, with row-wise ops only.
+  per row), in float64, with row-wise ops only;
+- a row asked for a form (lines, stanzas, rhyme) carries its own `FormState`
+  (models/generation/form.py), which masks that row's logits from its own tokens only.
 `tests/apps/test_serve.py` checks that batched and alone give byte-identical poems.
 """
 
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from models.generation.form import FormState
 
 # Fewest rows a forward pass runs (see the module docstring); fillers make up the rest.
 MIN_ROWS = 4
@@ -41,9 +45,10 @@ class RowSpec:
 class Row:
     """A poem being written. `tag` is the caller's (the server keeps its job and poem index)."""
 
-    def __init__(self, spec: RowSpec, tag: Any = None):
+    def __init__(self, spec: RowSpec, tag: Any = None, form: FormState | None = None):
         self.spec = spec
         self.tag = tag
+        self.form = form  # lines, stanzas and rhyme kept as the row is written
         self.tokens: list[int] = list(spec.prompt_ids)
         self.new_tokens = 0
         self.finished = False  # reached eos or max_new_tokens
@@ -70,6 +75,8 @@ class Row:
     def append(self, token: int, eos_id: int | None) -> None:
         self.tokens.append(token)
         self.new_tokens += 1
+        if self.form is not None:
+            self.form.advance(token)
         if self.spec.no_repeat_ngram_size and len(self.tokens) >= self.spec.no_repeat_ngram_size:
             self._remember(len(self.tokens))
         if token == eos_id or self.new_tokens >= self.spec.max_new_tokens:
@@ -93,6 +100,8 @@ def sample_next(
         banned = row.banned() | set(suppress)
         if row.new_tokens < row.spec.min_new_tokens and eos_id is not None:
             banned.add(eos_id)
+        if row.form is not None:  # masks the row itself; returns what to forbid besides
+            banned = row.form.constrain(logits[r], banned)
         at_rows += [r] * len(banned)
         at_tokens += banned
     if at_rows:

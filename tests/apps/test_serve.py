@@ -463,7 +463,8 @@ def test_the_pages_and_their_static_files_are_served_offline(served):
 )
 def test_one_resolver_holds_the_request_rules_for_cli_and_http(names, asked, message):
     sampling = {"temperature": 0.9, "top_k": 50, "top_p": 0.95, "no_repeat_ngram_size": 3}
-    options = {"prompt": "", "n": 1, "seed": 0, "max_new_tokens": 8, **sampling}
+    form = {"lines": None, "stanzas": None, "rhyme": None}  # free verse (tests/test_form.py)
+    options = {"prompt": "", "n": 1, "seed": 0, "max_new_tokens": 8, **sampling, **form}
     assert set(options) == set(OPTIONS)
     with pytest.raises(EmoverseError) as caught:
         resolve(**asked, options=options, names=names)

@@ -106,6 +106,19 @@ function modelPart() {
   return strength === 1 ? { emotion } : { emotion, strength };
 }
 
+// Form: exact lines, stanzas and a rhyme scheme (the server checks them: a 422 says what).
+function formPart() {
+  const part = {};
+  if ($("lines").value) {
+    part.lines = Number($("lines").value);
+    // Enough tokens for every line (models/generation/form.py: 8 a line).
+    part.max_new_tokens = Math.max(120, part.lines * 8 + 1);
+  }
+  if ($("stanzas").value) { part.stanzas = Number($("stanzas").value); }
+  if ($("rhyme").value) { part.rhyme = $("rhyme").value; }
+  return part;
+}
+
 $("form").addEventListener("submit", async (event) => {
   event.preventDefault();
   show("error", ""); show("warning", "");
@@ -113,7 +126,7 @@ $("form").addEventListener("submit", async (event) => {
   $("write").disabled = true;
   // A first line is a whole line: the model goes on from the next one.
   const line = $("first-line").value.trimEnd();
-  const body = { ...modelPart(), prompt: line ? line + "\n" : "" };
+  const body = { ...modelPart(), ...formPart(), prompt: line ? line + "\n" : "" };
   try {
     // Streamed: the poem appears as it is written, then the final answer replaces it.
     const response = await fetch("/generate?stream=true", {

@@ -96,6 +96,25 @@ def test_control_tokens_start_at_their_word_and_round_trip(data_dir, foundation,
     )
 
 
+def test_the_conditional_model_keeps_a_form(trained):
+    from models.generation.form import end_word, rhymes
+
+    generator = PoemGenerator(trained.path)
+    ask = {"lines": 4, "stanzas": 2, "rhyme": "AABB"}
+    request = GenerationRequest(n=3, seed=2, control="<|sadness|>", **ask)
+    rows = generator.rows(request)
+    generator.cohort(rows).run()
+    for row in rows:
+        poem = generator.text(row)
+        lines = [line for line in poem.split("\n") if line.strip()]
+        assert len(lines) == 4 and len(poem.split("\n\n")) == 2, poem
+        assert not set(row.tokens[2:]) & set(generator.controls.values())
+        if not row.form.fallbacks:
+            assert rhymes(end_word(lines[0]), end_word(lines[1])), poem
+            assert rhymes(end_word(lines[2]), end_word(lines[3])), poem
+    assert sum(not row.form.fallbacks for row in rows) >= 2  # rhymes were within reach
+
+
 def test_each_poem_is_packed_after_its_control_token(foundation, data_dir):
     _, tokenizer = load_model(prepare_start(foundation, RunPaths(data_dir).models))
     packed = pack_poems(["Tyger Tyger", "burning bright"], tokenizer, 64, ["<|joy|>", "<|fear|>"])
