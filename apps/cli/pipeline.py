@@ -19,7 +19,6 @@ from emoverse.settings import parse_ids
 from models.config import TrainingSettings, setting_error
 
 TERMINATE_GRACE_S = 5.0  # after SIGTERM: Prefect records the flow run as crashed
-SERVER_START_S = 120  # the longest the temporary Prefect server may take to start
 
 
 def run_stage(args: argparse.Namespace, paths: RunPaths, data_dir: Path) -> bool:
@@ -57,9 +56,8 @@ def _run_flows(
     """The flow commands, under the data dir's lock."""
     try:
         _start_prefect_server()
-    except RuntimeError as exc:  # Prefect's own words: it did not answer in time
-        print(f"emoverse: failed: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return False
+    except RuntimeError:  # Prefect's own words ("Timed out while attempting to connect ...")
+        raise _server_did_not_start() from None
     # Prefect: see apps/cli/__init__.
     from flows.corpus import ingest, tag
     from flows.pipeline import pipeline
@@ -151,10 +149,9 @@ def _start_prefect_server() -> None:
     home = Path(PREFECT_HOME.value())
     home.mkdir(parents=True, exist_ok=True)
     with FileLock(str(home / "emoverse-server-start.lock")):
-        # A first start migrates a new database: on a busy machine that outlasts Prefect's
-        # 20 s default.
-        wait = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), SERVER_START_S)
-        SubprocessASGIServer().start(timeout=wait)
+        # `main` made the limit STARTUP_TIMEOUT_S unless the user set one: a first start
+        # migrates a new database, which on a busy machine outlasts Prefect's 20 s default.
+        SubprocessASGIServer().start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
 
 
 @contextlib.contextmanager
