@@ -4,7 +4,7 @@
 # and one keeps the pinned versions current:
 #   make lock   # requirements.lock from pyproject.toml's ranges (then commit it)
 #   make lock UPGRADE=1   # the same, every package at the newest version the ranges allow
-# While working: make test-fast  # lint and every test but the slow end-to-end runs
+# While working: make test-fast  # lint and every test but the end-to-end and whole-book ones
 PYTHON ?= python3
 VENV := .venv
 # The CPU wheel of this version is on the project's machines; an unpinned torch would pull
@@ -66,8 +66,9 @@ lint: $(VENV)/.installed
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(NO_TESTS_OK)" ] || exit $$rc; }
 
+# The loop to run after every change: no end-to-end runs, no whole books, both cores.
 test-fast: lint
-	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not slow and not full_mirror" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Keeps the current pins where the ranges allow and resolves what changed; UPGRADE=1 takes the
 # newest versions the ranges allow. Needs uv (on the PATH, or in the venv after one install).
