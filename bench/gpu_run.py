@@ -282,8 +282,9 @@ def step_family(work: Path, plan: Plan) -> None:
     from emoverse.paths import RunPaths
     from models.config import TrainingSettings
     from models.evaluation.evaluate import evaluate_model
+    from models.evaluation.promotion import promotion_decision
     from models.folders.card import read_card_metadata, training_metrics
-    from models.records import SkippedModel, promotion_decision
+    from models.records import SkippedModel
     from models.training.stages import prepare_foundation, train_emotion_model
 
     paths = RunPaths(work / "run")
@@ -372,7 +373,8 @@ def step_family(work: Path, plan: Plan) -> None:
                 config=eval_config,
                 cache_dir=paths.hf_cache,
             )
-            promote, reason = promotion_decision(evaluation, base_eval)
+            decision = promotion_decision(evaluation, base_eval)
+            promote, reason = decision.promoted, decision.text
             record["models"][emotion] = {
                 "path": child.path,
                 "metrics": child.metrics,
@@ -397,7 +399,8 @@ def step_conditional(work: Path, plan: Plan) -> None:
     from emoverse.paths import RunPaths
     from models.config import TrainingSettings
     from models.evaluation.evaluate import evaluate_model
-    from models.records import Evaluation, SkippedModel, preference_decision
+    from models.evaluation.promotion import preference_decision
+    from models.records import Evaluation, SkippedModel
     from models.training.conditional import train_conditional_model
     from models.training.stages import prepare_foundation
 
@@ -456,7 +459,8 @@ def step_conditional(work: Path, plan: Plan) -> None:
         )
         child = trained_family.get(emotion)
         child_eval = Evaluation.from_dict(child["evaluation"]) if child else None
-        better, reason = preference_decision(evaluation, child_eval)
+        preference = preference_decision(evaluation, child_eval)
+        better, reason = preference.promoted, preference.text
         record["emotions"][emotion] = {
             "eval_seconds": eval_s,
             "evaluation": evaluation.to_dict(),
