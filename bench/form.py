@@ -60,7 +60,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared machine; the same for every measurement
 
-    from emoverse.tagging import label_texts
+    from emoverse.judges import judge_texts
     from models.evaluation.evaluate import _tag_rule, score_perplexity
     from models.folders.model_folder import load_model
     from models.generation.form import end_word, rhymes
@@ -102,10 +102,8 @@ def main() -> int:
             generator.cohort(rows).run()
             seconds = (time.perf_counter() - started) / args.samples
             poems = [generator.text(row) for row in rows]
-            fidelity = []
-            for j in JUDGES:
-                labels = label_texts(poems, **rule, lexicon=j)
-                fidelity.append(f"{labels.count(emotion) / len(poems):.0%}")
+            judged = judge_texts(poems, JUDGES, rule=rule)
+            fidelity = [f"{judged[j].labels.count(emotion) / len(poems):.0%}" for j in JUDGES]
             ppl = score_perplexity(*judge, poems)
             exact = rhymed = asked = fallbacks = 0
             for row, poem in zip(rows, poems, strict=True):
