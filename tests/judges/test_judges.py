@@ -91,6 +91,7 @@ def test_rank_test_is_one_sided_with_an_effect_size_interval():
     assert empty.p_value == 1.0
 
 
+@pytest.mark.full_mirror  # the verses live in ../shared beside the mirror: skipped where absent
 def test_calibration_script_runs_on_the_shared_verses():
     if not (VERSES / "dev.tsv").is_file():
         pytest.fail(f"the shared poem-sentiment verses are missing at {VERSES}")
